@@ -11,7 +11,7 @@ export CACHE_DIR
 CMDS := $(notdir $(wildcard cmd/*))
 TEST_TIERS := lint unit
 
-.PHONY: all build lint unit test demo clean
+.PHONY: all build lint unit deps test demo clean
 all: build
 
 build:
@@ -24,8 +24,11 @@ lint:
 	$(GO) vet ./...
 
 # Unit and netns integration tests: tests that need root skip with a message when not root.
-unit:
+unit: deps
 	$(GO) test -count=1 ./...
+
+deps:
+	@./hack/deps.sh
 
 -include $(wildcard e2e/*/*.mk benchmarks/*.mk)
 

@@ -1,0 +1,152 @@
+package pci_test
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"reflect"
+	"strconv"
+	"strings"
+	"testing"
+
+	"github.com/multinet-io/multinet/pci"
+	"github.com/multinet-io/multinet/pci/pcitest"
+)
+
+// node builds a host with one i40e-like PF carrying three VFs (VF 2 on vfio-pci) and one plain NIC.
+func node(t *testing.T) *pcitest.Tree {
+	tree := pcitest.New(t)
+	tree.AddPF(pcitest.PF{Address: "0000:3b:00.0", Vendor: "8086", Device: "1572", Driver: "i40e", Netdev: "ens1f0", TotalVFs: 8, NUMANode: 1})
+	for i, a := range []string{"0000:3b:02.0", "0000:3b:02.1", "0000:3b:02.2"} {
+		vf := pcitest.VF{PF: "0000:3b:00.0", Index: i, Address: a, Vendor: "8086", Device: "154c", Driver: "iavf", Netdev: "ens1f0v" + string(rune('0'+i))}
+		if i == 2 {
+			vf.Driver, vf.DefaultDriver = "vfio-pci", "iavf"
+		}
+		tree.AddVF(vf)
+	}
+	tree.AddNIC(pcitest.NIC{Address: "0000:00:03.0", Vendor: "1af4", Device: "1000", Driver: "virtio-pci", Netdev: "eth0", NUMANode: -1, IOMMUGroup: -1})
+	return tree
+}
+
+func TestNetDevicesReadsPFsAndVFs(t *testing.T) {
+	tree := node(t)
+	devs, err := pci.New(tree.Root).NetDevices()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var addrs []string
+	for _, d := range devs {
+		addrs = append(addrs, d.Address)
+	}
+	want := []string{"0000:00:03.0", "0000:3b:00.0", "0000:3b:02.0", "0000:3b:02.1", "0000:3b:02.2"}
+	if !reflect.DeepEqual(addrs, want) {
+		t.Fatalf("addresses = %v, want %v", addrs, want)
+	}
+	pf := devs[1]
+	if pf.Driver != "i40e" || pf.Netdev != "ens1f0" || pf.TotalVFs != 8 || pf.NumVFs != 3 || pf.VFIndex != -1 || pf.PFAddress != "" {
+		t.Errorf("PF = %+v", pf)
+	}
+	if !reflect.DeepEqual(pf.VFs, want[2:]) {
+		t.Errorf("PF VFs = %v, want %v", pf.VFs, want[2:])
+	}
+	if pf.NUMANode != 1 || pf.IOMMUGroup < 0 || pf.LinkType != "ether" || pf.Vendor != "8086" || pf.DeviceID != "1572" {
+		t.Errorf("PF attributes = %+v", pf)
+	}
+	vf1 := devs[3]
+	if vf1.PFAddress != "0000:3b:00.0" || vf1.VFIndex != 1 || vf1.Driver != "iavf" || vf1.Netdev != "ens1f0v1" || vf1.NUMANode != 1 {
+		t.Errorf("VF 1 = %+v", vf1)
+	}
+	vfio := devs[4]
+	if vfio.Driver != "vfio-pci" || vfio.Netdev != "" || vfio.VFIndex != 2 {
+		t.Errorf("vfio VF = %+v", vfio)
+	}
+	if vf1.IOMMUGroup == vfio.IOMMUGroup {
+		t.Errorf("VFs share IOMMU group %d", vf1.IOMMUGroup)
+	}
+	nic := devs[0]
+	if nic.IOMMUGroup != -1 || nic.NUMANode != -1 || nic.TotalVFs != 0 || nic.VFIndex != -1 {
+		t.Errorf("plain NIC = %+v", nic)
+	}
+}
+
+func TestPFOfAndVFAddress(t *testing.T) {
+	s := pci.New(node(t).Root)
+	pf, idx, err := s.PFOf("0000:3b:02.1")
+	if err != nil || pf != "0000:3b:00.0" || idx != 1 {
+		t.Fatalf("PFOf = %s, %d, %v", pf, idx, err)
+	}
+	if _, _, err := s.PFOf("0000:3b:00.0"); err == nil || !strings.Contains(err.Error(), "not an SR-IOV VF") {
+		t.Errorf("PFOf(PF) err = %v", err)
+	}
+	a, err := s.VFAddress("0000:3b:00.0", 2)
+	if err != nil || a != "0000:3b:02.2" {
+		t.Errorf("VFAddress = %s, %v", a, err)
+	}
+	if _, err := s.VFAddress("0000:3b:00.0", 5); err == nil || !strings.Contains(err.Error(), "has no VF 5") {
+		t.Errorf("VFAddress(5) err = %v", err)
+	}
+	if !s.IsVF("0000:3b:02.0") || s.IsVF("0000:3b:00.0") {
+		t.Error("IsVF wrong")
+	}
+	if addr, err := s.ByNetdev("ens1f0v1"); err != nil || addr != "0000:3b:02.1" {
+		t.Errorf("ByNetdev = %s, %v", addr, err)
+	}
+}
+
+func TestDeviceErrorsNameTheAddress(t *testing.T) {
+	s := pci.New(node(t).Root)
+	_, err := s.Device("0000:99:00.0")
+	if !errors.Is(err, pci.ErrNoDevice) || !strings.Contains(err.Error(), "0000:99:00.0") {
+		t.Errorf("missing device err = %v", err)
+	}
+	if _, err := s.Device("eth0"); err == nil || !strings.Contains(err.Error(), "not a PCI address") {
+		t.Errorf("bad address err = %v", err)
+	}
+}
+
+func TestVFIODevicePath(t *testing.T) {
+	tree := node(t)
+	s := pci.New(tree.Root)
+	d, _ := s.Device("0000:3b:02.2")
+	p, err := s.VFIODevicePath("0000:3b:02.2")
+	if err != nil || p != "/dev/vfio/"+itoa(d.IOMMUGroup) {
+		t.Errorf("VFIODevicePath = %s, %v (group %d)", p, err, d.IOMMUGroup)
+	}
+	// noiommu groups carry the name vfio-noiommu and a differently named device node.
+	if err := os.WriteFile(filepath.Join(tree.Root, "kernel/iommu_groups", itoa(d.IOMMUGroup), "name"), []byte("vfio-noiommu\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if p, _ := s.VFIODevicePath("0000:3b:02.2"); p != "/dev/vfio/noiommu-"+itoa(d.IOMMUGroup) {
+		t.Errorf("noiommu path = %s", p)
+	}
+	if _, err := s.VFIODevicePath("0000:00:03.0"); err == nil || !strings.Contains(err.Error(), "IOMMU is off") {
+		t.Errorf("no-IOMMU err = %v", err)
+	}
+}
+
+func TestRootFromEnv(t *testing.T) {
+	t.Setenv(pci.EnvSysfsRoot, "")
+	if r := pci.RootFromEnv(); r != "/sys" {
+		t.Errorf("default root = %s", r)
+	}
+	t.Setenv(pci.EnvSysfsRoot, "/tmp/fake")
+	if r := pci.RootFromEnv(); r != "/tmp/fake" {
+		t.Errorf("env root = %s", r)
+	}
+}
+
+func TestFillNamesFromPCIIDs(t *testing.T) {
+	if _, err := os.Stat("/usr/share/misc/pci.ids"); err != nil {
+		t.Skip("no pci.ids database on this host (Debian package hwdata)")
+	}
+	devs := []pci.Device{{Vendor: "8086", DeviceID: "10c9"}, {Vendor: "0002", DeviceID: "0001"}}
+	pci.FillNames(devs)
+	if !strings.Contains(devs[0].VendorName, "Intel") || !strings.Contains(devs[0].DeviceName, "82576") {
+		t.Errorf("names = %q / %q", devs[0].VendorName, devs[0].DeviceName)
+	}
+	if devs[1].VendorName != "" {
+		t.Errorf("unknown vendor got name %q", devs[1].VendorName)
+	}
+}
+
+func itoa(n int) string { return strconv.Itoa(n) }
