@@ -24,6 +24,7 @@ type Tree struct {
 	defaults  map[string]string   // address -> the driver the kernel would pick
 	netdevs   map[string][]string // address -> netdev names while bound to its default driver
 	refuse    map[string]string   // address -> driver whose probe fails for it
+	sriov     map[string]func(index int) VF
 }
 
 // PF describes an SR-IOV physical function.
@@ -55,7 +56,7 @@ type NIC struct {
 func New(tb testing.TB) *Tree {
 	tb.Helper()
 	t := &Tree{Root: tb.TempDir(), tb: tb, nextGroup: 10,
-		defaults: map[string]string{}, netdevs: map[string][]string{}, refuse: map[string]string{}}
+		defaults: map[string]string{}, netdevs: map[string][]string{}, refuse: map[string]string{}, sriov: map[string]func(int) VF{}}
 	for _, d := range []string{"devices/pci0000:00", "bus/pci/devices", "bus/pci/drivers", "kernel/iommu_groups", "class/net"} {
 		t.mkdir(d)
 	}
@@ -156,6 +157,12 @@ func (t *Tree) AddNIC(n NIC) {
 // AddVF adds a VF with its physfn link, the PF's virtfnN link and a bumped sriov_numvfs.
 func (t *Tree) AddVF(vf VF) {
 	t.tb.Helper()
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.addVF(vf)
+}
+
+func (t *Tree) addVF(vf VF) {
 	pfDir := devDir(vf.PF)
 	numa, _ := os.ReadFile(t.abs(pfDir + "/numa_node"))
 	n, _ := strconv.Atoi(strings.TrimSpace(string(numa)))
@@ -175,7 +182,7 @@ func (t *Tree) AddVF(vf VF) {
 	if vf.Netdev != "" {
 		t.netdevs[vf.Address] = []string{vf.Netdev}
 	}
-	t.SetDriver(vf.Address, vf.Driver)
+	t.setDriver(vf.Address, vf.Driver)
 	if vf.Driver != "" && vf.Driver != def {
 		t.write(devDir(vf.Address)+"/driver_override", vf.Driver+"\n")
 	}
@@ -236,6 +243,57 @@ func (t *Tree) RemoveNetdev(addr, name string) {
 	_ = os.Remove(t.abs("class/net/" + name))
 }
 
+// EmulateSRIOV makes writes to the PF's sriov_numvfs create or remove VFs (described by vf for
+// each index) once StartKernel runs, as the PF driver does on a host.
+func (t *Tree) EmulateSRIOV(pf string, vf func(index int) VF) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.sriov[pf] = vf
+}
+
+func (t *Tree) numVFsTick() {
+	for pf, gen := range t.sriov {
+		b, err := os.ReadFile(t.abs(devDir(pf) + "/sriov_numvfs"))
+		if err != nil {
+			continue
+		}
+		want, err := strconv.Atoi(strings.TrimSpace(string(b)))
+		if err != nil {
+			continue
+		}
+		have := 0
+		for ; ; have++ {
+			if _, err := os.Lstat(t.abs(fmt.Sprintf("%s/virtfn%d", devDir(pf), have))); err != nil {
+				break
+			}
+		}
+		for i := have - 1; i >= want; i-- {
+			t.removeVF(pf, i)
+		}
+		for i := have; i < want; i++ {
+			v := gen(i)
+			v.PF, v.Index = pf, i
+			t.addVF(v)
+		}
+	}
+}
+
+func (t *Tree) removeVF(pf string, i int) {
+	link := t.abs(fmt.Sprintf("%s/virtfn%d", devDir(pf), i))
+	target, err := os.Readlink(link)
+	if err != nil {
+		return
+	}
+	addr := filepath.Base(target)
+	t.setDriver(addr, "")
+	_ = os.Remove(link)
+	if g, err := os.Readlink(t.abs(devDir(addr) + "/iommu_group")); err == nil {
+		_ = os.Remove(filepath.Join(filepath.Dir(t.abs(devDir(addr)+"/iommu_group")), g, "devices", addr))
+	}
+	_ = os.Remove(t.abs("bus/pci/devices/" + addr))
+	_ = os.RemoveAll(t.abs(devDir(addr)))
+}
+
 // RefuseBind makes drv's probe fail for the device, as vfio-pci does for a device it cannot
 // take; the emulated kernel then leaves the device unbound.
 func (t *Tree) RefuseBind(addr, drv string) {
@@ -282,6 +340,7 @@ func (t *Tree) take(rel string) []string {
 func (t *Tree) kernelTick() {
 	t.mu.Lock()
 	defer t.mu.Unlock()
+	t.numVFsTick()
 	drivers, _ := os.ReadDir(t.abs("bus/pci/drivers"))
 	unbinds := func() {
 		for _, d := range drivers {

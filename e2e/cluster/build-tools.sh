@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# Builds etcd, kube-apiserver and kubelet from the Go module proxy into a cache keyed by
+# version, outside the repo. Neither installs with `go install` (k8s.io/kubernetes carries
+# replace directives), so each builds from a throwaway module generated in the cache.
+set -euo pipefail
+K8S_VERSION=${K8S_VERSION:-v1.34.4}
+ETCD_VERSION=${ETCD_VERSION:-v3.5.21}
+CACHE_DIR=${CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/multinet}
+out="$CACHE_DIR/cluster/bin-$K8S_VERSION-etcd-$ETCD_VERSION"
+mkdir -p "$out"
+export GOFLAGS=-mod=mod CGO_ENABLED=0
+
+if [ ! -x "$out/etcd" ]; then
+  m="$CACHE_DIR/cluster/src-etcd-$ETCD_VERSION"
+  mkdir -p "$m"
+  cat > "$m/go.mod" <<EOT
+module tools.local/etcd
+go 1.24.0
+EOT
+  printf '//go:build tools\npackage tools\nimport _ "go.etcd.io/etcd/server/v3"\n' > "$m/tools.go"
+  (cd "$m" && go get "go.etcd.io/etcd/server/v3@$ETCD_VERSION" && go build -o "$out/etcd.tmp" go.etcd.io/etcd/server/v3)
+  mv "$out/etcd.tmp" "$out/etcd"
+fi
+
+if [ ! -x "$out/kube-apiserver" ] || [ ! -x "$out/kubelet" ]; then
+  m="$CACHE_DIR/cluster/src-k8s-$K8S_VERSION"
+  mkdir -p "$m"
+  v0=v0.${K8S_VERSION#v1.}
+  {
+    echo "module tools.local/k8s"
+    echo "go 1.24.0"
+    echo "require k8s.io/kubernetes $K8S_VERSION"
+    for s in api apiextensions-apiserver apimachinery apiserver cli-runtime client-go cloud-provider \
+      cluster-bootstrap code-generator component-base component-helpers controller-manager cri-api \
+      cri-client csi-translation-lib dynamic-resource-allocation endpointslice externaljwt kms \
+      kube-aggregator kube-controller-manager kube-proxy kube-scheduler kubectl kubelet metrics \
+      mount-utils pod-security-admission sample-apiserver sample-cli-plugin sample-controller; do
+      echo "replace k8s.io/$s => k8s.io/$s $v0"
+    done
+  } > "$m/go.mod"
+  printf '//go:build tools\npackage tools\nimport (\n_ "k8s.io/kubernetes/cmd/kube-apiserver"\n_ "k8s.io/kubernetes/cmd/kubelet"\n)\n' > "$m/tools.go"
+  ld="-s -w -X k8s.io/component-base/version.gitVersion=$K8S_VERSION -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=${K8S_VERSION#v1.}"
+  ld="${ld%.*}"
+  (cd "$m" && go mod tidy >/dev/null 2>&1 || true)
+  for c in kube-apiserver kubelet; do
+    [ -x "$out/$c" ] && continue
+    (cd "$m" && go build -trimpath -ldflags "$ld" -o "$out/$c.tmp" "k8s.io/kubernetes/cmd/$c")
+    mv "$out/$c.tmp" "$out/$c"
+  done
+fi
+echo "$out"
