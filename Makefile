@@ -30,6 +30,10 @@ unit: deps
 deps:
 	@./hack/deps.sh
 
+# A simulated SR-IOV node, in seconds, on any machine.
+demo: build
+	$(GO) run ./e2e/demo $(BIN)/multinetctl
+
 -include $(wildcard e2e/*/*.mk benchmarks/*.mk)
 
 test:

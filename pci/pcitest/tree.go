@@ -9,16 +9,23 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"testing"
 	"time"
 )
+
+// TB is the part of testing.TB the tree needs, so programs (make demo) can build trees too.
+type TB interface {
+	Helper()
+	Fatalf(format string, args ...any)
+	TempDir() string
+	Cleanup(func())
+}
 
 // Tree is a fake sysfs root. Devices live under devices/pci0000:00/<addr> and are linked from
 // bus/pci/devices, as on a real host.
 type Tree struct {
 	Root string
 
-	tb        testing.TB
+	tb        TB
 	mu        sync.Mutex
 	nextGroup int
 	defaults  map[string]string   // address -> the driver the kernel would pick
@@ -53,7 +60,7 @@ type NIC struct {
 }
 
 // New returns an empty tree in a temporary directory removed after the test.
-func New(tb testing.TB) *Tree {
+func New(tb TB) *Tree {
 	tb.Helper()
 	t := &Tree{Root: tb.TempDir(), tb: tb, nextGroup: 10,
 		defaults: map[string]string{}, netdevs: map[string][]string{}, refuse: map[string]string{}, sriov: map[string]func(int) VF{}}
