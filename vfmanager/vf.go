@@ -7,8 +7,10 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"sync"
 
 	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
 
 	"github.com/multinet-io/multinet/pci"
 )
@@ -44,19 +46,31 @@ type VFState struct {
 // Manager changes VFs on one host: sysfs for counts and drivers, netlink for admin settings.
 type Manager struct {
 	Sys *pci.SysFS
-	// NL is the netlink handle of the namespace holding the PF netdevs; nil means the
-	// caller's current namespace.
+	// NL is the netlink handle of the namespace holding the PF netdevs; nil means a handle
+	// opened on first use in the caller's current namespace.
 	NL *netlink.Handle
+
+	nlOnce sync.Once
+	nlErr  error
 }
 
 // New returns a Manager over the sysfs root, working in the current network namespace.
 func New(sys *pci.SysFS) *Manager { return &Manager{Sys: sys} }
 
+// nl returns the handle. The package-level netlink calls (a zero Handle) do not ask the
+// kernel for the VF list (IFLA_EXT_MASK RTEXT_FILTER_VF); a handle from NewHandle does.
 func (m *Manager) nl() *netlink.Handle {
-	if m.NL != nil {
-		return m.NL
+	m.nlOnce.Do(func() {
+		if m.NL == nil {
+			m.NL, m.nlErr = netlink.NewHandle(unix.NETLINK_ROUTE)
+		}
+	})
+	if m.NL == nil {
+		// No socket could be opened; the zero handle still sets VF settings and reports
+		// the socket error on reads through vfInfo.
+		return &netlink.Handle{}
 	}
-	return &netlink.Handle{}
+	return m.NL
 }
 
 const (
@@ -127,7 +141,11 @@ func (c VFConfig) Validate() error {
 
 // vfInfo reads one VF's entry from the PF's VF list.
 func (m *Manager) vfInfo(pfNetdev string, vf int) (netlink.Link, netlink.VfInfo, error) {
-	link, err := m.nl().LinkByName(pfNetdev)
+	h := m.nl()
+	if m.nlErr != nil {
+		return nil, netlink.VfInfo{}, fmt.Errorf("pf %s: open netlink: %w", pfNetdev, m.nlErr)
+	}
+	link, err := h.LinkByName(pfNetdev)
 	if err != nil {
 		return nil, netlink.VfInfo{}, fmt.Errorf("pf %s: %w", pfNetdev, err)
 	}
