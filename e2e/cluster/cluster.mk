@@ -1,0 +1,19 @@
+# e2e/cluster: a real single-node Kubernetes (etcd, kube-apiserver, kubelet, containerd).
+TEST_TIERS += e2e-cluster
+CLUSTER_DIR ?= /tmp/multinet-cluster
+export CLUSTER_DIR
+
+.PHONY: cluster-up cluster-down e2e-cluster
+cluster-up:
+	@./e2e/cluster/up.sh
+
+cluster-down:
+	@./e2e/cluster/down.sh
+
+# Brings the cluster up, runs the tests, always tears it down; on failure shows the logs' tails.
+e2e-cluster:
+	@./e2e/cluster/up.sh
+	@$(GO) test -count=1 -tags e2e_cluster -v ./e2e/cluster/... ; rc=$$?; \
+	  if [ $$rc -ne 0 ]; then for l in kubelet containerd kube-apiserver; do \
+	    echo "=== tail of $$l log ($(CLUSTER_DIR)/logs/$$l.log)"; tail -n 25 $(CLUSTER_DIR)/logs/$$l.log; done; fi; \
+	  ./e2e/cluster/down.sh; exit $$rc

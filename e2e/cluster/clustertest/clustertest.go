@@ -1,0 +1,229 @@
+// Package clustertest drives the e2e/cluster single-node Kubernetes from Go tests the way a
+// user would with kubectl: create a NAD or a pod, wait for it, read its annotations, look into
+// its network namespace, delete it.
+package clustertest
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/containernetworking/plugins/pkg/ns"
+	nadv1 "github.com/k8snetworkplumbingwg/network-attachment-definition-client/pkg/apis/k8s.cni.cncf.io/v1"
+	nadclient "github.com/k8snetworkplumbingwg/network-attachment-definition-client/pkg/client/clientset/versioned"
+	"github.com/vishvananda/netlink"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
+	podresourcesv1 "k8s.io/kubelet/pkg/apis/podresources/v1"
+)
+
+// Image is the image every test pod runs (the pause binary; imported by cluster-up).
+const Image = "registry.k8s.io/pause:3.10"
+
+// Node is the name the kubelet registers.
+const Node = "node1"
+
+// Cluster is a handle on a running e2e cluster.
+type Cluster struct {
+	Dir    string
+	Config *rest.Config
+	Kube   kubernetes.Interface
+	NADs   nadclient.Interface
+}
+
+// Dir returns CLUSTER_DIR or the default the Makefile uses.
+func Dir() string {
+	if d := os.Getenv("CLUSTER_DIR"); d != "" {
+		return d
+	}
+	return "/tmp/multinet-cluster"
+}
+
+// Connect returns the running cluster, or skips the test when none is up.
+func Connect(t testing.TB) *Cluster {
+	t.Helper()
+	d := Dir()
+	kc := filepath.Join(d, "kubeconfig")
+	if _, err := os.Stat(kc); err != nil {
+		t.Skipf("no e2e cluster at %s (make cluster-up, or make e2e-cluster)", d)
+	}
+	cfg, err := clientcmd.BuildConfigFromFlags("", kc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := &Cluster{Dir: d, Config: cfg}
+	if c.Kube, err = kubernetes.NewForConfig(cfg); err != nil {
+		t.Fatal(err)
+	}
+	if c.NADs, err = nadclient.NewForConfig(cfg); err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+// Paths a test uses to install CNI plugins and to reach the kubelet's sockets.
+func (c *Cluster) CNIConfDir() string      { return filepath.Join(c.Dir, "net.d") }
+func (c *Cluster) CNIBinDir() string       { return filepath.Join(c.Dir, "cni-bin") }
+func (c *Cluster) IPAMDir() string         { return filepath.Join(c.Dir, "ipam") }
+func (c *Cluster) DevicePluginDir() string { return filepath.Join(c.Dir, "kubelet", "device-plugins") }
+func (c *Cluster) PodResourcesSocket() string {
+	return filepath.Join(c.Dir, "kubelet", "pod-resources", "kubelet.sock")
+}
+
+// CreateNAD creates a NetworkAttachmentDefinition and deletes it when the test ends.
+func (c *Cluster) CreateNAD(t testing.TB, namespace, name, config string, annotations map[string]string) *nadv1.NetworkAttachmentDefinition {
+	t.Helper()
+	nad := &nadv1.NetworkAttachmentDefinition{
+		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: namespace, Annotations: annotations},
+		Spec:       nadv1.NetworkAttachmentDefinitionSpec{Config: config},
+	}
+	got, err := c.NADs.K8sCniCncfIoV1().NetworkAttachmentDefinitions(namespace).Create(context.Background(), nad, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatalf("create NAD %s/%s: %v", namespace, name, err)
+	}
+	t.Cleanup(func() {
+		_ = c.NADs.K8sCniCncfIoV1().NetworkAttachmentDefinitions(namespace).Delete(context.Background(), name, metav1.DeleteOptions{})
+	})
+	return got
+}
+
+// CreatePod creates a pod pinned to the node; mutate adjusts it (annotations, resources...).
+// The pod is deleted when the test ends.
+func (c *Cluster) CreatePod(t testing.TB, namespace, name string, mutate ...func(*corev1.Pod)) *corev1.Pod {
+	t.Helper()
+	grace := int64(1)
+	noToken := false
+	p := &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: namespace},
+		Spec: corev1.PodSpec{
+			NodeName:                      Node,
+			AutomountServiceAccountToken:  &noToken,
+			TerminationGracePeriodSeconds: &grace,
+			Containers:                    []corev1.Container{{Name: "app", Image: Image, ImagePullPolicy: corev1.PullNever}},
+		},
+	}
+	for _, m := range mutate {
+		m(p)
+	}
+	got, err := c.Kube.CoreV1().Pods(namespace).Create(context.Background(), p, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatalf("create pod %s/%s: %v", namespace, name, err)
+	}
+	t.Cleanup(func() { c.DeletePod(t, namespace, name) })
+	return got
+}
+
+// WaitRunning waits for the pod to run and returns it; on timeout it fails with the pod's
+// status and events, which carry the CNI error if the sandbox failed.
+func (c *Cluster) WaitRunning(t testing.TB, namespace, name string, timeout time.Duration) *corev1.Pod {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		p, err := c.Kube.CoreV1().Pods(namespace).Get(context.Background(), name, metav1.GetOptions{})
+		if err == nil && p.Status.Phase == corev1.PodRunning && p.Status.PodIP != "" {
+			return p
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("pod %s/%s not Running after %s: phase %v err %v\nevents:\n%s", namespace, name, timeout, phase(p), err, c.Events(namespace, name))
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+func phase(p *corev1.Pod) corev1.PodPhase {
+	if p == nil {
+		return ""
+	}
+	return p.Status.Phase
+}
+
+// Events returns the pod's events, one per line.
+func (c *Cluster) Events(namespace, name string) string {
+	evs, err := c.Kube.CoreV1().Events(namespace).List(context.Background(), metav1.ListOptions{FieldSelector: "involvedObject.name=" + name})
+	if err != nil {
+		return err.Error()
+	}
+	s := ""
+	for _, e := range evs.Items {
+		s += fmt.Sprintf("  %s %s: %s\n", e.Type, e.Reason, e.Message)
+	}
+	return s
+}
+
+// DeletePod deletes the pod with a 1 s grace period and waits until the API has forgotten it
+// (the kubelet removes it only after the runtime tore the sandbox down, CNI DEL included).
+func (c *Cluster) DeletePod(t testing.TB, namespace, name string) {
+	t.Helper()
+	grace := int64(1)
+	err := c.Kube.CoreV1().Pods(namespace).Delete(context.Background(), name, metav1.DeleteOptions{GracePeriodSeconds: &grace})
+	if apierrors.IsNotFound(err) {
+		return
+	}
+	if err != nil {
+		t.Errorf("delete pod %s/%s: %v", namespace, name, err)
+		return
+	}
+	deadline := time.Now().Add(60 * time.Second)
+	for time.Now().Before(deadline) {
+		if _, err := c.Kube.CoreV1().Pods(namespace).Get(context.Background(), name, metav1.GetOptions{}); apierrors.IsNotFound(err) {
+			return
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	t.Errorf("pod %s/%s still present 60s after delete", namespace, name)
+}
+
+// PodNetNS finds the network namespace (under /var/run/netns, where containerd's CRI plugin
+// pins them) whose ifname holds ip.
+func PodNetNS(t testing.TB, ifname, ip string) ns.NetNS {
+	t.Helper()
+	paths, _ := filepath.Glob("/var/run/netns/*")
+	for _, p := range paths {
+		n, err := ns.GetNS(p)
+		if err != nil {
+			continue
+		}
+		found := false
+		_ = n.Do(func(ns.NetNS) error {
+			l, err := netlink.LinkByName(ifname)
+			if err != nil {
+				return nil
+			}
+			addrs, _ := netlink.AddrList(l, netlink.FAMILY_ALL)
+			for _, a := range addrs {
+				if a.IP.Equal(net.ParseIP(ip)) {
+					found = true
+				}
+			}
+			return nil
+		})
+		if found {
+			t.Cleanup(func() { n.Close() })
+			return n
+		}
+		n.Close()
+	}
+	t.Fatalf("no network namespace has %s with %s", ifname, ip)
+	return nil
+}
+
+// PodResources returns a client of the kubelet's PodResources service.
+func (c *Cluster) PodResources(t testing.TB) podresourcesv1.PodResourcesListerClient {
+	t.Helper()
+	conn, err := grpc.NewClient("unix://"+c.PodResourcesSocket(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	return podresourcesv1.NewPodResourcesListerClient(conn)
+}

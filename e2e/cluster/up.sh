@@ -1,0 +1,159 @@
+#!/usr/bin/env bash
+# Starts a real single-node Kubernetes under $CLUSTER_DIR: etcd, kube-apiserver (RBAC, service
+# account signing, loopback ports), our own containerd (never the system one) and kubelet with
+# its own root dir. Writes $CLUSTER_DIR/kubeconfig and waits until the node is Ready.
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+repo=$(cd "$here/../.." && pwd)
+CLUSTER_DIR=${CLUSTER_DIR:-/tmp/multinet-cluster}
+NODE=${NODE_NAME:-node1}
+D=$CLUSTER_DIR
+log() { echo "cluster-up: $*"; }
+
+alive() { [ -f "$D/run/$1.pid" ] && kill -0 "$(cat "$D/run/$1.pid")" 2>/dev/null; }
+if alive kube-apiserver && alive kubelet && alive containerd && alive etcd; then
+  log "already up ($D)"; exit 0
+fi
+"$here/down.sh" >/dev/null 2>&1 || true
+
+export DEBIAN_FRONTEND=noninteractive
+missing=()
+for p in containerd runc containernetworking-plugins openssl; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  log "installing ${missing[*]}"
+  apt-get install -y -q --no-install-recommends "${missing[@]}" >/dev/null 2>&1 || { apt-get update -q >/dev/null; apt-get install -y -q --no-install-recommends "${missing[@]}" >/dev/null; }
+fi
+t0=$(date +%s)
+BIN=$("$here/build-tools.sh" | tail -1)
+log "tools in $BIN ($(( $(date +%s) - t0 ))s)"
+
+rm -rf "$D/etcd" "$D/kubelet" "$D/containerd" "$D/run" "$D/logs" "$D/ipam"
+mkdir -p "$D"/{pki,etcd,kubelet,containerd/root,containerd/state,run,logs,net.d,cni-bin,ipam,images,tools}
+# The reference plugins are the cluster network (stand-in for Calico) and later the delegates.
+for p in /usr/lib/cni/*; do ln -sf "$p" "$D/cni-bin/"; done
+
+(cd "$repo" && CGO_ENABLED=0 go build -o "$D/tools/clusterctl" ./e2e/cluster/clusterctl && CGO_ENABLED=0 go build -o "$D/tools/pause" ./e2e/cluster/pause)
+
+pki=$D/pki
+if [ ! -f "$pki/serving.crt" ]; then
+  openssl genrsa -out "$pki/sa.key" 2048 2>/dev/null
+  openssl rsa -in "$pki/sa.key" -pubout -out "$pki/sa.pub" 2>/dev/null
+  openssl req -x509 -newkey rsa:2048 -nodes -keyout "$pki/serving.key" -out "$pki/serving.crt" -days 30 \
+    -subj "/CN=127.0.0.1" -addext "subjectAltName=IP:127.0.0.1,DNS:localhost" 2>/dev/null
+  echo "tok-admin-$(openssl rand -hex 8),admin,admin,system:masters" > "$pki/tokens.csv"
+fi
+token=$(cut -d, -f1 "$pki/tokens.csv")
+
+freeport() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+etcd_port=$(freeport); peer_port=$(freeport); api_port=$(freeport)
+
+start() { # name, then the command
+  local name=$1; shift
+  setsid "$@" >"$D/logs/$name.log" 2>&1 < /dev/null &
+  echo $! > "$D/run/$name.pid"
+}
+start etcd "$BIN/etcd" --data-dir "$D/etcd" --listen-client-urls "http://127.0.0.1:$etcd_port" \
+  --advertise-client-urls "http://127.0.0.1:$etcd_port" --listen-peer-urls "http://127.0.0.1:$peer_port" \
+  --initial-advertise-peer-urls "http://127.0.0.1:$peer_port" --initial-cluster "default=http://127.0.0.1:$peer_port"
+start kube-apiserver "$BIN/kube-apiserver" --etcd-servers "http://127.0.0.1:$etcd_port" \
+  --secure-port "$api_port" --bind-address 127.0.0.1 --advertise-address 127.0.0.1 \
+  --tls-cert-file "$pki/serving.crt" --tls-private-key-file "$pki/serving.key" \
+  --service-account-key-file "$pki/sa.pub" --service-account-signing-key-file "$pki/sa.key" \
+  --service-account-issuer https://kubernetes.default.svc --token-auth-file "$pki/tokens.csv" \
+  --authorization-mode Node,RBAC --service-cluster-ip-range 10.96.0.0/24 \
+  --kubelet-preferred-address-types InternalIP,Hostname --enable-admission-plugins NodeRestriction \
+  --cert-dir "$pki/apiserver"
+
+cat > "$D/kubeconfig" <<EOT
+apiVersion: v1
+kind: Config
+clusters:
+- name: multinet
+  cluster: {server: "https://127.0.0.1:$api_port", certificate-authority: "$pki/serving.crt"}
+users:
+- name: admin
+  user: {token: "$token"}
+contexts:
+- name: multinet
+  context: {cluster: multinet, user: admin}
+current-context: multinet
+EOT
+
+# containerd: its own config, root, state and socket under $D; the CRI plugin runs CNI from $D.
+sock=$D/containerd/containerd.sock
+containerd config default \
+  | sed -e "s|^root = .*|root = \"$D/containerd/root\"|" \
+        -e "s|^state = .*|state = \"$D/containerd/state\"|" \
+        -e "/^\[grpc\]/,/^\[/ s|^  address = .*|  address = \"$sock\"|" \
+        -e "/^\[ttrpc\]/,/^\[/ s|^  address = .*|  address = \"$sock.ttrpc\"|" \
+        -e "s|sandbox_image = .*|sandbox_image = \"registry.k8s.io/pause:3.10\"|" \
+        -e "s|restrict_oom_score_adj = .*|restrict_oom_score_adj = true|" \
+        -e "s|bin_dir = .*|bin_dir = \"$D/cni-bin\"|" \
+        -e "s|conf_dir = .*|conf_dir = \"$D/net.d\"|" \
+        -e "s|SystemdCgroup = .*|SystemdCgroup = false|" \
+  > "$D/containerd/config.toml"
+grep -q "address = \"$sock\"" "$D/containerd/config.toml" || { echo "cluster-up: could not set the containerd socket" >&2; exit 1; }
+
+if [ ! -f "$D/net.d/10-bridge.conflist" ]; then
+cat > "$D/net.d/10-bridge.conflist" <<EOT
+{
+  "cniVersion": "1.0.0",
+  "name": "cbr0",
+  "plugins": [
+    {"type": "bridge", "bridge": "mncbr0", "isGateway": true, "ipMasq": false,
+     "ipam": {"type": "host-local", "dataDir": "$D/ipam", "ranges": [[{"subnet": "10.244.0.0/24"}]],
+              "routes": [{"dst": "0.0.0.0/0"}]}},
+    {"type": "portmap", "capabilities": {"portMappings": true}}
+  ]
+}
+EOT
+fi
+start containerd containerd --config "$D/containerd/config.toml"
+
+for i in $(seq 100); do [ -S "$sock" ] && break; sleep 0.1; done
+[ -S "$sock" ] || { echo "cluster-up: containerd did not start; see $D/logs/containerd.log" >&2; tail -20 "$D/logs/containerd.log" >&2; exit 1; }
+"$D/tools/clusterctl" image "$D/tools/pause" /pause registry.k8s.io/pause:3.10 "$D/images/pause.tar"
+ctr -a "$sock" -n k8s.io images import "$D/images/pause.tar" >/dev/null
+
+for i in $(seq 150); do curl -skf -H "Authorization: Bearer $token" "https://127.0.0.1:$api_port/readyz" >/dev/null && break; sleep 0.2; done
+curl -skf -H "Authorization: Bearer $token" "https://127.0.0.1:$api_port/readyz" >/dev/null \
+  || { echo "cluster-up: kube-apiserver not ready; see $D/logs/kube-apiserver.log" >&2; tail -20 "$D/logs/kube-apiserver.log" >&2; exit 1; }
+
+cat > "$D/kubelet-config.yaml" <<EOT
+apiVersion: kubelet.config.k8s.io/v1beta1
+kind: KubeletConfiguration
+cgroupDriver: cgroupfs
+failSwapOn: false
+cgroupsPerQOS: false
+enforceNodeAllocatable: []
+authentication: {anonymous: {enabled: true}, webhook: {enabled: false}}
+authorization: {mode: AlwaysAllow}
+containerRuntimeEndpoint: unix://$sock
+podCIDR: 10.244.0.0/24
+address: 127.0.0.1
+port: $(freeport)
+healthzPort: 0
+readOnlyPort: 0
+staticPodPath: ""
+imageGCHighThresholdPercent: 100
+evictionHard: {memory.available: "1Mi", nodefs.available: "1%", imagefs.available: "1%"}
+EOT
+# kubelet serves the device-plugin registration socket at the fixed path
+# /var/lib/kubelet/device-plugins whatever --root-dir says; bind our dir there so plugins and
+# tests find it at $D/kubelet/device-plugins. Refuse if another kubelet owns that path.
+dp=/var/lib/kubelet/device-plugins
+mkdir -p "$D/kubelet/device-plugins" "$dp"
+if ! grep -qF " $dp " /proc/mounts; then
+  if [ -S "$dp/kubelet.sock" ] && pgrep -x kubelet >/dev/null; then
+    echo "cluster-up: another kubelet serves $dp; stop it first" >&2; exit 1
+  fi
+  mount --bind "$D/kubelet/device-plugins" "$dp"
+fi
+start kubelet "$BIN/kubelet" --config "$D/kubelet-config.yaml" --kubeconfig "$D/kubeconfig" \
+  --hostname-override "$NODE" --root-dir "$D/kubelet" --node-ip 127.0.0.1 --v 1
+"$D/tools/clusterctl" apply "$D/kubeconfig" "$repo"/deploy/crds/*.yaml "$here"/manifests/*.yaml
+"$D/tools/clusterctl" wait-node "$D/kubeconfig" "$NODE" 120s || {
+  echo "cluster-up: node not Ready; kubelet log tail:" >&2; tail -30 "$D/logs/kubelet.log" >&2; exit 1; }
+log "node $NODE Ready in $(( $(date +%s) - t0 ))s; KUBECONFIG=$D/kubeconfig"
