@@ -1,7 +1,6 @@
 package vfmanager_test
 
 import (
-	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -15,15 +14,8 @@ import (
 // the igbvf driver with a netdev each, like the QEMU guest.
 func igbNode(t *testing.T) (*pcitest.Tree, *vfmanager.Manager) {
 	tree := pcitest.New(t)
-	for p, pf := range []string{"0000:00:02.0", "0000:00:04.0"} {
-		tree.AddPF(pcitest.PF{Address: pf, Vendor: "8086", Device: "10c9", Driver: "igb", Netdev: fmt.Sprintf("enp0s%d", 2+2*p), TotalVFs: 7})
-		slot := 0x12 + 2*p
-		tree.EmulateSRIOV(pf, func(i int) pcitest.VF {
-			return pcitest.VF{Address: fmt.Sprintf("0000:00:%02x.%d", slot, i), Vendor: "8086", Device: "10ca",
-				Driver: "igbvf", Netdev: fmt.Sprintf("enp0s%dv%d", 2+2*p, i)}
-		})
-	}
-	tree.AddDriver("igbvf")
+	tree.AddIgbPF("0000:00:02.0", "enp0s2", 0x12)
+	tree.AddIgbPF("0000:00:04.0", "enp0s4", 0x14)
 	tree.AddDriver("vfio-pci")
 	tree.StartKernel()
 	return tree, vfmanager.New(pci.New(tree.Root))

@@ -52,16 +52,9 @@ func main() {
 		}
 	}()
 	tree := pcitest.New(t)
-	for p, pf := range []string{"0000:00:02.0", "0000:00:04.0"} {
-		tree.AddPF(pcitest.PF{Address: pf, Vendor: "8086", Device: "10c9", Driver: "igb", Netdev: fmt.Sprintf("enp0s%d", 2+2*p), TotalVFs: 7})
-		slot, pfNum := 0x12+2*p, 2+2*p
-		tree.EmulateSRIOV(pf, func(i int) pcitest.VF {
-			return pcitest.VF{Address: fmt.Sprintf("0000:00:%02x.%d", slot, i), Vendor: "8086", Device: "10ca",
-				Driver: "igbvf", Netdev: fmt.Sprintf("enp0s%dv%d", pfNum, i)}
-		})
-	}
+	tree.AddIgbPF("0000:00:02.0", "enp0s2", 0x12)
+	tree.AddIgbPF("0000:00:04.0", "enp0s4", 0x14)
 	tree.AddNIC(pcitest.NIC{Address: "0000:00:03.0", Vendor: "1af4", Device: "1041", Driver: "virtio-pci", Netdev: "eth0", IOMMUGroup: -1})
-	tree.AddDriver("igbvf")
 	tree.AddDriver("vfio-pci")
 	tree.StartKernel()
 	pfile := filepath.Join(tree.Root, "..", filepath.Base(tree.Root)+"-policy.yaml")

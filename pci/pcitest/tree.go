@@ -258,6 +258,18 @@ func (t *Tree) EmulateSRIOV(pf string, vf func(index int) VF) {
 	t.sriov[pf] = vf
 }
 
+// AddIgbPF adds an Intel 82576 PF (8086:10c9, igb, 7 VFs) whose VFs appear on writes to
+// sriov_numvfs as 8086:10ca on igbvf at <vfSlot>.<index>, netdevs <netdev>v<index>: the NIC of
+// the e2e/vm guest, for tests and the demo that mirror it.
+func (t *Tree) AddIgbPF(addr, netdev string, vfSlot int) {
+	t.AddPF(PF{Address: addr, Vendor: "8086", Device: "10c9", Driver: "igb", Netdev: netdev, TotalVFs: 7})
+	t.EmulateSRIOV(addr, func(i int) VF {
+		return VF{Address: fmt.Sprintf("0000:00:%02x.%d", vfSlot, i), Vendor: "8086", Device: "10ca",
+			Driver: "igbvf", Netdev: fmt.Sprintf("%sv%d", netdev, i)}
+	})
+	t.AddDriver("igbvf")
+}
+
 func (t *Tree) numVFsTick() {
 	for pf, gen := range t.sriov {
 		b, err := os.ReadFile(t.abs(devDir(pf) + "/sriov_numvfs"))
