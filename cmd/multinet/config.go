@@ -1,0 +1,48 @@
+package main
+
+import (
+	"flag"
+	"fmt"
+	"io"
+	"strings"
+
+	"github.com/multinet-io/multinet/meta"
+)
+
+func configCmd(args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 || args[0] != "generate" {
+		fmt.Fprint(stderr, usage())
+		return 2
+	}
+	fs := flag.NewFlagSet("multinet config generate", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var o meta.GenerateOptions
+	var global string
+	fs.StringVar(&o.ConfDir, "conf-dir", meta.DefaultConfDir, "CNI conf dir holding the cluster network's conf")
+	fs.StringVar(&o.Kubeconfig, "kubeconfig", "", "kubeconfig the plugin uses to read NADs and pods")
+	fs.StringVar(&o.CacheDir, "cache-dir", "", "delegate cache dir (default "+meta.DefaultCacheDir+")")
+	fs.StringVar(&o.BinDir, "bin-dir", "", "CNI bin dir(s) for delegates (default: the runtime's CNI_PATH)")
+	fs.StringVar(&o.LogFile, "log-file", "", "log file (default stderr)")
+	fs.StringVar(&o.LogLevel, "log-level", "", "debug, info, warning or error")
+	fs.BoolVar(&o.NamespaceIsolation, "namespace-isolation", false, "pods use only NADs of their namespace and the global ones")
+	fs.StringVar(&global, "global-namespaces", "", "comma-separated namespaces whose NADs every pod may use")
+	fs.StringVar(&o.ReadinessIndicatorFile, "readiness-indicator-file", "", "refuse ADD until this file exists")
+	fs.StringVar(&o.PodResourcesSocket, "pod-resources-socket", "", "kubelet PodResources socket (default "+meta.DefaultPodResourcesSocket+")")
+	if err := fs.Parse(args[1:]); err != nil {
+		return 2
+	}
+	if global != "" {
+		o.GlobalNamespaces = strings.Split(global, ",")
+	}
+	path, changed, err := meta.Generate(o)
+	if err != nil {
+		fmt.Fprintf(stderr, "multinet config generate: %v\n", err)
+		return 1
+	}
+	if changed {
+		fmt.Fprintf(stdout, "wrote %s\n", path)
+	} else {
+		fmt.Fprintf(stdout, "%s: no change\n", path)
+	}
+	return 0
+}

@@ -1,0 +1,166 @@
+package meta
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+
+	"github.com/containernetworking/cni/libcni"
+)
+
+// OwnConfName is the file `multinet config generate` writes.
+const OwnConfName = "00-multinet.conflist"
+
+// isBackup spots editor and package-manager leftovers that must never become the cluster network.
+func isBackup(name string) bool {
+	if strings.HasPrefix(name, ".") || strings.HasSuffix(name, "~") {
+		return true
+	}
+	for _, s := range []string{".bak", ".orig", ".old", ".swp", ".save", ".dpkg-old", ".dpkg-dist", ".rpmsave", ".rpmnew"} {
+		if strings.Contains(name, s) {
+			return true
+		}
+	}
+	return false
+}
+
+// isOwn tells multinet's own confs (by name or by plugin type), so a restart never wraps itself.
+func isOwn(path string) bool {
+	if filepath.Base(path) == OwnConfName {
+		return true
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return false
+	}
+	var probe struct {
+		Type    string `json:"type"`
+		Plugins []struct {
+			Type string `json:"type"`
+		} `json:"plugins"`
+	}
+	if json.Unmarshal(b, &probe) != nil {
+		return false
+	}
+	if probe.Type == "multinet" || probe.Type == "multus" || probe.Type == "multus-shim" {
+		return true
+	}
+	for _, p := range probe.Plugins {
+		if p.Type == "multinet" || p.Type == "multus" || p.Type == "multus-shim" {
+			return true
+		}
+	}
+	return false
+}
+
+// FirstForeignConf returns the alphabetically first CNI conf in dir that is neither ours nor a
+// backup file: the cluster network the runtime would have used without us.
+func FirstForeignConf(dir string) (string, error) {
+	files, err := libcni.ConfFiles(dir, []string{".conf", ".conflist", ".json"})
+	if err != nil {
+		return "", fmt.Errorf("conf dir %s: %w", dir, err)
+	}
+	sort.Strings(files)
+	for _, f := range files {
+		if isBackup(filepath.Base(f)) || isOwn(f) {
+			continue
+		}
+		return f, nil
+	}
+	return "", fmt.Errorf("conf dir %s: no CNI conf other than multinet's", dir)
+}
+
+// GenerateOptions are the settings `multinet config generate` puts in the conflist.
+type GenerateOptions struct {
+	ConfDir                string
+	Kubeconfig             string
+	CacheDir               string
+	BinDir                 string
+	LogFile                string
+	LogLevel               string
+	NamespaceIsolation     bool
+	GlobalNamespaces       []string
+	ReadinessIndicatorFile string
+	PodResourcesSocket     string
+}
+
+// Generate writes <confDir>/00-multinet.conflist wrapping the first foreign conf, keeping its
+// cniVersion and capabilities (so portMappings and bandwidth still reach the cluster network).
+// It reports whether the file changed: a re-run with the same inputs rewrites nothing.
+func Generate(o GenerateOptions) (string, bool, error) {
+	wrapped, err := FirstForeignConf(o.ConfDir)
+	if err != nil {
+		return "", false, err
+	}
+	b, err := os.ReadFile(wrapped)
+	if err != nil {
+		return "", false, err
+	}
+	list, _, err := asConfList(b)
+	if err != nil {
+		return "", false, fmt.Errorf("%s: %w", wrapped, err)
+	}
+	l, err := libcni.ConfListFromBytes(list)
+	if err != nil {
+		return "", false, fmt.Errorf("%s: %w", wrapped, err)
+	}
+	caps := map[string]bool{}
+	for _, p := range l.Plugins {
+		for k, v := range p.Network.Capabilities {
+			if v {
+				caps[k] = true
+			}
+		}
+	}
+	plugin := map[string]interface{}{
+		"type":           "multinet",
+		"clusterNetwork": wrapped,
+	}
+	if len(caps) > 0 {
+		plugin["capabilities"] = caps
+	}
+	set := func(k, v string) {
+		if v != "" {
+			plugin[k] = v
+		}
+	}
+	set("kubeconfig", o.Kubeconfig)
+	set("cacheDir", o.CacheDir)
+	set("binDir", o.BinDir)
+	set("logFile", o.LogFile)
+	set("logLevel", o.LogLevel)
+	set("readinessIndicatorFile", o.ReadinessIndicatorFile)
+	set("podResourcesSocket", o.PodResourcesSocket)
+	if o.NamespaceIsolation {
+		plugin["namespaceIsolation"] = true
+	}
+	if len(o.GlobalNamespaces) > 0 {
+		plugin["globalNamespaces"] = o.GlobalNamespaces
+	}
+	ver := l.CNIVersion
+	if ver == "" {
+		ver = "1.0.0"
+	}
+	out, err := json.MarshalIndent(map[string]interface{}{
+		"cniVersion": ver,
+		"name":       "multinet-cni-network",
+		"plugins":    []interface{}{plugin},
+	}, "", "  ")
+	if err != nil {
+		return "", false, err
+	}
+	out = append(out, '\n')
+	dst := filepath.Join(o.ConfDir, OwnConfName)
+	if old, err := os.ReadFile(dst); err == nil && bytes.Equal(old, out) {
+		return dst, false, nil
+	}
+	if err := writeFileAtomic(dst, out); err != nil {
+		return "", false, err
+	}
+	os.Chmod(dst, 0o644)
+	return dst, true, nil
+}

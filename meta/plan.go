@@ -1,0 +1,392 @@
+package meta
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+
+	"github.com/containernetworking/cni/libcni"
+	nadv1 "github.com/k8snetworkplumbingwg/network-attachment-definition-client/pkg/apis/k8s.cni.cncf.io/v1"
+	nadutils "github.com/k8snetworkplumbingwg/network-attachment-definition-client/pkg/utils"
+	corev1 "k8s.io/api/core/v1"
+)
+
+// Delegate is one network the meta-plugin runs for a pod: everything DEL needs is in here, so
+// it is cached before ADD runs it and DEL works without the API server.
+type Delegate struct {
+	// Name is what network-status calls it: "<ns>/<nad>" for a NAD, the conf name otherwise.
+	Name      string `json:"name"`
+	IfName    string `json:"ifname"`
+	IsDefault bool   `json:"default,omitempty"`
+	// Conf is a conflist (single confs are wrapped), with deviceID and cni-args injected.
+	Conf           json.RawMessage        `json:"conf"`
+	CapabilityArgs map[string]interface{} `json:"capabilityArgs,omitempty"`
+	ResourceName   string                 `json:"resourceName,omitempty"`
+	DeviceID       string                 `json:"deviceID,omitempty"`
+	DefaultRoute   []string               `json:"defaultRoute,omitempty"`
+}
+
+func (d *Delegate) list() (*libcni.NetworkConfigList, error) {
+	l, err := libcni.ConfListFromBytes(d.Conf)
+	if err != nil {
+		return nil, fmt.Errorf("network %s: %w", d.Name, err)
+	}
+	return l, nil
+}
+
+// DeviceLookup tells which device IDs kubelet allocated to the pod for a resource (sorted).
+type DeviceLookup func(ctx context.Context, namespace, name, uid, resource string) ([]string, error)
+
+// planner turns a pod and the config into the delegate list.
+type planner struct {
+	conf    *Config
+	nets    Networks
+	devices DeviceLookup
+}
+
+// asConfList parses a conf or conflist and returns conflist bytes, so every delegate runs the
+// same way (chained plugins and capability args included).
+func asConfList(b []byte) ([]byte, string, error) {
+	var probe map[string]json.RawMessage
+	if err := json.Unmarshal(b, &probe); err != nil {
+		return nil, "", fmt.Errorf("not JSON: %w", err)
+	}
+	var name string
+	_ = json.Unmarshal(probe["name"], &name)
+	if _, ok := probe["plugins"]; ok {
+		l, err := libcni.ConfListFromBytes(b)
+		if err != nil {
+			return nil, "", err
+		}
+		if len(l.Plugins) == 0 {
+			return nil, "", fmt.Errorf("conflist %q has no plugins", l.Name)
+		}
+		return b, l.Name, nil
+	}
+	var typ string
+	_ = json.Unmarshal(probe["type"], &typ)
+	if typ == "" {
+		return nil, "", fmt.Errorf("conf %q has no type", name)
+	}
+	var version string
+	_ = json.Unmarshal(probe["cniVersion"], &version)
+	list := map[string]interface{}{"cniVersion": version, "name": name, "plugins": []json.RawMessage{b}}
+	out, err := json.Marshal(list)
+	if err != nil {
+		return nil, "", err
+	}
+	if _, err := libcni.ConfListFromBytes(out); err != nil {
+		return nil, "", err
+	}
+	return out, name, nil
+}
+
+// editPlugins applies f to each plugin object of a conflist (first == true for the main one).
+func editPlugins(conflist []byte, f func(p map[string]interface{}, first bool)) ([]byte, error) {
+	var l map[string]interface{}
+	if err := json.Unmarshal(conflist, &l); err != nil {
+		return nil, err
+	}
+	plugins, _ := l["plugins"].([]interface{})
+	for i, p := range plugins {
+		if m, ok := p.(map[string]interface{}); ok {
+			f(m, i == 0)
+		}
+	}
+	return json.Marshal(l)
+}
+
+// clusterConf resolves clusterNetwork: a path to a file or directory, a NAD, or a conf name in confDir.
+func (p *planner) clusterConf(ctx context.Context, ref string) ([]byte, error) {
+	if filepath.IsAbs(ref) {
+		st, err := os.Stat(ref)
+		if err != nil {
+			return nil, fmt.Errorf("clusterNetwork %s: %w", ref, err)
+		}
+		if st.IsDir() {
+			path, err := FirstForeignConf(ref)
+			if err != nil {
+				return nil, fmt.Errorf("clusterNetwork %s: %w", ref, err)
+			}
+			return os.ReadFile(path)
+		}
+		b, err := os.ReadFile(ref)
+		if err != nil {
+			return nil, fmt.Errorf("clusterNetwork %s: %w", ref, err)
+		}
+		return b, nil
+	}
+	// A NAD in the plugin's namespace first, then a conf in confDir with that name.
+	if p.nets != nil {
+		nad, err := p.nets.NAD(ctx, p.conf.MultinetNamespace, ref)
+		if err == nil {
+			return nadutils.GetCNIConfig(nad, p.conf.ConfDir)
+		}
+		if !errors.Is(err, ErrNADNotFound) {
+			return nil, fmt.Errorf("clusterNetwork %s: %w", ref, err)
+		}
+	}
+	b, err := nadutils.GetCNIConfigFromFile(ref, p.conf.ConfDir)
+	if err != nil {
+		return nil, fmt.Errorf("clusterNetwork %q: no NAD %s/%s and no conf named so in %s: %w", ref, p.conf.MultinetNamespace, ref, p.conf.ConfDir, err)
+	}
+	return b, nil
+}
+
+// plan builds the delegate list for a pod: the cluster network on ifname, then default
+// networks and the pod's selection on net<i> or the requested names.
+func (p *planner) plan(ctx context.Context, pod *corev1.Pod, podUID, ifname string) ([]Delegate, error) {
+	var delegates []Delegate
+	cluster, statics, err := p.clusterDelegate(ctx, pod, ifname)
+	if err != nil {
+		return nil, err
+	}
+	delegates = append(delegates, cluster)
+
+	var sels []Selection
+	if !p.conf.isSystemNamespace(pod.Namespace) {
+		for _, ref := range p.conf.DefaultNetworks {
+			ns, name, err := ParseNetworkRef(ref, p.conf.MultinetNamespace)
+			if err != nil {
+				return nil, fmt.Errorf("defaultNetworks: %w", err)
+			}
+			sels = append(sels, Selection{Namespace: ns, Name: name})
+		}
+	}
+	podSels, err := ParseSelection(pod.Annotations[NetworksAnnot], pod.Namespace)
+	if err != nil {
+		return nil, fmt.Errorf("pod %s/%s: %w", pod.Namespace, pod.Name, err)
+	}
+	for _, s := range podSels {
+		if p.conf.NamespaceIsolation && s.Namespace != pod.Namespace && !p.conf.isGlobalNamespace(s.Namespace) {
+			return nil, fmt.Errorf("pod %s/%s: network %s/%s refused: namespaceIsolation allows only the pod's namespace and %v",
+				pod.Namespace, pod.Name, s.Namespace, s.Name, p.conf.GlobalNamespaces)
+		}
+	}
+	sels = append(sels, podSels...)
+
+	pos := 0
+	for _, st := range statics {
+		pos++
+		st.IfName = fmt.Sprintf("net%d", pos)
+		delegates = append(delegates, st)
+	}
+	used := map[string]string{ifname: cluster.Name}
+	for _, st := range statics {
+		used[st.IfName] = st.Name
+	}
+	for _, s := range sels {
+		pos++
+		d, err := p.attachment(ctx, s)
+		if err != nil {
+			return nil, fmt.Errorf("pod %s/%s: %w", pod.Namespace, pod.Name, err)
+		}
+		d.IfName = s.Interface
+		if d.IfName == "" {
+			d.IfName = fmt.Sprintf("net%d", pos)
+		}
+		if other, dup := used[d.IfName]; dup {
+			return nil, fmt.Errorf("pod %s/%s: interface %s asked for twice (networks %s and %s)", pod.Namespace, pod.Name, d.IfName, other, d.Name)
+		}
+		used[d.IfName] = d.Name
+		delegates = append(delegates, d)
+	}
+	if err := p.assignDevices(ctx, pod, podUID, delegates); err != nil {
+		return nil, err
+	}
+	return delegates, nil
+}
+
+// clusterDelegate resolves eth0's network: the pod's default-network annotation, the static
+// delegates' master, or clusterNetwork. The other static delegates are returned too.
+func (p *planner) clusterDelegate(ctx context.Context, pod *corev1.Pod, ifname string) (Delegate, []Delegate, error) {
+	var statics []Delegate
+	var raw []byte
+	var err error
+	if ref := pod.Annotations[DefaultNetworkAnnot]; ref != "" {
+		ns, name, perr := ParseNetworkRef(ref, p.conf.MultinetNamespace)
+		if perr != nil {
+			return Delegate{}, nil, fmt.Errorf("pod %s/%s: annotation %s: %w", pod.Namespace, pod.Name, DefaultNetworkAnnot, perr)
+		}
+		nad, nerr := p.nets.NAD(ctx, ns, name)
+		if nerr != nil {
+			return Delegate{}, nil, fmt.Errorf("pod %s/%s: annotation %s: %w", pod.Namespace, pod.Name, DefaultNetworkAnnot, nerr)
+		}
+		if raw, err = nadutils.GetCNIConfig(nad, p.conf.ConfDir); err != nil {
+			return Delegate{}, nil, fmt.Errorf("network %s/%s: %w", ns, name, err)
+		}
+	}
+	if len(p.conf.Delegates) > 0 {
+		master := 0
+		for i, d := range p.conf.Delegates {
+			var probe struct {
+				Master bool `json:"masterplugin"`
+			}
+			if json.Unmarshal(d, &probe) == nil && probe.Master {
+				master = i
+				break
+			}
+		}
+		for i, d := range p.conf.Delegates {
+			if i == master {
+				if raw == nil {
+					raw = d
+				}
+				continue
+			}
+			conf, name, err := asConfList(d)
+			if err != nil {
+				return Delegate{}, nil, fmt.Errorf("delegates[%d]: %w", i, err)
+			}
+			statics = append(statics, Delegate{Name: name, Conf: conf})
+		}
+	}
+	if raw == nil {
+		if raw, err = p.clusterConf(ctx, p.conf.ClusterNetwork); err != nil {
+			return Delegate{}, nil, err
+		}
+	}
+	conf, name, err := asConfList(raw)
+	if err != nil {
+		return Delegate{}, nil, fmt.Errorf("cluster network: %w", err)
+	}
+	return Delegate{Name: name, IfName: ifname, IsDefault: true, Conf: conf, CapabilityArgs: p.conf.RuntimeConfig}, statics, nil
+}
+
+func (p *planner) attachment(ctx context.Context, s Selection) (Delegate, error) {
+	nad, err := p.nets.NAD(ctx, s.Namespace, s.Name)
+	if err != nil {
+		return Delegate{}, err
+	}
+	raw, err := nadutils.GetCNIConfig(nad, p.conf.ConfDir)
+	if err != nil {
+		return Delegate{}, fmt.Errorf("network %s/%s: %w", s.Namespace, s.Name, err)
+	}
+	conf, _, err := asConfList(raw)
+	if err != nil {
+		return Delegate{}, fmt.Errorf("network %s/%s: spec.config: %w", s.Namespace, s.Name, err)
+	}
+	d := Delegate{
+		Name:         s.Namespace + "/" + s.Name,
+		Conf:         conf,
+		ResourceName: nad.Annotations[ResourceNameAnnot],
+		DeviceID:     s.DeviceID,
+		DefaultRoute: s.DefaultRoute,
+	}
+	if d.ResourceName != "" && s.DeviceID != "" {
+		return Delegate{}, fmt.Errorf("network %s/%s: deviceID %s refused: the network takes its device from resource %s (a pod may not pick a device)",
+			s.Namespace, s.Name, s.DeviceID, d.ResourceName)
+	}
+	caps := map[string]interface{}{}
+	if len(s.IPs) > 0 {
+		caps["ips"] = s.IPs
+	}
+	if s.MAC != "" {
+		caps["mac"] = s.MAC
+	}
+	if s.InfinibandGUID != "" {
+		caps["infinibandGUID"] = s.InfinibandGUID
+	}
+	if len(s.PortMappings) > 0 {
+		caps["portMappings"] = s.PortMappings
+	}
+	if s.Bandwidth != nil {
+		caps["bandwidth"] = s.Bandwidth
+	}
+	if len(caps) > 0 {
+		d.CapabilityArgs = caps
+	}
+	if len(s.CNIArgs) > 0 {
+		d.Conf, err = editPlugins(d.Conf, func(pl map[string]interface{}, _ bool) {
+			args, _ := pl["args"].(map[string]interface{})
+			if args == nil {
+				args = map[string]interface{}{}
+			}
+			cni, _ := args["cni"].(map[string]interface{})
+			if cni == nil {
+				cni = map[string]interface{}{}
+			}
+			for k, v := range s.CNIArgs {
+				cni[k] = v
+			}
+			args["cni"] = cni
+			pl["args"] = args
+		})
+		if err != nil {
+			return Delegate{}, err
+		}
+	}
+	return d, nil
+}
+
+// assignDevices gives each resource-backed attachment one of the devices kubelet allocated to
+// the pod for that resource, in sorted order, and injects deviceIDs into the delegates' confs.
+func (p *planner) assignDevices(ctx context.Context, pod *corev1.Pod, podUID string, ds []Delegate) error {
+	byResource := map[string][]int{}
+	for i, d := range ds {
+		if d.ResourceName != "" {
+			byResource[d.ResourceName] = append(byResource[d.ResourceName], i)
+		}
+	}
+	resources := make([]string, 0, len(byResource))
+	for r := range byResource {
+		resources = append(resources, r)
+	}
+	sort.Strings(resources)
+	for _, r := range resources {
+		if p.devices == nil {
+			return fmt.Errorf("pod %s/%s: network %s needs resource %s but no device lookup is configured", pod.Namespace, pod.Name, ds[byResource[r][0]].Name, r)
+		}
+		ids, err := p.devices(ctx, pod.Namespace, pod.Name, podUID, r)
+		if err != nil {
+			return fmt.Errorf("pod %s/%s: resource %s: %w", pod.Namespace, pod.Name, r, err)
+		}
+		ids = append([]string(nil), ids...)
+		sort.Strings(ids)
+		idx := byResource[r]
+		if len(ids) < len(idx) {
+			return fmt.Errorf("pod %s/%s: resource %s: %d network(s) need a device but kubelet allocated %d to the pod (%s); request %s: %d in the pod's resources",
+				pod.Namespace, pod.Name, r, len(idx), len(ids), strings.Join(ids, ","), r, len(idx))
+		}
+		for k, i := range idx {
+			ds[i].DeviceID = ids[k]
+		}
+	}
+	for i := range ds {
+		if ds[i].DeviceID == "" {
+			continue
+		}
+		id := ds[i].DeviceID
+		var err error
+		ds[i].Conf, err = editPlugins(ds[i].Conf, func(pl map[string]interface{}, first bool) {
+			if first {
+				pl["deviceID"] = id
+				pl["pciBusID"] = id
+			}
+		})
+		if err != nil {
+			return err
+		}
+		if ds[i].CapabilityArgs == nil {
+			ds[i].CapabilityArgs = map[string]interface{}{}
+		}
+		ds[i].CapabilityArgs["deviceID"] = id
+	}
+	return nil
+}
+
+// statusEntry is a delegate's line of network-status.
+func statusEntry(d Delegate, st *nadv1.NetworkStatus) nadv1.NetworkStatus {
+	out := *st
+	out.Name = d.Name
+	if out.Interface == "" {
+		out.Interface = d.IfName
+	}
+	out.Default = d.IsDefault
+	return out
+}

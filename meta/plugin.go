@@ -1,0 +1,425 @@
+package meta
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/containernetworking/cni/libcni"
+	"github.com/containernetworking/cni/pkg/invoke"
+	"github.com/containernetworking/cni/pkg/skel"
+	"github.com/containernetworking/cni/pkg/types"
+	types100 "github.com/containernetworking/cni/pkg/types/100"
+	"github.com/containernetworking/cni/pkg/version"
+	nadv1 "github.com/k8snetworkplumbingwg/network-attachment-definition-client/pkg/apis/k8s.cni.cncf.io/v1"
+	nadutils "github.com/k8snetworkplumbingwg/network-attachment-definition-client/pkg/utils"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/multinet-io/multinet/devinfo"
+	"github.com/multinet-io/multinet/pci"
+)
+
+// Versions the meta-plugin speaks; delegates of any older version work through libcni.
+var Versions = version.PluginSupports("0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0")
+
+// Plugin runs one CNI command. Its fields are the seams: tests and a future node daemon fill
+// them in-process; the binary builds them from the netconf with New.
+type Plugin struct {
+	Conf    *Config
+	Nets    Networks // nil: no NADs (static delegates / clusterNetwork file only)
+	Devices DeviceLookup
+	Exec    invoke.Exec // nil: exec the plugin binaries
+	Sys     *pci.SysFS
+	Log     *slog.Logger
+	Timeout time.Duration
+}
+
+// NewDeviceLookup builds the kubelet device lookup from the config; the podresources package
+// sets it (kept as a variable so meta does not import the kubelet client for every test).
+var NewDeviceLookup func(c *Config) DeviceLookup
+
+// New builds a Plugin from the netconf and CNI_ARGS.
+func New(stdin []byte, cniArgs string) (*Plugin, error) {
+	conf, err := LoadConfig(stdin)
+	if err != nil {
+		return nil, err
+	}
+	p := &Plugin{Conf: conf, Sys: pci.New(pci.RootFromEnv()), Log: newLogger(conf), Timeout: 2 * time.Minute}
+	switch {
+	case conf.Kubeconfig != "":
+		nets, err := newAPINetworks(conf.Kubeconfig)
+		if err != nil {
+			return nil, err
+		}
+		p.Nets = nets
+	case conf.NetworkDir != "":
+		p.Nets = &dirNetworks{dir: conf.NetworkDir, statusDir: conf.CacheDir + "/status", args: parseCNIArgs(cniArgs)}
+	}
+	if NewDeviceLookup != nil {
+		p.Devices = NewDeviceLookup(conf)
+	}
+	return p, nil
+}
+
+func newLogger(c *Config) *slog.Logger {
+	level := slog.LevelWarn
+	switch strings.ToLower(c.LogLevel) {
+	case "debug", "verbose":
+		level = slog.LevelDebug
+	case "info":
+		level = slog.LevelInfo
+	case "error", "panic":
+		level = slog.LevelError
+	}
+	var w io.Writer = os.Stderr
+	if c.LogFile != "" {
+		if f, err := os.OpenFile(c.LogFile, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600); err == nil {
+			w = f
+		}
+	}
+	return slog.New(slog.NewJSONHandler(w, &slog.HandlerOptions{Level: level})).With("plugin", "multinet")
+}
+
+// podRef is the pod as the runtime names it in CNI_ARGS.
+type podRef struct {
+	Namespace, Name, UID string
+	args                 [][2]string // CNI_ARGS to pass on to delegates
+}
+
+func parsePodRef(cniArgs string) podRef {
+	m := parseCNIArgs(cniArgs)
+	r := podRef{Namespace: m["K8S_POD_NAMESPACE"], Name: m["K8S_POD_NAME"], UID: m["K8S_POD_UID"]}
+	for _, k := range sortedKeys(m) {
+		// Our standalone-mode args are for us; annotation syntax would confuse strict parsers.
+		if strings.HasPrefix(k, "MULTINET_") {
+			continue
+		}
+		r.args = append(r.args, [2]string{k, m[k]})
+	}
+	if _, ok := m["IgnoreUnknown"]; !ok {
+		r.args = append([][2]string{{"IgnoreUnknown", "1"}}, r.args...)
+	}
+	return r
+}
+
+func (p *Plugin) cni(path string) *libcni.CNIConfig {
+	return libcni.NewCNIConfigWithCacheDir(p.Conf.binPath(path), p.Conf.CacheDir+"/results", p.Exec)
+}
+
+func (p *Plugin) ctx() (context.Context, context.CancelFunc) {
+	if p.Timeout == 0 {
+		return context.WithCancel(context.Background())
+	}
+	return context.WithTimeout(context.Background(), p.Timeout)
+}
+
+func (p *Plugin) pod(ctx context.Context, ref podRef) (*corev1.Pod, error) {
+	if p.Nets == nil || ref.Name == "" {
+		// No API and no networkDir, or a runtime that is not Kubernetes: cluster network only.
+		return &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: ref.Namespace, Name: ref.Name}}, nil
+	}
+	pod, err := p.Nets.Pod(ctx, ref.Namespace, ref.Name)
+	if err != nil {
+		return nil, err
+	}
+	if ref.UID != "" && pod.UID != "" && string(pod.UID) != ref.UID {
+		if _, mirror := pod.Annotations["kubernetes.io/config.mirror"]; !mirror {
+			return nil, fmt.Errorf("pod %s/%s: the runtime's K8S_POD_UID %s is not the API pod's UID %s (the pod was deleted and recreated)",
+				ref.Namespace, ref.Name, ref.UID, pod.UID)
+		}
+	}
+	return pod, nil
+}
+
+func (p *Plugin) runtimeConf(args *skel.CmdArgs, ref podRef, d Delegate, netns string) *libcni.RuntimeConf {
+	return &libcni.RuntimeConf{ContainerID: args.ContainerID, NetNS: netns, IfName: d.IfName, Args: ref.args, CapabilityArgs: d.CapabilityArgs}
+}
+
+// Add attaches the cluster network and every selected network; on any failure it removes
+// what it added, in reverse, and returns an error naming the network and interface.
+func (p *Plugin) Add(args *skel.CmdArgs) (types.Result, error) {
+	if err := p.Conf.ready(); err != nil {
+		return nil, err
+	}
+	ctx, cancel := p.ctx()
+	defer cancel()
+	ref := parsePodRef(args.Args)
+	log := p.Log.With("container", args.ContainerID, "pod", ref.Namespace+"/"+ref.Name)
+	pod, err := p.pod(ctx, ref)
+	if err != nil {
+		return nil, err
+	}
+	pl := &planner{conf: p.Conf, nets: p.Nets, devices: p.Devices}
+	delegates, err := pl.plan(ctx, pod, ref.UID, args.IfName)
+	if err != nil {
+		return nil, err
+	}
+	entry := &cacheEntry{ContainerID: args.ContainerID, NetNS: args.Netns, IfName: args.IfName,
+		PodNamespace: ref.Namespace, PodName: ref.Name, PodUID: ref.UID, CNIArgs: ref.args, Delegates: delegates}
+	// Written before any delegate runs: a crash part-way still leaves DEL a full list.
+	if err := saveCache(p.Conf.CacheDir, entry); err != nil {
+		return nil, err
+	}
+	cni := p.cni(args.Path)
+	results := make([]*types100.Result, 0, len(delegates))
+	undo := func(upTo int) {
+		for i := upTo; i >= 0; i-- {
+			d := delegates[i]
+			list, err := d.list()
+			if err == nil {
+				err = cni.DelNetworkList(context.Background(), list, p.runtimeConf(args, ref, d, args.Netns))
+			}
+			if err != nil {
+				log.Error("undo after failed ADD", "network", d.Name, "ifname", d.IfName, "err", err)
+			}
+		}
+		removeCache(p.Conf.CacheDir, args.ContainerID)
+	}
+	for i, d := range delegates {
+		start := time.Now()
+		list, err := d.list()
+		var res types.Result
+		if err == nil {
+			res, err = cni.AddNetworkList(ctx, list, p.runtimeConf(args, ref, d, args.Netns))
+		}
+		var r100 *types100.Result
+		if err == nil {
+			r100, err = types100.NewResultFromResult(res)
+		}
+		if err != nil {
+			undo(i)
+			return nil, fmt.Errorf("pod %s/%s: network %s on %s: %w", ref.Namespace, ref.Name, d.Name, d.IfName, err)
+		}
+		log.Info("attached", "network", d.Name, "ifname", d.IfName, "ms", time.Since(start).Milliseconds())
+		results = append(results, r100)
+	}
+	if err := p.fixDefaultRoutes(args.Netns, delegates); err != nil {
+		undo(len(delegates) - 1)
+		return nil, fmt.Errorf("pod %s/%s: %w", ref.Namespace, ref.Name, err)
+	}
+	statuses, err := p.statuses(args.ContainerID, delegates, results)
+	if err == nil && p.Nets != nil && ref.Name != "" {
+		err = p.Nets.SetStatus(ctx, pod, args.ContainerID, statuses)
+	}
+	if err != nil {
+		undo(len(delegates) - 1)
+		return nil, fmt.Errorf("pod %s/%s: write %s: %w", ref.Namespace, ref.Name, NetworkStatusAnnot, err)
+	}
+	return results[0], nil
+}
+
+// statuses builds network-status, with device-info from the delegate's file, the device
+// plugin's file, or the result's pciID/socketPath, in that order.
+func (p *Plugin) statuses(containerID string, ds []Delegate, results []*types100.Result) ([]nadv1.NetworkStatus, error) {
+	var out []nadv1.NetworkStatus
+	for i, d := range ds {
+		info := p.deviceInfo(containerID, d, results[i])
+		sts, err := nadutils.CreateNetworkStatuses(results[i], d.Name, d.IsDefault, info)
+		if err != nil {
+			return nil, fmt.Errorf("network %s: %w", d.Name, err)
+		}
+		for _, st := range sts {
+			out = append(out, statusEntry(d, st))
+		}
+	}
+	return out, nil
+}
+
+func (p *Plugin) deviceInfo(containerID string, d Delegate, r *types100.Result) *nadv1.DeviceInfo {
+	list, err := d.list()
+	if err == nil {
+		if info, _ := devinfo.Load(devinfo.CNIPath(list.Name, containerID, d.IfName)); info != nil {
+			return info
+		}
+	}
+	if d.ResourceName != "" && d.DeviceID != "" {
+		if info, _ := devinfo.Load(devinfo.DPPath(d.ResourceName, d.DeviceID)); info != nil {
+			return info
+		}
+	}
+	for _, itf := range r.Interfaces {
+		switch {
+		case itf.PciID != "":
+			pf := ""
+			if p.Sys != nil {
+				pf, _, _ = p.Sys.PFOf(itf.PciID)
+			}
+			return devinfo.PCI(itf.PciID, pf)
+		case itf.SocketPath != "":
+			return &nadv1.DeviceInfo{Type: nadv1.DeviceInfoTypeVHostUser, Version: nadv1.DeviceInfoVersion,
+				VhostUser: &nadv1.VhostDevice{Path: itf.SocketPath}}
+		}
+	}
+	if d.DeviceID != "" && pci.ValidAddress(d.DeviceID) {
+		pf := ""
+		if p.Sys != nil {
+			pf, _, _ = p.Sys.PFOf(d.DeviceID)
+		}
+		return devinfo.PCI(d.DeviceID, pf)
+	}
+	return nil
+}
+
+func marshalStatus(st []nadv1.NetworkStatus) ([]byte, error) { return json.MarshalIndent(st, "", "  ") }
+
+// Del removes every attachment, in reverse, and reports all failures. A missing cache or netns
+// is not an error: the kubelet retries DEL until it succeeds, and a pod that was never fully
+// attached must still be deletable.
+func (p *Plugin) Del(args *skel.CmdArgs) error {
+	ctx, cancel := p.ctx()
+	defer cancel()
+	log := p.Log.With("container", args.ContainerID)
+	entry, err := loadCache(p.Conf.CacheDir, args.ContainerID)
+	if err != nil {
+		// A corrupt cache must not block pod deletion forever; libcni's cache still knows
+		// what ran.
+		log.Error("ignoring delegate cache", "err", err)
+	}
+	cni := p.cni(args.Path)
+	netns := args.Netns
+	if netns != "" {
+		if _, err := os.Stat(netns); err != nil {
+			netns = "" // gone: delegates release IPAM and host-side state without it
+		}
+	}
+	if entry == nil {
+		return p.delFromLibcniCache(ctx, cni, args.ContainerID, netns)
+	}
+	ref := podRef{Namespace: entry.PodNamespace, Name: entry.PodName, args: entry.CNIArgs}
+	var errs []error
+	for i := len(entry.Delegates) - 1; i >= 0; i-- {
+		d := entry.Delegates[i]
+		list, err := d.list()
+		if err == nil {
+			err = cni.DelNetworkList(ctx, list, p.runtimeConf(args, ref, d, netns))
+		}
+		if err != nil {
+			errs = append(errs, fmt.Errorf("network %s on %s: %w", d.Name, d.IfName, err))
+		}
+	}
+	if len(errs) > 0 {
+		// Keep the cache: the runtime retries DEL and must find the same list.
+		return fmt.Errorf("pod %s/%s: DEL: %w", entry.PodNamespace, entry.PodName, errors.Join(errs...))
+	}
+	removeCache(p.Conf.CacheDir, args.ContainerID)
+	if p.Nets != nil {
+		p.Nets.ClearStatus(args.ContainerID)
+	}
+	log.Info("detached", "networks", len(entry.Delegates))
+	return nil
+}
+
+// delFromLibcniCache handles a DEL whose delegate cache is gone (wiped state dir, or a DEL for
+// a container we never saw): whatever libcni recorded as added for it is deleted.
+func (p *Plugin) delFromLibcniCache(ctx context.Context, cni *libcni.CNIConfig, containerID, netns string) error {
+	atts, err := cni.GetCachedAttachments(containerID)
+	if err != nil || len(atts) == 0 {
+		return nil
+	}
+	var errs []error
+	for _, a := range atts {
+		list, err := libcni.ConfListFromBytes(a.Config)
+		if err != nil {
+			if pc, perr := libcni.NetworkPluginConfFromBytes(a.Config); perr == nil {
+				list, err = libcni.ConfListFromConf(pc)
+			}
+		}
+		if err == nil {
+			err = cni.DelNetworkList(ctx, list, &libcni.RuntimeConf{ContainerID: containerID, NetNS: netns, IfName: a.IfName, Args: a.CniArgs, CapabilityArgs: a.CapabilityArgs})
+		}
+		if err != nil {
+			errs = append(errs, fmt.Errorf("network %s on %s: %w", a.Network, a.IfName, err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// Check runs CHECK on every attachment that supports it.
+func (p *Plugin) Check(args *skel.CmdArgs) error {
+	ctx, cancel := p.ctx()
+	defer cancel()
+	entry, err := loadCache(p.Conf.CacheDir, args.ContainerID)
+	if err != nil {
+		return err
+	}
+	if entry == nil {
+		return fmt.Errorf("container %s: no attachments recorded (ADD did not run or did not finish)", args.ContainerID)
+	}
+	cni := p.cni(args.Path)
+	ref := podRef{Namespace: entry.PodNamespace, Name: entry.PodName, args: entry.CNIArgs}
+	var errs []error
+	for _, d := range entry.Delegates {
+		list, err := d.list()
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		if ok, _ := version.GreaterThanOrEqualTo(list.CNIVersion, "0.4.0"); !ok || list.DisableCheck {
+			continue
+		}
+		if err := cni.CheckNetworkList(ctx, list, p.runtimeConf(args, ref, d, args.Netns)); err != nil {
+			errs = append(errs, fmt.Errorf("network %s on %s: %w", d.Name, d.IfName, err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// Status reports whether pods can be attached: the readiness indicator exists and the cluster
+// network's plugins answer STATUS.
+func (p *Plugin) Status(args *skel.CmdArgs) error {
+	if err := p.Conf.ready(); err != nil {
+		return &types.Error{Code: types.ErrPluginNotAvailable, Msg: err.Error()}
+	}
+	ctx, cancel := p.ctx()
+	defer cancel()
+	pl := &planner{conf: p.Conf, nets: p.Nets}
+	cluster, _, err := pl.clusterDelegate(ctx, &corev1.Pod{}, "eth0")
+	if err != nil {
+		return &types.Error{Code: types.ErrPluginNotAvailable, Msg: err.Error()}
+	}
+	list, err := cluster.list()
+	if err != nil {
+		return err
+	}
+	if ok, _ := version.GreaterThanOrEqualTo(list.CNIVersion, "1.1.0"); !ok {
+		return nil
+	}
+	return p.cni(args.Path).GetStatusNetworkList(ctx, list)
+}
+
+// GC deletes the attachments of containers the runtime no longer knows (a missed DEL), so their
+// IPs and devices come back.
+func (p *Plugin) GC(args *skel.CmdArgs) error {
+	var in struct {
+		Valid []types.GCAttachment `json:"cni.dev/valid-attachments"`
+	}
+	if err := json.Unmarshal(args.StdinData, &in); err != nil {
+		return err
+	}
+	valid := map[string]bool{}
+	for _, a := range in.Valid {
+		valid[a.ContainerID] = true
+	}
+	var errs []error
+	for _, id := range cachedContainers(p.Conf.CacheDir) {
+		if valid[id] {
+			continue
+		}
+		entry, _ := loadCache(p.Conf.CacheDir, id)
+		netns := ""
+		if entry != nil {
+			netns = entry.NetNS
+		}
+		if err := p.Del(&skel.CmdArgs{ContainerID: id, Netns: netns, Path: args.Path, StdinData: args.StdinData}); err != nil {
+			errs = append(errs, fmt.Errorf("gc container %s: %w", id, err))
+		}
+	}
+	return errors.Join(errs...)
+}
