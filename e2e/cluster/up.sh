@@ -29,12 +29,13 @@ t0=$(date +%s)
 BIN=$("$here/build-tools.sh" | tail -1)
 log "tools in $BIN ($(( $(date +%s) - t0 ))s)"
 
-rm -rf "$D/etcd" "$D/kubelet" "$D/containerd" "$D/run" "$D/logs" "$D/ipam"
+rm -rf "$D/etcd" "$D/kubelet" "$D/containerd" "$D/run" "$D/logs" "$D/ipam" "$D/multinet-cache" "$D/multinet.d" "$D/net.d/00-multinet.conflist"
 mkdir -p "$D"/{pki,etcd,kubelet,containerd/root,containerd/state,run,logs,net.d,cni-bin,ipam,images,tools}
 # The reference plugins are the cluster network (stand-in for Calico) and later the delegates.
 for p in /usr/lib/cni/*; do ln -sf "$p" "$D/cni-bin/"; done
 
-(cd "$repo" && CGO_ENABLED=0 go build -o "$D/tools/clusterctl" ./e2e/cluster/clusterctl && CGO_ENABLED=0 go build -o "$D/tools/pause" ./e2e/cluster/pause)
+(cd "$repo" && CGO_ENABLED=0 go build -o "$D/tools/clusterctl" ./e2e/cluster/clusterctl && CGO_ENABLED=0 go build -o "$D/tools/pause" ./e2e/cluster/pause \
+  && CGO_ENABLED=0 go build -o "$D/cni-bin/" ./cmd/multinet)
 
 pki=$D/pki
 if [ ! -f "$pki/serving.crt" ]; then
@@ -57,14 +58,20 @@ start() { # name, then the command
 start etcd "$BIN/etcd" --data-dir "$D/etcd" --listen-client-urls "http://127.0.0.1:$etcd_port" \
   --advertise-client-urls "http://127.0.0.1:$etcd_port" --listen-peer-urls "http://127.0.0.1:$peer_port" \
   --initial-advertise-peer-urls "http://127.0.0.1:$peer_port" --initial-cluster "default=http://127.0.0.1:$peer_port"
-start kube-apiserver "$BIN/kube-apiserver" --etcd-servers "http://127.0.0.1:$etcd_port" \
-  --secure-port "$api_port" --bind-address 127.0.0.1 --advertise-address 127.0.0.1 \
-  --tls-cert-file "$pki/serving.crt" --tls-private-key-file "$pki/serving.key" \
-  --service-account-key-file "$pki/sa.pub" --service-account-signing-key-file "$pki/sa.key" \
-  --service-account-issuer https://kubernetes.default.svc --token-auth-file "$pki/tokens.csv" \
-  --authorization-mode Node,RBAC --service-cluster-ip-range 10.96.0.0/24 \
-  --kubelet-preferred-address-types InternalIP,Hostname --enable-admission-plugins NodeRestriction \
+# Kept as a script so tests can stop the API server and start it again (DEL without the API).
+cat > "$D/run/kube-apiserver.sh" <<EOT
+#!/bin/sh
+exec "$BIN/kube-apiserver" --etcd-servers "http://127.0.0.1:$etcd_port" \\
+  --secure-port "$api_port" --bind-address 127.0.0.1 --advertise-address 127.0.0.1 \\
+  --tls-cert-file "$pki/serving.crt" --tls-private-key-file "$pki/serving.key" \\
+  --service-account-key-file "$pki/sa.pub" --service-account-signing-key-file "$pki/sa.key" \\
+  --service-account-issuer https://kubernetes.default.svc --token-auth-file "$pki/tokens.csv" \\
+  --authorization-mode Node,RBAC --service-cluster-ip-range 10.96.0.0/24 \\
+  --kubelet-preferred-address-types InternalIP,Hostname --enable-admission-plugins NodeRestriction \\
   --cert-dir "$pki/apiserver"
+EOT
+chmod +x "$D/run/kube-apiserver.sh"
+start kube-apiserver "$D/run/kube-apiserver.sh"
 
 cat > "$D/kubeconfig" <<EOT
 apiVersion: v1
@@ -156,4 +163,29 @@ start kubelet "$BIN/kubelet" --config "$D/kubelet-config.yaml" --kubeconfig "$D/
 "$D/tools/clusterctl" apply "$D/kubeconfig" "$repo"/deploy/crds/*.yaml "$here"/manifests/*.yaml
 "$D/tools/clusterctl" wait-node "$D/kubeconfig" "$NODE" 120s || {
   echo "cluster-up: node not Ready; kubelet log tail:" >&2; tail -30 "$D/logs/kubelet.log" >&2; exit 1; }
+
+# multinet as the node's CNI, installed as on a real node: RBAC from deploy/, a service-account
+# token in the plugin's own kubeconfig, 00-multinet.conflist wrapping the bridge conflist.
+"$D/tools/clusterctl" apply "$D/kubeconfig" "$repo"/deploy/rbac/*.yaml
+mkdir -p "$D/multinet.d"
+sa_token=$("$D/tools/clusterctl" token "$D/kubeconfig" kube-system/multinet 48h)
+cat > "$D/multinet.d/kubeconfig" <<EOT
+apiVersion: v1
+kind: Config
+clusters:
+- name: multinet
+  cluster: {server: "https://127.0.0.1:$api_port", certificate-authority: "$pki/serving.crt"}
+users:
+- name: multinet
+  user: {token: "$sa_token"}
+contexts:
+- name: multinet
+  context: {cluster: multinet, user: multinet}
+current-context: multinet
+EOT
+chmod 600 "$D/multinet.d/kubeconfig"
+"$D/cni-bin/multinet" config generate --conf-dir "$D/net.d" --kubeconfig "$D/multinet.d/kubeconfig" \
+  --cache-dir "$D/multinet-cache" --log-file "$D/logs/multinet.log" --log-level info \
+  --namespace-isolation --global-namespaces default \
+  --pod-resources-socket "$D/kubelet/pod-resources/kubelet.sock" >/dev/null
 log "node $NODE Ready in $(( $(date +%s) - t0 ))s; KUBECONFIG=$D/kubeconfig"

@@ -215,13 +215,15 @@ func (t *Tree) setDriver(addr, drv string) {
 		return
 	}
 	t.AddDriver(drv)
-	t.symlink("bus/pci/drivers/"+drv, dd+"/driver")
-	t.symlink(dd, "bus/pci/drivers/"+drv+"/"+addr)
+	// Netdevs first: the emulated bind runs beside the code under test, and a reader that saw
+	// the driver link before the netdev would report a half-bound device.
 	if drv == t.defaults[addr] {
 		for _, n := range t.netdevs[addr] {
 			t.addNetdevDir(addr, n)
 		}
 	}
+	t.symlink("bus/pci/drivers/"+drv, dd+"/driver")
+	t.symlink(dd, "bus/pci/drivers/"+drv+"/"+addr)
 }
 
 func (t *Tree) addNetdevDir(addr, name string) {

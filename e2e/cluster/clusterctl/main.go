@@ -15,6 +15,7 @@ import (
 	"strings"
 	"time"
 
+	authenticationv1 "k8s.io/api/authentication/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
@@ -29,6 +30,7 @@ const usage = `usage:
   clusterctl wait-node KUBECONFIG NODE TIMEOUT
   clusterctl apply KUBECONFIG FILE...
   clusterctl delete-pods KUBECONFIG TIMEOUT
+  clusterctl token KUBECONFIG NAMESPACE/SERVICEACCOUNT TTL   (prints a bound token, TokenRequest API)
   clusterctl image BINARY ENTRYPOINT TAG OUT.tar`
 
 func main() {
@@ -77,6 +79,11 @@ func run(args []string) error {
 			}
 		}
 		return nil
+	case "token":
+		if len(args) != 4 {
+			return fmt.Errorf("%s", usage)
+		}
+		return token(cs, args[2], args[3])
 	case "delete-pods":
 		d, err := time.ParseDuration(args[2])
 		if err != nil {
@@ -265,4 +272,25 @@ func image(binary, entrypoint, tag, out string) error {
 		return err
 	}
 	return f.Close()
+}
+
+// token asks the TokenRequest API for a service account token, as a node installer does for a
+// CNI plugin's kubeconfig (no controller-manager runs here to make legacy token secrets).
+func token(cs kubernetes.Interface, sa, ttl string) error {
+	ns, name, ok := strings.Cut(sa, "/")
+	if !ok {
+		return fmt.Errorf("service account %q: want NAMESPACE/NAME", sa)
+	}
+	d, err := time.ParseDuration(ttl)
+	if err != nil {
+		return err
+	}
+	secs := int64(d.Seconds())
+	tr, err := cs.CoreV1().ServiceAccounts(ns).CreateToken(context.Background(), name,
+		&authenticationv1.TokenRequest{Spec: authenticationv1.TokenRequestSpec{ExpirationSeconds: &secs}}, metav1.CreateOptions{})
+	if err != nil {
+		return fmt.Errorf("token for %s: %w", sa, err)
+	}
+	fmt.Println(tr.Status.Token)
+	return nil
 }

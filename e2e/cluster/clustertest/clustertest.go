@@ -8,7 +8,11 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -24,6 +28,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
+	criv1 "k8s.io/cri-api/pkg/apis/runtime/v1"
 	podresourcesv1 "k8s.io/kubelet/pkg/apis/podresources/v1"
 )
 
@@ -226,4 +231,130 @@ func (c *Cluster) PodResources(t testing.TB) podresourcesv1.PodResourcesListerCl
 	}
 	t.Cleanup(func() { conn.Close() })
 	return podresourcesv1.NewPodResourcesListerClient(conn)
+}
+
+// CreateNamespace creates a namespace with its default ServiceAccount (no controller-manager
+// runs here to make it) and deletes it when the test ends.
+func (c *Cluster) CreateNamespace(t testing.TB, name string) {
+	t.Helper()
+	ctx := context.Background()
+	_, err := c.Kube.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name}}, metav1.CreateOptions{})
+	if err != nil && !apierrors.IsAlreadyExists(err) {
+		t.Fatalf("create namespace %s: %v", name, err)
+	}
+	_, err = c.Kube.CoreV1().ServiceAccounts(name).Create(ctx, &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: "default"}}, metav1.CreateOptions{})
+	if err != nil && !apierrors.IsAlreadyExists(err) {
+		t.Fatalf("create default service account in %s: %v", name, err)
+	}
+	t.Cleanup(func() { _ = c.Kube.CoreV1().Namespaces().Delete(ctx, name, metav1.DeleteOptions{}) })
+}
+
+// WaitEvent waits for an event of the pod whose message holds every substring; it returns the
+// message.
+func (c *Cluster) WaitEvent(t testing.TB, namespace, name string, timeout time.Duration, substrings ...string) string {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		evs, err := c.Kube.CoreV1().Events(namespace).List(context.Background(), metav1.ListOptions{FieldSelector: "involvedObject.name=" + name})
+		if err == nil {
+			for _, e := range evs.Items {
+				all := true
+				for _, s := range substrings {
+					all = all && strings.Contains(e.Message, s)
+				}
+				if all {
+					return e.Message
+				}
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("pod %s/%s: no event mentioning %q after %s; events:\n%s", namespace, name, substrings, timeout, c.Events(namespace, name))
+		}
+		time.Sleep(300 * time.Millisecond)
+	}
+}
+
+// MultinetCacheDir is the meta-plugin's cache dir on this node (set by cluster-up).
+func (c *Cluster) MultinetCacheDir() string { return filepath.Join(c.Dir, "multinet-cache") }
+
+// MultinetKubeconfig is the plugin's own kubeconfig (its service-account token).
+func (c *Cluster) MultinetKubeconfig() string {
+	return filepath.Join(c.Dir, "multinet.d", "kubeconfig")
+}
+
+// Runtime returns a CRI client of the node's containerd, to act on sandboxes as kubelet does.
+func (c *Cluster) Runtime(t testing.TB) criv1.RuntimeServiceClient {
+	t.Helper()
+	conn, err := grpc.NewClient("unix://"+filepath.Join(c.Dir, "containerd", "containerd.sock"), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	return criv1.NewRuntimeServiceClient(conn)
+}
+
+// Sandboxes returns the IDs of the pod's sandboxes the runtime knows, ready or not.
+func (c *Cluster) Sandboxes(t testing.TB, namespace, name string) []string {
+	t.Helper()
+	resp, err := c.Runtime(t).ListPodSandbox(context.Background(), &criv1.ListPodSandboxRequest{Filter: &criv1.PodSandboxFilter{
+		LabelSelector: map[string]string{"io.kubernetes.pod.namespace": namespace, "io.kubernetes.pod.name": name}}})
+	if err != nil {
+		t.Fatalf("list sandboxes of %s/%s: %v", namespace, name, err)
+	}
+	var ids []string
+	for _, s := range resp.Items {
+		ids = append(ids, s.Id)
+	}
+	return ids
+}
+
+// StopAPIServer kills kube-apiserver and returns a function that starts it again and waits
+// until it answers; the restart also runs when the test ends, whatever happened.
+func (c *Cluster) StopAPIServer(t testing.TB) (restart func()) {
+	t.Helper()
+	pidFile := filepath.Join(c.Dir, "run", "kube-apiserver.pid")
+	b, err := os.ReadFile(pidFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pid, _ := strconv.Atoi(strings.TrimSpace(string(b)))
+	proc, err := os.FindProcess(pid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = proc.Kill()
+	_, _ = proc.Wait()
+	for i := 0; i < 100 && syscall.Kill(pid, 0) == nil; i++ {
+		time.Sleep(100 * time.Millisecond)
+	}
+	started := false
+	restart = func() {
+		if started {
+			return
+		}
+		started = true
+		logf, err := os.OpenFile(filepath.Join(c.Dir, "logs", "kube-apiserver.log"), os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o644)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer logf.Close()
+		cmd := exec.Command(filepath.Join(c.Dir, "run", "kube-apiserver.sh"))
+		cmd.Stdout, cmd.Stderr = logf, logf
+		cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+		if err := cmd.Start(); err != nil {
+			t.Fatalf("restart kube-apiserver: %v", err)
+		}
+		os.WriteFile(pidFile, []byte(strconv.Itoa(cmd.Process.Pid)), 0o644)
+		_ = cmd.Process.Release()
+		deadline := time.Now().Add(90 * time.Second)
+		for time.Now().Before(deadline) {
+			if _, err := c.Kube.CoreV1().Namespaces().Get(context.Background(), "default", metav1.GetOptions{}); err == nil {
+				return
+			}
+			time.Sleep(300 * time.Millisecond)
+		}
+		t.Fatal("kube-apiserver not answering 90s after restart")
+	}
+	t.Cleanup(restart)
+	return restart
 }

@@ -1,0 +1,127 @@
+package meta
+
+import (
+	"reflect"
+	"strings"
+	"testing"
+)
+
+func TestParseSelectionCommaForm(t *testing.T) {
+	sels, err := ParseSelection(" macvlan-conf, other-ns/net-b@data0 ,net-c@net9", "pods")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []Selection{
+		{Name: "macvlan-conf", Namespace: "pods"},
+		{Name: "net-b", Namespace: "other-ns", Interface: "data0"},
+		{Name: "net-c", Namespace: "pods", Interface: "net9"},
+	}
+	if !reflect.DeepEqual(sels, want) {
+		t.Fatalf("got %+v\nwant %+v", sels, want)
+	}
+}
+
+func TestParseSelectionJSONForm(t *testing.T) {
+	sels, err := ParseSelection(`[{"name":"net-a"},{"name":"sriov","namespace":"telco","interface":"n3","ips":["10.1.1.5/24"],
+	  "mac":"02:00:00:00:00:01","default-route":["10.1.1.1"],"cni-args":{"k":"v"},"deviceID":"0000:3b:02.1",
+	  "portMappings":[{"hostPort":8080,"containerPort":80,"protocol":"tcp"}],"bandwidth":{"ingressRate":1000,"ingressBurst":10,"egressRate":1000,"egressBurst":10}}]`, "pods")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(sels) != 2 || sels[0].Namespace != "pods" || sels[1].Namespace != "telco" || sels[1].Interface != "n3" ||
+		sels[1].DeviceID != "0000:3b:02.1" || sels[1].CNIArgs["k"] != "v" || sels[1].PortMappings[0].HostPort != 8080 ||
+		sels[1].Bandwidth.IngressRate != 1000 || sels[1].DefaultRoute[0] != "10.1.1.1" {
+		t.Fatalf("got %+v", sels)
+	}
+}
+
+func TestParseSelectionRejects(t *testing.T) {
+	cases := map[string]string{
+		"Upper_Case":                           "not a DNS-1123 name",
+		"a/b/c":                                "more than one '/'",
+		"net@":                                 "empty interface name",
+		"net@this-is-sixteen1":                 "interface name",
+		"/net":                                 "empty namespace",
+		`[{"name":"a","ips":["300.1.1.1"]}]`:   "ips",
+		`[{"name":"a","mac":"zz"}]`:            "mac",
+		`[{"interface":"x"}]`:                  "no network name",
+		`[{"name":"a","default-route":["x"]}]`: "default-route",
+		`[{"name":"a"`:                         "not a JSON list",
+		"net-a,,net-b":                         "element 2",
+	}
+	for in, want := range cases {
+		_, err := ParseSelection(in, "default")
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("%q: err = %v, want it to mention %q", in, err, want)
+		}
+	}
+}
+
+func TestLoadConfig(t *testing.T) {
+	c, err := LoadConfig([]byte(`{"cniVersion":"1.1.0","name":"m","type":"multinet","clusterNetwork":"cbr0",
+	  "globalNamespaces":"default, shared","multusNamespace":"net-system"}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(c.GlobalNamespaces, []string{"default", "shared"}) || c.MultinetNamespace != "net-system" ||
+		!reflect.DeepEqual(c.SystemNamespaces, []string{"kube-system"}) || c.ConfDir != DefaultConfDir {
+		t.Fatalf("config = %+v", c)
+	}
+	c, err = LoadConfig([]byte(`{"name":"m","type":"multinet","clusterNetwork":"x","globalNamespaces":["a"],"systemNamespaces":[]}`))
+	if err != nil || len(c.SystemNamespaces) != 0 || c.GlobalNamespaces[0] != "a" {
+		t.Fatalf("config = %+v, %v", c, err)
+	}
+	for in, want := range map[string]string{
+		`{"name":"m","type":"multinet"}`:                                      "needs clusterNetwork or delegates",
+		`{"name":"m","clusterNetwork":"a","delegates":[{"type":"bridge"}]}`:   "exclusive",
+		`{"name":"m","clusterNetwork":"a","kubeconfig":"k","networkDir":"d"}`: "exclusive",
+		`{"name":"m","delegates":[{"name":"x"}]}`:                             "no type",
+		`{"name":"m","clusterNetwork":"a","logLevel":"loud"}`:                 "logLevel",
+		`{"name":"m","clusterNetwork":"a","globalNamespaces":5}`:              "globalNamespaces",
+		`not json`: "multinet config",
+	} {
+		if _, err := LoadConfig([]byte(in)); err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("%s: err = %v, want %q", in, err, want)
+		}
+	}
+}
+
+func FuzzParseSelection(f *testing.F) {
+	for _, s := range []string{"a,b", "ns/a@net1", `[{"name":"a","ips":["1.2.3.4/24"]}]`, `{"name":"x"}`, ""} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		sels, err := ParseSelection(s, "default")
+		if err != nil {
+			return
+		}
+		for _, sel := range sels {
+			// Whatever parses must be safe to use as names and interface names.
+			if !dns1123Label.MatchString(sel.Name) || !dns1123Label.MatchString(sel.Namespace) {
+				t.Fatalf("accepted bad name %q/%q from %q", sel.Namespace, sel.Name, s)
+			}
+			if sel.Interface != "" && !ifnameOK(sel.Interface) {
+				t.Fatalf("accepted bad interface %q from %q", sel.Interface, s)
+			}
+		}
+	})
+}
+
+func FuzzLoadConfig(f *testing.F) {
+	for _, s := range []string{`{"name":"m","type":"multinet","clusterNetwork":"cbr0"}`,
+		`{"name":"m","delegates":[{"type":"bridge","masterplugin":true}],"globalNamespaces":"a,b"}`} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		c, err := LoadConfig(b)
+		if err != nil {
+			return
+		}
+		if c.ClusterNetwork == "" && len(c.Delegates) == 0 {
+			t.Fatalf("accepted a config with no cluster network: %s", b)
+		}
+		if c.ConfDir == "" || c.CacheDir == "" || c.MultinetNamespace == "" {
+			t.Fatalf("defaults not applied: %+v", c)
+		}
+	})
+}
