@@ -31,7 +31,7 @@ deps:
 	@./hack/deps.sh
 
 # A simulated SR-IOV node, in seconds, on any machine.
-demo: build
+demo: build deps
 	$(GO) run ./e2e/demo $(BIN)/multinetctl
 
 -include $(wildcard e2e/*/*.mk benchmarks/*.mk)

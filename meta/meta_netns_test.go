@@ -43,7 +43,8 @@ func TestSameNADTwiceGivesNet1AndNet2(t *testing.T) {
 	if len(st) != 3 {
 		t.Fatalf("network-status has %d entries, want 3: %+v", len(st), st)
 	}
-	if st[0].Name != "cbr0" || !st[0].Default || st[0].Interface != "eth0" || st[0].IPs[0] != links["eth0"][0] {
+	if st[0].Name != "cbr0" || !st[0].Default || st[0].Interface != "eth0" || st[0].IPs[0] != links["eth0"][0] ||
+		!reflect.DeepEqual(st[0].Gateway, []string{"10.244.0.1"}) {
 		t.Errorf("cluster entry = %+v, pod eth0 has %v", st[0], links["eth0"])
 	}
 	for i, ifname := range []string{"net1", "net2"} {

@@ -380,13 +380,36 @@ func (p *planner) assignDevices(ctx context.Context, pod *corev1.Pod, podUID str
 	return nil
 }
 
-// statusEntry is a delegate's line of network-status.
-func statusEntry(d Delegate, st *nadv1.NetworkStatus) nadv1.NetworkStatus {
+// statusEntry is a delegate's line of network-status. gateways are the result's gateway
+// addresses: a default route without a next hop (host-local writes them so) is reported with
+// its interface's gateway instead of the NAD client's "<nil>".
+func statusEntry(d Delegate, st *nadv1.NetworkStatus, gateways []string) nadv1.NetworkStatus {
 	out := *st
+	var gws []string
+	for _, g := range st.Gateway {
+		if g == "<nil>" || g == "" {
+			gws = append(gws, gateways...)
+			continue
+		}
+		gws = append(gws, g)
+	}
+	out.Gateway = dedupe(gws)
 	out.Name = d.Name
 	if out.Interface == "" {
 		out.Interface = d.IfName
 	}
 	out.Default = d.IsDefault
+	return out
+}
+
+func dedupe(in []string) []string {
+	var out []string
+	seen := map[string]bool{}
+	for _, s := range in {
+		if !seen[s] {
+			seen[s] = true
+			out = append(out, s)
+		}
+	}
 	return out
 }

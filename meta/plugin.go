@@ -225,8 +225,14 @@ func (p *Plugin) statuses(containerID string, ds []Delegate, results []*types100
 		if err != nil {
 			return nil, fmt.Errorf("network %s: %w", d.Name, err)
 		}
+		var gws []string
+		for _, ip := range results[i].IPs {
+			if ip.Gateway != nil {
+				gws = append(gws, ip.Gateway.String())
+			}
+		}
 		for _, st := range sts {
-			out = append(out, statusEntry(d, st))
+			out = append(out, statusEntry(d, st, gws))
 		}
 	}
 	return out, nil
