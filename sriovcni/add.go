@@ -122,10 +122,12 @@ func (p *Plugin) add(log *slog.Logger, conf *NetConf, a Args) (_ *current.Result
 		}
 	}()
 
-	// From here every host change is undone by release, the same code DEL runs.
+	// From here every host change is undone by release, the same code DEL runs. The pod's
+	// interface named ifName is the VF's only once moveIn renamed it.
+	inPod := ""
 	defer func() {
 		if err != nil {
-			if rerr := errors.Join(p.release(log, m, c, a.Netns)...); rerr != nil {
+			if rerr := errors.Join(p.release(log, m, c, a.Netns, inPod == a.IfName)...); rerr != nil {
 				log.Error("undo of a failed ADD incomplete", "err", rerr)
 				err = fmt.Errorf("%w (undo incomplete: %v)", err, rerr)
 			}
@@ -136,7 +138,7 @@ func (p *Plugin) add(log *slog.Logger, conf *NetConf, a Args) (_ *current.Result
 			return nil, fmt.Errorf("sriov: vf %s: reset settings left by container %s: %w", v.addr, stale.ContainerID, err)
 		}
 	}
-	if conf.HasAdminSettings() {
+	if conf.HasAdminSettings() && admin != nil {
 		if err := p.pfOp(v.pf, func() error { return m.ApplyVF(v.pfNetdev, v.index, conf.VF) }); err != nil {
 			return nil, fmt.Errorf("sriov: vf %s: %w", v.addr, err)
 		}
@@ -155,7 +157,8 @@ func (p *Plugin) add(log *slog.Logger, conf *NetConf, a Args) (_ *current.Result
 			return nil, fmt.Errorf("sriov: vf %s: pod netns %q: %w", v.addr, a.Netns, err)
 		}
 		defer podNS.Close()
-		mac, err := moveIn(v, conf, a.IfName, podNS)
+		var mac string
+		mac, inPod, err = moveIn(v, conf, a.IfName, podNS)
 		if err != nil {
 			return nil, err
 		}
@@ -194,27 +197,28 @@ func (p *Plugin) add(log *slog.Logger, conf *NetConf, a Args) (_ *current.Result
 }
 
 // moveIn moves the VF's netdev from the host into the pod under the requested name, sets its
-// MAC and brings it up. It returns the interface's MAC.
-func moveIn(v *vfInfo, conf *NetConf, ifName string, podNS ns.NetNS) (string, error) {
+// MAC and brings it up. It returns the interface's MAC and the name it has in the pod ("" while
+// it is still in the host), also on failure, for the undo.
+func moveIn(v *vfInfo, conf *NetConf, ifName string, podNS ns.NetNS) (mac, inPod string, err error) {
 	tmp := tmpName(v.addr)
 	l, err := netlink.LinkByName(v.netdevs[0])
 	if err != nil {
-		return "", fmt.Errorf("sriov: vf %s: netdev %s: %w", v.addr, v.netdevs[0], err)
+		return "", "", fmt.Errorf("sriov: vf %s: netdev %s: %w", v.addr, v.netdevs[0], err)
 	}
 	// The kernel refuses to rename a running interface. The move goes through a temporary name
 	// so that neither the host's nor the pod's names can collide on the way.
 	if err := netlink.LinkSetDown(l); err != nil {
-		return "", fmt.Errorf("sriov: vf %s: set %s down: %w", v.addr, l.Attrs().Name, err)
+		return "", "", fmt.Errorf("sriov: vf %s: set %s down: %w", v.addr, l.Attrs().Name, err)
 	}
 	if l.Attrs().Name != tmp {
 		if err := netlink.LinkSetName(l, tmp); err != nil {
-			return "", fmt.Errorf("sriov: vf %s: rename %s to %s: %w", v.addr, l.Attrs().Name, tmp, err)
+			return "", "", fmt.Errorf("sriov: vf %s: rename %s to %s: %w", v.addr, l.Attrs().Name, tmp, err)
 		}
 	}
 	if err := netlink.LinkSetNsFd(l, int(podNS.Fd())); err != nil {
-		return "", fmt.Errorf("sriov: vf %s: move %s into netns %s: %w", v.addr, tmp, podNS.Path(), err)
+		return "", "", fmt.Errorf("sriov: vf %s: move %s into netns %s: %w", v.addr, tmp, podNS.Path(), err)
 	}
-	var mac string
+	inPod = tmp
 	err = podNS.Do(func(ns.NetNS) error {
 		if _, err := netlink.LinkByName(ifName); err == nil {
 			return fmt.Errorf("sriov: vf %s: netns %s already has an interface %s", v.addr, podNS.Path(), ifName)
@@ -226,6 +230,7 @@ func moveIn(v *vfInfo, conf *NetConf, ifName string, podNS ns.NetNS) (string, er
 		if err := netlink.LinkSetName(l, ifName); err != nil {
 			return fmt.Errorf("sriov: vf %s: rename %s to %s in netns %s: %w", v.addr, tmp, ifName, podNS.Path(), err)
 		}
+		inPod = ifName
 		if want := conf.EffectiveMAC; want != nil && l.Attrs().HardwareAddr.String() != want.String() {
 			if err := netlink.LinkSetHardwareAddr(l, want); err != nil {
 				return fmt.Errorf("sriov: vf %s: set %s mac %s: %w", v.addr, ifName, want, err)
@@ -244,13 +249,17 @@ func moveIn(v *vfInfo, conf *NetConf, ifName string, podNS ns.NetNS) (string, er
 		}
 		return nil
 	})
-	return mac, err
+	return mac, inPod, err
 }
 
 // release puts the VF back as it was before the attachment: admin settings first (some drivers
 // refuse changes to a VF whose trust was dropped or whose netdev is gone), then the netdev
 // back into the host with its name, MAC and MTU. It tries every step and returns all failures.
-func (p *Plugin) release(log *slog.Logger, m *vfmanager.Manager, c *Cache, netnsPath string) []error {
+//
+// ifNameIsOurs says the pod's interface c.IfName is the VF (after a completed ADD); otherwise
+// only the temporary name is looked for in the pod, so a pod's own interface of that name is
+// never taken.
+func (p *Plugin) release(log *slog.Logger, m *vfmanager.Manager, c *Cache, netnsPath string, ifNameIsOurs bool) []error {
 	var errs []error
 	if c.Original.Admin != nil {
 		pfNetdev := c.PFNetdev
@@ -269,7 +278,7 @@ func (p *Plugin) release(log *slog.Logger, m *vfmanager.Manager, c *Cache, netns
 				defer n.Close()
 			}
 		}
-		if err := p.returnNetdev(log, c, podNS); err != nil {
+		if err := p.returnNetdev(log, c, podNS, ifNameIsOurs); err != nil {
 			errs = append(errs, err)
 		}
 	}
@@ -278,11 +287,15 @@ func (p *Plugin) release(log *slog.Logger, m *vfmanager.Manager, c *Cache, netns
 
 // returnNetdev moves the VF's netdev from the pod (when its netns still exists) to the host and
 // restores its name, MAC, MTU and up state.
-func (p *Plugin) returnNetdev(log *slog.Logger, c *Cache, podNS ns.NetNS) error {
+func (p *Plugin) returnNetdev(log *slog.Logger, c *Cache, podNS ns.NetNS, ifNameIsOurs bool) error {
 	tmp := tmpName(c.VF)
+	inPod := []string{tmp}
+	if ifNameIsOurs {
+		inPod = append(inPod, c.IfName)
+	}
 	if podNS != nil {
 		err := podNS.Do(func(host ns.NetNS) error {
-			l := findOurs(c, c.IfName, tmp)
+			l := findOurs(c, inPod...)
 			if l == nil {
 				return nil
 			}

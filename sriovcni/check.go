@@ -2,6 +2,7 @@ package sriovcni
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"strings"
@@ -11,6 +12,8 @@ import (
 	"github.com/containernetworking/plugins/pkg/ip"
 	"github.com/containernetworking/plugins/pkg/ns"
 	"github.com/vishvananda/netlink"
+
+	"github.com/multinet-io/multinet/vfmanager"
 )
 
 // Check verifies that the attachment is still what ADD made it: the VF still belongs to it,
@@ -57,10 +60,13 @@ func (p *Plugin) Check(a Args) error {
 		}
 		stNow, err := m.ReadVF(c.PFNetdev, c.VFIndex)
 		closeNL()
-		if err != nil {
+		switch {
+		case errors.Is(err, vfmanager.ErrVFNotReported) && !conf.NeedsPF(c.DPDK):
+			// Only a MAC, which the netdev check below covers, on a PF without a VF list.
+		case err != nil:
 			return fmt.Errorf("sriov: vf %s: %w", c.VF, err)
 		}
-		if mm := conf.VF.Mismatches(stNow); len(mm) > 0 {
+		if mm := conf.VF.Mismatches(stNow); err == nil && len(mm) > 0 {
 			return fmt.Errorf("sriov: vf %s: admin settings changed: %s", c.VF, strings.Join(mm, "; "))
 		}
 	}

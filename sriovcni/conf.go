@@ -58,6 +58,18 @@ func (c *NetConf) HasAdminSettings() bool {
 		v.Trust != nil || v.LinkState != "" || v.MinTxRate != nil || v.MaxTxRate != nil
 }
 
+// NeedsPF reports whether the netconf's settings can only be made through the PF. A MAC alone
+// is not one in netdev mode: the netdev takes it directly, and pinning it on the PF as well is
+// done only where the PF reports the VF.
+func (c *NetConf) NeedsPF(dpdk bool) bool {
+	v := c.VF
+	if dpdk {
+		return c.HasAdminSettings()
+	}
+	v.MAC = nil
+	return (&NetConf{VF: v}).HasAdminSettings()
+}
+
 // LoadConf parses and validates a netconf and the CNI_ARGS string, before anything on the host
 // is touched. Errors name the field and the device.
 func LoadConf(stdin []byte, cniArgs string) (*NetConf, error) {

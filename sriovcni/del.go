@@ -66,7 +66,7 @@ func (p *Plugin) teardown(log *slog.Logger, c *Cache, conf *NetConf, a Args) err
 		if err != nil {
 			return err
 		}
-		errs = append(errs, p.release(log, m, c, a.Netns)...)
+		errs = append(errs, p.release(log, m, c, a.Netns, true)...)
 		closeNL()
 	} else {
 		log.Warn("late DEL: the VF now belongs to another container; leaving it alone",

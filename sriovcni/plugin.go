@@ -180,7 +180,7 @@ func newManager(sys *pci.SysFS) (*vfmanager.Manager, func(), error) {
 // asks for no admin settings: there is then nothing to restore.
 func readOriginalAdmin(log *slog.Logger, m *vfmanager.Manager, c *NetConf, v *vfInfo) (*vfmanager.VFState, error) {
 	if v.pfNetdev == "" {
-		if c.HasAdminSettings() {
+		if c.NeedsPF(v.dpdk) {
 			return nil, fmt.Errorf("sriov: vf %s: pf %s has no netdev to apply the VF settings through", v.addr, v.pf)
 		}
 		log.Warn("pf has no netdev; VF admin settings neither read nor restored", "pf", v.pf)
@@ -188,7 +188,7 @@ func readOriginalAdmin(log *slog.Logger, m *vfmanager.Manager, c *NetConf, v *vf
 	}
 	st, err := m.ReadVF(v.pfNetdev, v.index)
 	if err != nil {
-		if c.HasAdminSettings() {
+		if c.NeedsPF(v.dpdk) || !errors.Is(err, vfmanager.ErrVFNotReported) && c.HasAdminSettings() {
 			return nil, fmt.Errorf("sriov: vf %s: read its settings from pf %s: %w", v.addr, v.pfNetdev, err)
 		}
 		log.Warn("pf does not report the VF; admin settings neither read nor restored", "pf", v.pfNetdev, "index", v.index, "err", err)
