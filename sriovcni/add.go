@@ -319,9 +319,18 @@ func (p *Plugin) returnNetdev(log *slog.Logger, c *Cache, podNS ns.NetNS, ifName
 	// In the host the netdev is under the temporary name (just moved, or a move cut short) or,
 	// when the pod's netns vanished, wherever the kernel put it: sysfs finds it by PCI address.
 	l := findOurs(c, tmp)
-	if l == nil {
+	// The kernel returns a physical netdev from a destroyed netns in a workqueue, so right
+	// after the pod's netns went away it may not be back yet: wait for it a little.
+	deadline := time.Now().Add(netdevReturnWait)
+	for l == nil {
 		nds, _ := p.Sys.Netdevs(c.VF)
-		l = findOurs(c, nds...)
+		if l = findOurs(c, nds...); l != nil || podNS != nil || time.Now().After(deadline) {
+			break
+		}
+		if drv, _ := p.Sys.Driver(c.VF); drv != c.Driver {
+			break // rebound: its netdev is gone for good
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
 	if l == nil {
 		// A VF netdev goes back to the host when its netns is destroyed; only one that no
@@ -379,5 +388,8 @@ func findOurs(c *Cache, names ...string) netlink.Link {
 }
 
 var parseMAC = net.ParseMAC
+
+// netdevReturnWait bounds the wait for a VF netdev coming back from a destroyed netns.
+var netdevReturnWait = 5 * time.Second
 
 const netFlagUp = net.FlagUp
