@@ -3,12 +3,14 @@ package sriovcni
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"path/filepath"
 
 	"github.com/containernetworking/cni/pkg/invoke"
 	"github.com/containernetworking/cni/pkg/types"
 	current "github.com/containernetworking/cni/pkg/types/100"
+	"github.com/containernetworking/cni/pkg/version"
 )
 
 func jsonUnmarshal(b []byte, v any) error { return json.Unmarshal(b, v) }
@@ -23,17 +25,60 @@ func execIPAM(ctx context.Context, command, plugin string, a Args, netconf []byt
 	}
 	args := &invoke.Args{Command: command, ContainerID: a.ContainerID, NetNS: a.Netns,
 		IfName: a.IfName, PluginArgsStr: a.Args, Path: a.Path}
-	if command == "ADD" {
-		r, err := invoke.ExecPluginWithResult(ctx, path, netconf, args, nil)
-		if err != nil {
-			return nil, fmt.Errorf("ipam %s %s: %w", plugin, command, err)
+	run := func(conf []byte) (types.Result, error) {
+		if command == "ADD" {
+			return invoke.ExecPluginWithResult(ctx, path, conf, args, nil)
 		}
-		return r, nil
+		return nil, invoke.ExecPluginWithoutResult(ctx, path, conf, args, nil)
 	}
-	if err := invoke.ExecPluginWithoutResult(ctx, path, netconf, args, nil); err != nil {
+	r, err := run(netconf)
+	var te *types.Error
+	if errors.As(err, &te) && te.Code == types.ErrIncompatibleCNIVersion {
+		// An older IPAM binary (Debian bookworm's host-local speaks up to 1.0.0) under a newer
+		// netconf: ask it again at the newest version it supports. Its result converts up.
+		if older, ok := downgradeConf(ctx, path, netconf); ok {
+			r, err = run(older)
+		}
+	}
+	if err != nil {
 		return nil, fmt.Errorf("ipam %s %s: %w", plugin, command, err)
 	}
-	return nil, nil
+	return r, nil
+}
+
+// downgradeConf rewrites the netconf's cniVersion to the newest one the plugin supports below
+// it; false when there is none.
+func downgradeConf(ctx context.Context, path string, netconf []byte) ([]byte, bool) {
+	var m map[string]any
+	if json.Unmarshal(netconf, &m) != nil {
+		return nil, false
+	}
+	cur, _ := m["cniVersion"].(string)
+	info, err := invoke.GetVersionInfo(ctx, path, nil)
+	if err != nil || cur == "" {
+		return nil, false
+	}
+	best := ""
+	for _, v := range info.SupportedVersions() {
+		below, err1 := version.GreaterThan(cur, v)
+		newer, err2 := version.GreaterThan(v, orZero(best))
+		if err1 == nil && err2 == nil && below && (best == "" || newer) {
+			best = v
+		}
+	}
+	if best == "" {
+		return nil, false
+	}
+	m["cniVersion"] = best
+	b, err := json.Marshal(m)
+	return b, err == nil
+}
+
+func orZero(v string) string {
+	if v == "" {
+		return "0.0.0"
+	}
+	return v
 }
 
 // ipamAdd allocates addresses and returns them as a current result.

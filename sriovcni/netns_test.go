@@ -105,8 +105,8 @@ func (n *node) pod() ns.NetNS {
 
 // conf is a netconf for VF vf with host-local IPAM (ipam "" leaves it out) and extra fields.
 func (n *node) conf(vf, ipam, extra string) []byte {
-	// 1.0.0: Debian's host-local does not speak 1.1.0 yet.
-	s := `{"cniVersion":"1.0.0","name":"sriov-net","type":"sriov","deviceID":"` + vf + `"`
+	// 1.1.0 although Debian's host-local speaks up to 1.0.0: the plugin asks it at 1.0.0.
+	s := `{"cniVersion":"1.1.0","name":"sriov-net","type":"sriov","deviceID":"` + vf + `"`
 	switch ipam {
 	case "":
 	case "default":
