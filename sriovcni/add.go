@@ -169,10 +169,11 @@ func (p *Plugin) add(log *slog.Logger, conf *NetConf, a Args) (_ *current.Result
 	if conf.IPAM.Type != "" {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 		defer cancel()
-		ir, err := ipamAdd(ctx, conf, a, a.StdinData)
-		if err != nil {
-			return nil, fmt.Errorf("sriov: vf %s: %w", v.addr, err)
+		ir, ierr := ipamAdd(ctx, conf, a, a.StdinData)
+		if ierr != nil {
+			return nil, fmt.Errorf("sriov: vf %s: %w", v.addr, ierr)
 		}
+		// err here is the function's result: a later step's failure releases the lease.
 		defer func() {
 			if err != nil {
 				if _, derr := execIPAM(context.Background(), "DEL", conf.IPAM.Type, a, a.StdinData); derr != nil {

@@ -37,6 +37,10 @@ func (p *Plugin) Del(a Args) error {
 		return fmt.Errorf("sriov: DEL %s/%s: cached netconf: %w", a.ContainerID, a.IfName, err)
 	}
 	log = log.With("vf", c.VF, "container", c.ContainerID, "ifname", c.IfName)
+	if a.Netns == "" {
+		// Some runtimes send DEL without CNI_NETNS; the netns ADD used may still exist.
+		a.Netns = c.Netns
+	}
 	if err := p.teardown(log, c, conf, a); err != nil {
 		log.Error("DEL failed", "err", err)
 		return err

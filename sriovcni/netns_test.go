@@ -315,6 +315,28 @@ func TestAddFailureAfterMoveLeavesNothing(t *testing.T) {
 	}
 }
 
+func TestAddFailureAfterIPAMReleasesTheLease(t *testing.T) {
+	n := newNode(t)
+	pod := n.pod()
+	// The device-info file is the last step; make it fail.
+	blocker := filepath.Join(t.TempDir(), "file")
+	if err := os.WriteFile(blocker, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv(devinfo.EnvBase, blocker)
+	a := n.args("c1", pod, n.conf("0000:00:12.0", "default", `,"mac":"02:00:00:00:77:05"`))
+	if _, err := n.add(a); err == nil || !strings.Contains(err.Error(), "device-info") {
+		t.Fatalf("err = %v, want the device-info failure", err)
+	}
+	n.assertVFHome("mnvf0", pod)
+	if f := n.stateFiles(); len(f) != 0 {
+		t.Errorf("state left behind: %v", f)
+	}
+	if l := n.leases(); len(l) != 0 {
+		t.Errorf("IPAM lease left behind: %v", l)
+	}
+}
+
 func TestAddFailsWhenPodHasTheName(t *testing.T) {
 	n := newNode(t)
 	pod := n.pod()
