@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"os"
@@ -33,7 +34,7 @@ const (
 // node is a simulated SR-IOV node: a private netns standing in for the host, with a veth as PF
 // netdev and veth links named in a fake sysfs tree as the PF's VFs 0-2, and VF 3 on vfio-pci.
 type node struct {
-	t       *testing.T
+	t       testing.TB
 	host    ns.NetNS
 	tree    *pcitest.Tree
 	p       *Plugin
@@ -41,7 +42,7 @@ type node struct {
 	origMAC map[string]string
 }
 
-func newNode(t *testing.T) *node {
+func newNode(t testing.TB) *node {
 	t.Helper()
 	if os.Geteuid() != 0 {
 		t.Skip("needs root: creates network namespaces and moves links between them")
@@ -86,7 +87,7 @@ func newNode(t *testing.T) *node {
 	return n
 }
 
-type testWriter struct{ t *testing.T }
+type testWriter struct{ t testing.TB }
 
 func (w testWriter) Write(b []byte) (int, error) {
 	w.t.Log(strings.TrimSpace(string(b)))
@@ -144,7 +145,7 @@ func (n *node) check(a Args) error {
 }
 
 // link returns a link by name in a namespace, nil when there is none.
-func link(t *testing.T, where ns.NetNS, name string) netlink.Link {
+func link(t testing.TB, where ns.NetNS, name string) netlink.Link {
 	t.Helper()
 	var l netlink.Link
 	_ = where.Do(func(ns.NetNS) error {
@@ -628,5 +629,28 @@ func TestStatus(t *testing.T) {
 	}
 	if err := p.Status(Args{StdinData: []byte(`{`)}); err == nil || errors.Is(err, os.ErrNotExist) {
 		t.Fatalf("STATUS with a broken netconf: %v", err)
+	}
+}
+
+// BenchmarkAddDelNetdev: one ADD and one DEL of a netdev-mode VF on the simulated node, without
+// IPAM (an exec of its own): the plugin's own cost (state, locks, netns moves).
+func BenchmarkAddDelNetdev(b *testing.B) {
+	n := newNode(b)
+	n.p.Log = slog.New(slog.NewTextHandler(io.Discard, nil))
+	pod, err := testutils.NewNS()
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { pod.Close(); testutils.UnmountNS(pod) })
+	a := Args{ContainerID: "bench", Netns: pod.Path(), IfName: "net1",
+		StdinData: n.conf("0000:00:12.0", "", `,"mac":"02:00:00:00:77:09"`)}
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		if _, err := n.add(a); err != nil {
+			b.Fatal(err)
+		}
+		if err := n.del(a); err != nil {
+			b.Fatal(err)
+		}
 	}
 }

@@ -7,7 +7,6 @@ import (
 	"runtime"
 
 	"github.com/containernetworking/cni/pkg/skel"
-	"github.com/containernetworking/cni/pkg/types"
 	"github.com/containernetworking/cni/pkg/version"
 
 	"github.com/multinet-io/multinet/sriovcni"
@@ -17,28 +16,6 @@ import (
 // stay in the host's namespace.
 func init() { runtime.LockOSThread() }
 
-func args(a *skel.CmdArgs) sriovcni.Args {
-	return sriovcni.Args{ContainerID: a.ContainerID, Netns: a.Netns, IfName: a.IfName,
-		Args: a.Args, Path: a.Path, StdinData: a.StdinData}
-}
-
 func main() {
-	p := sriovcni.NewFromEnv()
-	skel.PluginMainFuncs(skel.CNIFuncs{
-		Add: func(a *skel.CmdArgs) error {
-			res, err := p.Add(args(a))
-			if err != nil {
-				return err
-			}
-			conf, err := sriovcni.LoadConf(a.StdinData, a.Args)
-			if err != nil {
-				return err
-			}
-			return types.PrintResult(res, conf.CNIVersion)
-		},
-		Del:    func(a *skel.CmdArgs) error { return p.Del(args(a)) },
-		Check:  func(a *skel.CmdArgs) error { return p.Check(args(a)) },
-		GC:     func(a *skel.CmdArgs) error { return p.GC(args(a)) },
-		Status: func(a *skel.CmdArgs) error { return p.Status(args(a)) },
-	}, version.All, "multinet sriov CNI plugin")
+	skel.PluginMainFuncs(sriovcni.NewFromEnv().CNIFuncs(), version.All, "multinet sriov CNI plugin")
 }
