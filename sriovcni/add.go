@@ -50,6 +50,12 @@ func (p *Plugin) add(log *slog.Logger, conf *NetConf, a Args) (_ *current.Result
 	}
 	defer lk.unlock()
 
+	// A second ADD for an attachment that exists would overwrite what its DEL needs.
+	if prev, err := st.loadCache(a.ContainerID, a.IfName); err != nil {
+		return nil, err
+	} else if prev != nil {
+		return nil, fmt.Errorf("sriov: vf %s: container %s already has interface %s (vf %s); DEL it first", conf.DeviceID, a.ContainerID, a.IfName, prev.VF)
+	}
 	owner, err := st.loadOwner(conf.DeviceID)
 	if err != nil {
 		return nil, fmt.Errorf("sriov: vf %s: %w", conf.DeviceID, err)

@@ -268,6 +268,13 @@ func TestAddDelNetdevMode(t *testing.T) {
 	if len(n.leases()) != 1 {
 		t.Errorf("leases %v", n.leases())
 	}
+	// A second ADD of the same attachment (a runtime bug) must not overwrite what DEL needs.
+	if _, err := n.add(n.args("c1", pod, n.conf("0000:00:12.1", "", ""))); err == nil || !strings.Contains(err.Error(), "already has interface net1 (vf 0000:00:12.0)") {
+		t.Errorf("second ADD of c1/net1: %v", err)
+	}
+	if link(t, n.host, "mnvf1") == nil {
+		t.Error("the refused second ADD moved mnvf1")
+	}
 	// The pod changes its MTU; DEL must put the host's back.
 	_ = pod.Do(func(ns.NetNS) error { return netlink.LinkSetMTU(link(t, pod, "net1"), 1400) })
 
