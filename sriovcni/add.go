@@ -71,6 +71,12 @@ func (p *Plugin) add(log *slog.Logger, conf *NetConf, a Args) (_ *current.Result
 		stale = owner
 	}
 	v, err := p.inspect(conf.DeviceID)
+	// The kernel returns the orphaned netdev from the vanished netns in a workqueue: right
+	// after the netns went away it may not be in the host yet.
+	for deadline := time.Now().Add(netdevReturnWait); err != nil && stale != nil && time.Now().Before(deadline); {
+		time.Sleep(50 * time.Millisecond)
+		v, err = p.inspect(conf.DeviceID)
+	}
 	if err != nil {
 		return nil, err
 	}

@@ -12,6 +12,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	current "github.com/containernetworking/cni/pkg/types/100"
 	"github.com/containernetworking/plugins/pkg/ns"
@@ -659,5 +660,30 @@ func BenchmarkAddDelNetdev(b *testing.B) {
 		if err := n.del(a); err != nil {
 			b.Fatal(err)
 		}
+	}
+}
+
+func TestTakeoverWaitsForTheNetdevToComeBack(t *testing.T) {
+	n := newNode(t)
+	podA, podB := n.pod(), n.pod()
+	if _, err := n.add(n.args("ctr-a", podA, n.conf("0000:00:12.0", "", ""))); err != nil {
+		t.Fatal(err)
+	}
+	n.podDies(podA, "0000:00:12.0")
+	// As on a host right after the netns went: the kernel has not handed the netdev back yet.
+	n.tree.RemoveNetdev("0000:00:12.0", "net1")
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		time.Sleep(300 * time.Millisecond)
+		n.tree.SetNetdevs("0000:00:12.0", "net1")
+	}()
+	_, err := n.add(n.args("ctr-b", podB, n.conf("0000:00:12.0", "", "")))
+	<-done
+	if err != nil {
+		t.Fatalf("B's ADD while the netdev was on its way back: %v", err)
+	}
+	if link(t, podB, "net1") == nil {
+		t.Fatal("B has no net1")
 	}
 }

@@ -310,3 +310,99 @@ func TestSRIOVCNIConcurrentAddsOnOnePF(t *testing.T) {
 		}
 	}
 }
+
+// TestSRIOVCNIFailedAddUndoesOnTheRealPF: igb refuses a VF link state; by then the plugin has
+// set VLAN, MAC, spoofchk and trust through the PF. The ADD fails naming the setting, and the
+// VF is left exactly as it was, its netdev still in the host.
+func TestSRIOVCNIFailedAddUndoesOnTheRealPF(t *testing.T) {
+	inGuest(t)
+	_, vfs := withVFs(t, pf1, 1)
+	pfnd, vf := pfNetdev(t, pf1), vfs[0]
+	before := vfInfo(t, pfnd, 0)
+	host := vfNetdev(t, vf)
+	pod := newPodNS(t)
+	e := newCNIEnv(t)
+	conf := `{"cniVersion":"1.1.0","name":"sriov-e2e","type":"sriov","deviceID":"` + vf + `",
+		"vlan":77,"spoofchk":"off","trust":"on","mac":"02:00:00:aa:bb:04","link_state":"enable"}`
+	_, err := e.run("ADD", "fail1", pod.Path(), conf)
+	if err == nil || !strings.Contains(err.Error(), "link state enable") || !strings.Contains(err.Error(), vf) {
+		t.Fatalf("ADD with a link state igb refuses: %v", err)
+	}
+	t.Logf("refused as expected: %v", err)
+	if after := vfInfo(t, pfnd, 0); !sameVF(after, before) {
+		t.Errorf("after the failed ADD the PF reports %s, before %s", showVF(after), showVF(before))
+	}
+	back := vfNetdev(t, vf)
+	if back.Attrs().Name != host.Attrs().Name || back.Attrs().HardwareAddr.String() != host.Attrs().HardwareAddr.String() {
+		t.Errorf("VF netdev after the failed ADD: %s %s, was %s %s", back.Attrs().Name, back.Attrs().HardwareAddr, host.Attrs().Name, host.Attrs().HardwareAddr)
+	}
+	if st, _ := os.ReadDir(filepath.Join(e.stateDir, "sriov", "vf")); len(st) != 0 {
+		t.Errorf("ownership records left: %d", len(st))
+	}
+}
+
+// TestSRIOVCNIOrphanTakeover: pod A's netns vanishes without a DEL (the real VF returns to the
+// host under A's interface name, with A's settings); pod B gets the VF starting from the
+// settings it had before A; A's late DEL leaves B's VF alone; B's DEL restores the pre-A state.
+func TestSRIOVCNIOrphanTakeover(t *testing.T) {
+	inGuest(t)
+	_, vfs := withVFs(t, pf1, 1)
+	pfnd, vf := pfNetdev(t, pf1), vfs[0]
+	before := vfInfo(t, pfnd, 0)
+	host := vfNetdev(t, vf)
+	origName, origMAC := host.Attrs().Name, host.Attrs().HardwareAddr.String()
+	e := newCNIEnv(t)
+	podA, err := testutils.NewNS()
+	if err != nil {
+		t.Fatal(err)
+	}
+	pathA := podA.Path()
+	confA := `{"cniVersion":"1.1.0","name":"sriov-e2e","type":"sriov","deviceID":"` + vf + `","vlan":500,"trust":"on","mac":"02:00:00:aa:aa:aa"}`
+	if _, err := e.run("ADD", "ctr-a", pathA, confA); err != nil {
+		t.Fatal(err)
+	}
+	podA.Close()
+	if err := testutils.UnmountNS(podA); err != nil {
+		t.Fatal(err)
+	}
+	podB := newPodNS(t)
+	confB := `{"cniVersion":"1.1.0","name":"sriov-e2e","type":"sriov","deviceID":"` + vf + `","mac":"02:00:00:bb:bb:bb"}`
+	// Right away: the kernel hands the netdev back from A's netns asynchronously, and ADD
+	// waits for it.
+	if _, err := e.run("ADD", "ctr-b", podB.Path(), confB); err != nil {
+		t.Fatalf("B's ADD right after A's netns vanished: %v", err)
+	}
+	got := vfInfo(t, pfnd, 0)
+	if got.Vlan != before.Vlan || (got.Trust != 0) != (before.Trust != 0) || got.Mac.String() != "02:00:00:bb:bb:bb" {
+		t.Errorf("B got the VF with A's leftovers: %s (before A: %s)", showVF(got), showVF(before))
+	}
+	if _, err := e.run("DEL", "ctr-a", pathA, confA); err != nil {
+		t.Fatalf("A's late DEL: %v", err)
+	}
+	if now := vfInfo(t, pfnd, 0); !sameVF(now, got) {
+		t.Errorf("A's late DEL changed B's VF: %s, was %s", showVF(now), showVF(got))
+	}
+	err = podB.Do(func(ns.NetNS) error {
+		l, err := netlink.LinkByName("net1")
+		if err != nil {
+			return err
+		}
+		if l.Attrs().HardwareAddr.String() != "02:00:00:bb:bb:bb" || l.Attrs().Flags&1 == 0 {
+			return fmt.Errorf("B's net1: mac %s flags %v", l.Attrs().HardwareAddr, l.Attrs().Flags)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatalf("after A's late DEL: %v", err)
+	}
+	if _, err := e.run("DEL", "ctr-b", podB.Path(), confB); err != nil {
+		t.Fatal(err)
+	}
+	if after := vfInfo(t, pfnd, 0); !sameVF(after, before) {
+		t.Errorf("after B's DEL the PF reports %s, before A %s", showVF(after), showVF(before))
+	}
+	back := vfNetdev(t, vf)
+	if back.Attrs().Name != origName || back.Attrs().HardwareAddr.String() != origMAC {
+		t.Errorf("after B's DEL the VF netdev is %s %s, before A %s %s", back.Attrs().Name, back.Attrs().HardwareAddr, origName, origMAC)
+	}
+}
