@@ -2,6 +2,7 @@ package sriovcni
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -103,7 +104,7 @@ func (p *Plugin) teardown(log *slog.Logger, c *Cache, conf *NetConf, a Args) err
 // the runtime's list of valid attachments (cni.dev/valid-attachments): what missed DELs left.
 func (p *Plugin) GC(a Args) error {
 	nc := &types.NetConf{}
-	if err := jsonUnmarshal(a.StdinData, nc); err != nil {
+	if err := json.Unmarshal(a.StdinData, nc); err != nil {
 		return fmt.Errorf("sriov: GC: parse netconf: %w", err)
 	}
 	valid := map[[2]string]bool{}

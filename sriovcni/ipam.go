@@ -13,8 +13,6 @@ import (
 	"github.com/containernetworking/cni/pkg/version"
 )
 
-func jsonUnmarshal(b []byte, v any) error { return json.Unmarshal(b, v) }
-
 // execIPAM runs the IPAM plugin with the attachment's arguments passed explicitly, not taken
 // from the process environment as pkg/ipam.ExecAdd does (it also sets CNI_COMMAND process-wide):
 // a daemon serves many attachments at once in one process.

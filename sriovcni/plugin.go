@@ -1,6 +1,7 @@
 package sriovcni
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -216,11 +217,11 @@ func (p *Plugin) Status(a Args) error {
 	return os.Remove(f.Name())
 }
 
-// loadConfNoDevice parses a netconf for GC and STATUS, which the runtime sends without the
+// loadConfNoDevice parses a netconf for STATUS, which the runtime sends without the
 // deviceID the meta-plugin adds for one attachment.
 func loadConfNoDevice(stdin []byte) (*types.NetConf, error) {
 	c := &types.NetConf{}
-	if err := jsonUnmarshal(stdin, c); err != nil {
+	if err := json.Unmarshal(stdin, c); err != nil {
 		return nil, fmt.Errorf("sriov: parse netconf: %w", err)
 	}
 	return c, nil
