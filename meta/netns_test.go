@@ -31,9 +31,10 @@ func TestMain(m *testing.M) {
 		panic(err)
 	}
 	multinetBin = filepath.Join(dir, "multinet")
-	out, err := exec.Command("go", "build", "-o", multinetBin, "../cmd/multinet").CombinedOutput()
+	// The SR-IOV CNI beside it: attachments of type sriov are delegated to it as on a node.
+	out, err := exec.Command("go", "build", "-o", dir+"/", "../cmd/multinet", "../cmd/sriov").CombinedOutput()
 	if err != nil {
-		fmt.Fprintf(os.Stderr, "build multinet: %v\n%s", err, out)
+		fmt.Fprintf(os.Stderr, "build multinet and sriov: %v\n%s", err, out)
 		os.Exit(1)
 	}
 	code := m.Run()

@@ -1,6 +1,8 @@
 package vfmanager_test
 
 import (
+	"errors"
+	"net"
 	"os"
 	"strings"
 	"testing"
@@ -103,5 +105,38 @@ func TestVFConfigValidation(t *testing.T) {
 	}
 	if err := (vfmanager.VFConfig{VLAN: i(4094), QoS: i(7), VLANProto: "802.1ad", LinkState: "auto"}).Validate(); err != nil {
 		t.Errorf("valid config refused: %v", err)
+	}
+}
+
+func TestVFNotReportedIsDistinguishable(t *testing.T) {
+	_, h := hostNS(t)
+	addVeth(t, h, "mnpf2", "mnpf2p")
+	m := &vfmanager.Manager{NL: h}
+	if _, err := m.ReadVF("mnpf2", 3); !errors.Is(err, vfmanager.ErrVFNotReported) {
+		t.Fatalf("veth PF: err = %v, want ErrVFNotReported", err)
+	}
+	if _, err := m.ReadVF("mnpf-none", 0); err == nil || errors.Is(err, vfmanager.ErrVFNotReported) {
+		t.Fatalf("missing PF: err = %v, want a plain lookup error", err)
+	}
+}
+
+func TestVFConfigMismatches(t *testing.T) {
+	i := func(v int) *int { return &v }
+	b := func(v bool) *bool { return &v }
+	mac, _ := net.ParseMAC("02:00:00:00:00:01")
+	st := vfmanager.VFState{MAC: "02:00:00:00:00:01", VLAN: 100, QoS: 3, VLANProto: "802.1q", SpoofChk: true, Trust: false, LinkState: "auto", MaxTxRate: 0}
+	same := vfmanager.VFConfig{MAC: mac, VLAN: i(100), QoS: i(3), VLANProto: "802.1q", SpoofChk: b(true), Trust: b(false), LinkState: "auto"}
+	if m := same.Mismatches(st); len(m) != 0 {
+		t.Fatalf("matching config reports %v", m)
+	}
+	if m := (vfmanager.VFConfig{}).Mismatches(st); len(m) != 0 {
+		t.Fatalf("empty config reports %v", m)
+	}
+	diff := vfmanager.VFConfig{VLAN: i(200), Trust: b(true), MaxTxRate: i(1000), VLANProto: "802.1ad"}
+	got := strings.Join(diff.Mismatches(st), "; ")
+	for _, want := range []string{"vlan: want 200, have 100", "trust: want on, have off", "max_tx_rate: want 1000, have 0", "vlan proto: want 802.1ad, have 802.1q"} {
+		if !strings.Contains(got, want) {
+			t.Errorf("mismatches %q lack %q", got, want)
+		}
 	}
 }

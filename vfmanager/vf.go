@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"strings"
 	"sync"
 
 	"github.com/vishvananda/netlink"
@@ -154,7 +155,48 @@ func (m *Manager) vfInfo(pfNetdev string, vf int) (netlink.Link, netlink.VfInfo,
 			return link, v, nil
 		}
 	}
-	return nil, netlink.VfInfo{}, fmt.Errorf("pf %s: has no vf %d (it reports %d VFs)", pfNetdev, vf, len(link.Attrs().Vfs))
+	return nil, netlink.VfInfo{}, fmt.Errorf("pf %s: has no vf %d (it reports %d VFs): %w", pfNetdev, vf, len(link.Attrs().Vfs), ErrVFNotReported)
+}
+
+// ErrVFNotReported is returned (wrapped) when the PF's netlink VF list has no entry for the VF:
+// the netdev is not an SR-IOV PF driver (a veth on a simulated node) or the VF is gone.
+var ErrVFNotReported = errors.New("vf not in the PF's netlink VF list")
+
+// Mismatches lists the settings of c that st does not have, as "setting: want X, have Y";
+// empty when the VF carries every setting the config asks for.
+func (c VFConfig) Mismatches(st VFState) []string {
+	var out []string
+	add := func(setting string, want, have any) {
+		out = append(out, fmt.Sprintf("%s: want %v, have %v", setting, want, have))
+	}
+	if c.MAC != nil && !strings.EqualFold(c.MAC.String(), st.MAC) {
+		add("mac", c.MAC, st.MAC)
+	}
+	if c.VLAN != nil && *c.VLAN != st.VLAN {
+		add("vlan", *c.VLAN, st.VLAN)
+	}
+	if c.QoS != nil && *c.QoS != st.QoS {
+		add("vlan qos", *c.QoS, st.QoS)
+	}
+	if c.VLANProto != "" && c.VLAN != nil && *c.VLAN != 0 && !strings.EqualFold(c.VLANProto, st.VLANProto) {
+		add("vlan proto", c.VLANProto, st.VLANProto)
+	}
+	if c.SpoofChk != nil && *c.SpoofChk != st.SpoofChk {
+		add("spoofchk", onOff(*c.SpoofChk), onOff(st.SpoofChk))
+	}
+	if c.Trust != nil && *c.Trust != st.Trust {
+		add("trust", onOff(*c.Trust), onOff(st.Trust))
+	}
+	if c.LinkState != "" && c.LinkState != st.LinkState {
+		add("link state", c.LinkState, st.LinkState)
+	}
+	if c.MinTxRate != nil && *c.MinTxRate != st.MinTxRate {
+		add("min_tx_rate", *c.MinTxRate, st.MinTxRate)
+	}
+	if c.MaxTxRate != nil && *c.MaxTxRate != st.MaxTxRate {
+		add("max_tx_rate", *c.MaxTxRate, st.MaxTxRate)
+	}
+	return out
 }
 
 // ReadVF returns the VF's admin settings as the PF reports them.

@@ -1,0 +1,21 @@
+// Command sriov is the SR-IOV CNI plugin ("type": "sriov"), a thin CNI binary over package
+// sriovcni. Environment: MULTINET_SYSFS_ROOT (default /sys), MULTINET_STATE_DIR (state under
+// <dir>/sriov; default /var/lib/cni/multinet/sriov), MULTINET_DEVINFO_DIR.
+package main
+
+import (
+	"runtime"
+
+	"github.com/containernetworking/cni/pkg/skel"
+	"github.com/containernetworking/cni/pkg/version"
+
+	"github.com/multinet-io/multinet/sriovcni"
+)
+
+// Namespace switches are per OS thread: keep main on one thread so host-side netlink calls
+// stay in the host's namespace.
+func init() { runtime.LockOSThread() }
+
+func main() {
+	skel.PluginMainFuncs(sriovcni.NewFromEnv().CNIFuncs(), version.All, "multinet sriov CNI plugin")
+}

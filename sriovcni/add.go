@@ -1,0 +1,408 @@
+package sriovcni
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"time"
+
+	current "github.com/containernetworking/cni/pkg/types/100"
+	"github.com/containernetworking/plugins/pkg/ipam"
+	"github.com/containernetworking/plugins/pkg/ns"
+	"github.com/vishvananda/netlink"
+
+	"github.com/multinet-io/multinet/vfmanager"
+)
+
+// Add gives the netconf's VF to the container and returns the CNI result (at the current
+// spec version; the caller converts it to the netconf's cniVersion). On failure nothing it
+// changed stays changed.
+func (p *Plugin) Add(a Args) (*current.Result, error) {
+	conf, err := LoadConf(a.StdinData, a.Args)
+	if err != nil {
+		return nil, err
+	}
+	log, closeLog := p.logger(conf)
+	defer closeLog()
+	log = log.With("vf", conf.DeviceID, "container", a.ContainerID, "ifname", a.IfName)
+	if a.ContainerID == "" || a.IfName == "" {
+		return nil, fmt.Errorf("sriov: vf %s: container ID and interface name are required", conf.DeviceID)
+	}
+	if !p.Sys.Exists(conf.DeviceID) {
+		return nil, fmt.Errorf("sriov: field \"deviceID\": vf %s: no such PCI device under %s", conf.DeviceID, p.Sys.Root)
+	}
+	res, err := p.add(log, conf, a)
+	if err != nil {
+		log.Error("ADD failed", "err", err)
+		return nil, err
+	}
+	log.Info("ADD done", "ips", len(res.IPs))
+	return res, nil
+}
+
+func (p *Plugin) add(log *slog.Logger, conf *NetConf, a Args) (_ *current.Result, err error) {
+	st := p.store()
+	lk, err := st.lock(conf.DeviceID, "sriov: vf "+conf.DeviceID)
+	if err != nil {
+		return nil, err
+	}
+	defer lk.unlock()
+
+	// A second ADD for an attachment that exists would overwrite what its DEL needs.
+	if prev, err := st.loadCache(a.ContainerID, a.IfName); err != nil {
+		return nil, err
+	} else if prev != nil {
+		return nil, fmt.Errorf("sriov: vf %s: container %s already has interface %s (vf %s); DEL it first", conf.DeviceID, a.ContainerID, a.IfName, prev.VF)
+	}
+	owner, err := st.loadOwner(conf.DeviceID)
+	if err != nil {
+		return nil, fmt.Errorf("sriov: vf %s: %w", conf.DeviceID, err)
+	}
+	var stale *Owner
+	if owner != nil {
+		if netnsAlive(owner.Netns) {
+			return nil, fmt.Errorf("sriov: vf %s: in use by container %s (netns %s)", conf.DeviceID, owner.ContainerID, owner.Netns)
+		}
+		// Its pod's namespace is gone and its DEL never came: the VF is orphaned. Take it, and
+		// start from the settings it had before that pod, which the record kept.
+		log.Warn("taking over a VF whose owner's netns is gone", "previousContainer", owner.ContainerID, "previousNetns", owner.Netns)
+		stale = owner
+	}
+	v, err := p.inspect(conf.DeviceID)
+	// The kernel returns the orphaned netdev from the vanished netns in a workqueue: right
+	// after the netns went away it may not be in the host yet.
+	for deadline := time.Now().Add(netdevReturnWait); err != nil && stale != nil && time.Now().Before(deadline); {
+		time.Sleep(50 * time.Millisecond)
+		v, err = p.inspect(conf.DeviceID)
+	}
+	if err != nil {
+		return nil, err
+	}
+	m, closeNL, err := newManager(p.Sys)
+	if err != nil {
+		return nil, err
+	}
+	defer closeNL()
+
+	admin, err := readOriginalAdmin(log, m, conf, v)
+	if err != nil {
+		return nil, err
+	}
+	orig := Original{Admin: admin}
+	if !v.dpdk {
+		l, err := netlink.LinkByName(v.netdevs[0])
+		if err != nil {
+			return nil, fmt.Errorf("sriov: vf %s: netdev %s: %w", v.addr, v.netdevs[0], err)
+		}
+		orig.Netdev, orig.MAC, orig.MTU = l.Attrs().Name, l.Attrs().HardwareAddr.String(), l.Attrs().MTU
+		orig.Up = l.Attrs().Flags&netFlagUp != 0
+	}
+	if stale != nil {
+		if stale.Original.Admin != nil || admin == nil {
+			orig.Admin = stale.Original.Admin
+		}
+		if stale.Original.Netdev != "" {
+			orig.Netdev, orig.MAC, orig.MTU, orig.Up = stale.Original.Netdev, stale.Original.MAC, stale.Original.MTU, stale.Original.Up
+		}
+	}
+
+	// Everything DEL needs goes to disk before the host is touched.
+	c := &Cache{ContainerID: a.ContainerID, IfName: a.IfName, Netns: a.Netns, Network: conf.Name,
+		NetConf: a.StdinData, CNIArgs: a.Args, VF: v.addr, PF: v.pf, PFNetdev: v.pfNetdev, VFIndex: v.index,
+		DPDK: v.dpdk, Driver: v.driver, Original: orig}
+	if conf.EffectiveMAC != nil {
+		c.MAC = conf.EffectiveMAC.String()
+	}
+	cachePath, ownerPath := st.cachePath(a.ContainerID, a.IfName), st.ownerPath(v.addr)
+	if err := writeJSON(cachePath, c); err != nil {
+		return nil, fmt.Errorf("sriov: vf %s: %w", v.addr, err)
+	}
+	defer func() {
+		if err != nil {
+			_ = removeFile(cachePath)
+		}
+	}()
+	if err := writeJSON(ownerPath, &Owner{ContainerID: a.ContainerID, IfName: a.IfName, Netns: a.Netns,
+		Network: conf.Name, Since: time.Now().UTC(), Original: orig}); err != nil {
+		return nil, fmt.Errorf("sriov: vf %s: %w", v.addr, err)
+	}
+	defer func() {
+		if err != nil {
+			_ = removeFile(ownerPath)
+		}
+	}()
+
+	// From here every host change is undone by release, the same code DEL runs. The pod's
+	// interface named ifName is the VF's only once moveIn renamed it.
+	inPod := ""
+	defer func() {
+		if err != nil {
+			if rerr := errors.Join(p.release(log, m, c, a.Netns, inPod == a.IfName)...); rerr != nil {
+				log.Error("undo of a failed ADD incomplete", "err", rerr)
+				err = fmt.Errorf("%w (undo incomplete: %v)", err, rerr)
+			}
+		}
+	}()
+	if stale != nil && orig.Admin != nil {
+		if err := p.pfOp(v.pf, func() error { return m.RestoreVF(v.pfNetdev, v.index, *orig.Admin) }); err != nil {
+			return nil, fmt.Errorf("sriov: vf %s: reset settings left by container %s: %w", v.addr, stale.ContainerID, err)
+		}
+	}
+	if conf.HasAdminSettings() && admin != nil {
+		if err := p.pfOp(v.pf, func() error { return m.ApplyVF(v.pfNetdev, v.index, conf.VF) }); err != nil {
+			return nil, fmt.Errorf("sriov: vf %s: %w", v.addr, err)
+		}
+	}
+
+	var iface *current.Interface
+	var podNS ns.NetNS
+	if v.dpdk {
+		mac := c.MAC
+		if mac == "" && admin != nil && admin.MAC != "00:00:00:00:00:00" {
+			mac = admin.MAC
+		}
+		iface = ifaceResult(a.IfName, mac, "", v.addr)
+	} else {
+		if podNS, err = ns.GetNS(a.Netns); err != nil {
+			return nil, fmt.Errorf("sriov: vf %s: pod netns %q: %w", v.addr, a.Netns, err)
+		}
+		defer podNS.Close()
+		var mac string
+		mac, inPod, err = moveIn(v, conf, a.IfName, podNS)
+		if err != nil {
+			return nil, err
+		}
+		iface = ifaceResult(a.IfName, mac, a.Netns, v.addr)
+	}
+
+	res := &current.Result{CNIVersion: current.ImplementedSpecVersion, Interfaces: []*current.Interface{iface}}
+	if conf.IPAM.Type != "" {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+		defer cancel()
+		ir, ierr := ipamAdd(ctx, conf, a, a.StdinData)
+		if ierr != nil {
+			return nil, fmt.Errorf("sriov: vf %s: %w", v.addr, ierr)
+		}
+		// err here is the function's result: a later step's failure releases the lease.
+		defer func() {
+			if err != nil {
+				if _, derr := execIPAM(context.Background(), "DEL", conf.IPAM.Type, a, a.StdinData); derr != nil {
+					log.Error("undo: release IPAM", "err", derr)
+				}
+			}
+		}()
+		for _, ip := range ir.IPs {
+			ip.Interface = current.Int(0)
+		}
+		res.IPs, res.Routes, res.DNS = ir.IPs, ir.Routes, ir.DNS
+		if podNS != nil {
+			if err := podNS.Do(func(ns.NetNS) error { return ipam.ConfigureIface(a.IfName, res) }); err != nil {
+				return nil, fmt.Errorf("sriov: vf %s: configure %s in %s: %w", v.addr, a.IfName, a.Netns, err)
+			}
+		}
+	}
+	if _, err := saveDevInfo(conf, a, v); err != nil {
+		return nil, err
+	}
+	return res, nil
+}
+
+// moveIn moves the VF's netdev from the host into the pod under the requested name, sets its
+// MAC and brings it up. It returns the interface's MAC and the name it has in the pod ("" while
+// it is still in the host), also on failure, for the undo.
+func moveIn(v *vfInfo, conf *NetConf, ifName string, podNS ns.NetNS) (mac, inPod string, err error) {
+	tmp := tmpName(v.addr)
+	l, err := netlink.LinkByName(v.netdevs[0])
+	if err != nil {
+		return "", "", fmt.Errorf("sriov: vf %s: netdev %s: %w", v.addr, v.netdevs[0], err)
+	}
+	// The kernel refuses to rename a running interface. The move goes through a temporary name
+	// so that neither the host's nor the pod's names can collide on the way.
+	if err := netlink.LinkSetDown(l); err != nil {
+		return "", "", fmt.Errorf("sriov: vf %s: set %s down: %w", v.addr, l.Attrs().Name, err)
+	}
+	if l.Attrs().Name != tmp {
+		if err := netlink.LinkSetName(l, tmp); err != nil {
+			return "", "", fmt.Errorf("sriov: vf %s: rename %s to %s: %w", v.addr, l.Attrs().Name, tmp, err)
+		}
+	}
+	if err := netlink.LinkSetNsFd(l, int(podNS.Fd())); err != nil {
+		return "", "", fmt.Errorf("sriov: vf %s: move %s into netns %s: %w", v.addr, tmp, podNS.Path(), err)
+	}
+	inPod = tmp
+	err = podNS.Do(func(ns.NetNS) error {
+		if _, err := netlink.LinkByName(ifName); err == nil {
+			return fmt.Errorf("sriov: vf %s: netns %s already has an interface %s", v.addr, podNS.Path(), ifName)
+		}
+		l, err := netlink.LinkByName(tmp)
+		if err != nil {
+			return fmt.Errorf("sriov: vf %s: %s in netns %s: %w", v.addr, tmp, podNS.Path(), err)
+		}
+		if err := netlink.LinkSetName(l, ifName); err != nil {
+			return fmt.Errorf("sriov: vf %s: rename %s to %s in netns %s: %w", v.addr, tmp, ifName, podNS.Path(), err)
+		}
+		inPod = ifName
+		if want := conf.EffectiveMAC; want != nil && l.Attrs().HardwareAddr.String() != want.String() {
+			if err := netlink.LinkSetHardwareAddr(l, want); err != nil {
+				return fmt.Errorf("sriov: vf %s: set %s mac %s: %w", v.addr, ifName, want, err)
+			}
+		}
+		if err := netlink.LinkSetUp(l); err != nil {
+			return fmt.Errorf("sriov: vf %s: set %s up: %w", v.addr, ifName, err)
+		}
+		l, err = netlink.LinkByName(ifName)
+		if err != nil {
+			return fmt.Errorf("sriov: vf %s: %s in netns %s: %w", v.addr, ifName, podNS.Path(), err)
+		}
+		mac = l.Attrs().HardwareAddr.String()
+		if want := conf.EffectiveMAC; want != nil && mac != want.String() {
+			return fmt.Errorf("sriov: vf %s: %s has mac %s after setting %s", v.addr, ifName, mac, want)
+		}
+		return nil
+	})
+	return mac, inPod, err
+}
+
+// release puts the VF back as it was before the attachment: admin settings first (some drivers
+// refuse changes to a VF whose trust was dropped or whose netdev is gone), then the netdev
+// back into the host with its name, MAC and MTU. It tries every step and returns all failures.
+//
+// ifNameIsOurs says the pod's interface c.IfName is the VF (after a completed ADD); otherwise
+// only the temporary name is looked for in the pod, so a pod's own interface of that name is
+// never taken.
+func (p *Plugin) release(log *slog.Logger, m *vfmanager.Manager, c *Cache, netnsPath string, ifNameIsOurs bool) []error {
+	var errs []error
+	if c.Original.Admin != nil {
+		pfNetdev := c.PFNetdev
+		if nds, err := p.Sys.Netdevs(c.PF); err == nil && len(nds) > 0 {
+			pfNetdev = nds[0] // the PF may have been renamed since ADD (a reboot)
+		}
+		if err := p.pfOp(c.PF, func() error { return m.RestoreVF(pfNetdev, c.VFIndex, *c.Original.Admin) }); err != nil {
+			errs = append(errs, fmt.Errorf("sriov: vf %s: restore settings: %w", c.VF, err))
+		}
+	}
+	if !c.DPDK {
+		var podNS ns.NetNS
+		if netnsPath != "" && netnsAlive(netnsPath) {
+			if n, err := ns.GetNS(netnsPath); err == nil {
+				podNS = n
+				defer n.Close()
+			}
+		}
+		if err := p.returnNetdev(log, c, podNS, ifNameIsOurs); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errs
+}
+
+// returnNetdev moves the VF's netdev from the pod (when its netns still exists) to the host and
+// restores its name, MAC, MTU and up state.
+func (p *Plugin) returnNetdev(log *slog.Logger, c *Cache, podNS ns.NetNS, ifNameIsOurs bool) error {
+	tmp := tmpName(c.VF)
+	inPod := []string{tmp}
+	if ifNameIsOurs {
+		inPod = append(inPod, c.IfName)
+	}
+	if podNS != nil {
+		err := podNS.Do(func(host ns.NetNS) error {
+			l := findOurs(c, inPod...)
+			if l == nil {
+				return nil
+			}
+			if err := netlink.LinkSetDown(l); err != nil {
+				return fmt.Errorf("sriov: vf %s: set %s down in netns %s: %w", c.VF, l.Attrs().Name, podNS.Path(), err)
+			}
+			if l.Attrs().Name != tmp {
+				if err := netlink.LinkSetName(l, tmp); err != nil {
+					return fmt.Errorf("sriov: vf %s: rename %s to %s in netns %s: %w", c.VF, l.Attrs().Name, tmp, podNS.Path(), err)
+				}
+			}
+			if err := netlink.LinkSetNsFd(l, int(host.Fd())); err != nil {
+				return fmt.Errorf("sriov: vf %s: move %s back to the host: %w", c.VF, tmp, err)
+			}
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+	}
+	// In the host the netdev is under the temporary name (just moved, or a move cut short) or,
+	// when the pod's netns vanished, wherever the kernel put it: sysfs finds it by PCI address.
+	l := findOurs(c, tmp)
+	// The kernel returns a physical netdev from a destroyed netns in a workqueue, so right
+	// after the pod's netns went away it may not be back yet: wait for it a little.
+	deadline := time.Now().Add(netdevReturnWait)
+	for l == nil {
+		nds, _ := p.Sys.Netdevs(c.VF)
+		if l = findOurs(c, nds...); l != nil || podNS != nil || time.Now().After(deadline) {
+			break
+		}
+		if drv, _ := p.Sys.Driver(c.VF); drv != c.Driver {
+			break // rebound: its netdev is gone for good
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if l == nil {
+		// A VF netdev goes back to the host when its netns is destroyed; only one that no
+		// longer exists (VF removed, driver rebound, a simulated VF's veth) is not found.
+		log.Warn("VF netdev found neither in the pod nor in the host; nothing to move back", "vf", c.VF)
+		return nil
+	}
+	o := c.Original
+	name := l.Attrs().Name
+	if err := netlink.LinkSetDown(l); err != nil {
+		return fmt.Errorf("sriov: vf %s: set %s down: %w", c.VF, name, err)
+	}
+	if o.MAC != "" && l.Attrs().HardwareAddr.String() != o.MAC {
+		mac, _ := parseMAC(o.MAC)
+		if err := netlink.LinkSetHardwareAddr(l, mac); err != nil {
+			return fmt.Errorf("sriov: vf %s: restore %s mac %s: %w", c.VF, name, o.MAC, err)
+		}
+	}
+	if o.MTU != 0 && l.Attrs().MTU != o.MTU {
+		if err := netlink.LinkSetMTU(l, o.MTU); err != nil {
+			return fmt.Errorf("sriov: vf %s: restore %s mtu %d: %w", c.VF, name, o.MTU, err)
+		}
+	}
+	if o.Netdev != "" && name != o.Netdev {
+		if err := netlink.LinkSetName(l, o.Netdev); err != nil {
+			// The VF stays usable under its current name (the next ADD finds it through sysfs);
+			// failing DEL over a name taken meanwhile would only block the pod's deletion.
+			log.Warn("cannot give the VF netdev its original name back", "vf", c.VF, "name", name, "original", o.Netdev, "err", err)
+		} else {
+			name = o.Netdev
+		}
+	}
+	if o.Up {
+		if err := netlink.LinkSetUp(l); err != nil {
+			return fmt.Errorf("sriov: vf %s: set %s up: %w", c.VF, name, err)
+		}
+	}
+	return nil
+}
+
+// findOurs returns the first of the named links in the current netns that can be the VF: a link
+// whose parent device the kernel reports must be the VF itself (a pod may have reused the name).
+func findOurs(c *Cache, names ...string) netlink.Link {
+	for _, n := range names {
+		l, err := netlink.LinkByName(n)
+		if err != nil {
+			continue
+		}
+		if pd := l.Attrs().ParentDev; pd != "" && pd != c.VF {
+			continue
+		}
+		return l
+	}
+	return nil
+}
+
+var parseMAC = net.ParseMAC
+
+// netdevReturnWait bounds the wait for a VF netdev coming back from a destroyed netns.
+var netdevReturnWait = 5 * time.Second
+
+const netFlagUp = net.FlagUp

@@ -1,0 +1,137 @@
+package sriovcni
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/containernetworking/cni/pkg/types"
+
+	"github.com/multinet-io/multinet/devinfo"
+)
+
+// Del releases an attachment: the VF's settings and netdev go back as they were, IPAM is
+// released, the device-info file and the cache are removed. It works from the cache ADD wrote,
+// so it needs neither the pod's netns nor the process that ran ADD. Without a cache there is
+// nothing to undo (ADD failed and cleaned up, or an earlier DEL finished): success.
+func (p *Plugin) Del(a Args) error {
+	c, err := p.store().loadCache(a.ContainerID, a.IfName)
+	if err != nil {
+		return fmt.Errorf("sriov: DEL %s/%s: %w", a.ContainerID, a.IfName, err)
+	}
+	var conf *NetConf
+	if c != nil {
+		conf, err = LoadConf(c.NetConf, c.CNIArgs)
+	} else {
+		conf, err = LoadConf(a.StdinData, a.Args)
+	}
+	log, closeLog := p.logger(conf)
+	defer closeLog()
+	if c == nil {
+		log.Debug("DEL without a cache: nothing to release", "container", a.ContainerID, "ifname", a.IfName)
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("sriov: DEL %s/%s: cached netconf: %w", a.ContainerID, a.IfName, err)
+	}
+	log = log.With("vf", c.VF, "container", c.ContainerID, "ifname", c.IfName)
+	if a.Netns == "" {
+		// Some runtimes send DEL without CNI_NETNS; the netns ADD used may still exist.
+		a.Netns = c.Netns
+	}
+	if err := p.teardown(log, c, conf, a); err != nil {
+		log.Error("DEL failed", "err", err)
+		return err
+	}
+	log.Info("DEL done")
+	return nil
+}
+
+// teardown undoes one cached attachment. A VF that now belongs to another attachment (this is
+// a late DEL from a container whose VF was taken over) is left alone; the attachment's own
+// IPAM lease, device-info and cache still go. On any failure the state stays for a retry.
+func (p *Plugin) teardown(log *slog.Logger, c *Cache, conf *NetConf, a Args) error {
+	st := p.store()
+	lk, err := st.lock(c.VF, "sriov: vf "+c.VF)
+	if err != nil {
+		return err
+	}
+	defer lk.unlock()
+	owner, err := st.loadOwner(c.VF)
+	if err != nil {
+		return fmt.Errorf("sriov: vf %s: %w", c.VF, err)
+	}
+	mine := owner == nil || (owner.ContainerID == c.ContainerID && owner.IfName == c.IfName)
+	var errs []error
+	if mine {
+		m, closeNL, err := newManager(p.Sys)
+		if err != nil {
+			return err
+		}
+		errs = append(errs, p.release(log, m, c, a.Netns, true)...)
+		closeNL()
+	} else {
+		log.Warn("late DEL: the VF now belongs to another container; leaving it alone",
+			"owner", owner.ContainerID, "ownerNetns", owner.Netns)
+	}
+	if conf.IPAM.Type != "" {
+		ia := Args{ContainerID: c.ContainerID, Netns: a.Netns, IfName: c.IfName, Args: c.CNIArgs, Path: a.Path}
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+		_, err := execIPAM(ctx, "DEL", conf.IPAM.Type, ia, c.NetConf)
+		cancel()
+		if err != nil {
+			errs = append(errs, fmt.Errorf("sriov: vf %s: %w", c.VF, err))
+		}
+	}
+	if err := errors.Join(errs...); err != nil {
+		return err
+	}
+	if err := devinfo.Remove(devinfo.CNIPath(c.Network, c.ContainerID, c.IfName)); err != nil {
+		return err
+	}
+	if mine && owner != nil {
+		if err := removeFile(st.ownerPath(c.VF)); err != nil {
+			return err
+		}
+	}
+	return removeFile(st.cachePath(c.ContainerID, c.IfName))
+}
+
+// GC releases every attachment of this network the plugin holds state for that is not in
+// the runtime's list of valid attachments (cni.dev/valid-attachments): what missed DELs left.
+func (p *Plugin) GC(a Args) error {
+	nc := &types.NetConf{}
+	if err := json.Unmarshal(a.StdinData, nc); err != nil {
+		return fmt.Errorf("sriov: GC: parse netconf: %w", err)
+	}
+	valid := map[[2]string]bool{}
+	for _, v := range nc.ValidAttachments {
+		valid[[2]string{v.ContainerID, v.IfName}] = true
+	}
+	caches, err := p.store().allCaches()
+	if err != nil {
+		return fmt.Errorf("sriov: GC: %w", err)
+	}
+	var errs []error
+	for _, c := range caches {
+		if c.Network != nc.Name || valid[[2]string{c.ContainerID, c.IfName}] {
+			continue
+		}
+		conf, err := LoadConf(c.NetConf, c.CNIArgs)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("sriov: GC %s/%s: %w", c.ContainerID, c.IfName, err))
+			continue
+		}
+		log, closeLog := p.logger(conf)
+		log = log.With("vf", c.VF, "container", c.ContainerID, "ifname", c.IfName)
+		log.Info("GC: releasing an attachment the runtime no longer knows")
+		if err := p.teardown(log, c, conf, Args{Netns: c.Netns, Path: a.Path}); err != nil {
+			errs = append(errs, err)
+		}
+		closeLog()
+	}
+	return errors.Join(errs...)
+}

@@ -1,0 +1,242 @@
+package sriovcni
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/containernetworking/cni/pkg/types"
+	current "github.com/containernetworking/cni/pkg/types/100"
+	"github.com/containernetworking/plugins/pkg/ns"
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+
+	"github.com/multinet-io/multinet/devinfo"
+	"github.com/multinet-io/multinet/pci"
+	"github.com/multinet-io/multinet/vfmanager"
+)
+
+// Args are one CNI invocation's parameters (the CNI_* environment and stdin).
+type Args struct {
+	ContainerID string
+	Netns       string
+	IfName      string
+	Args        string // CNI_ARGS
+	Path        string // CNI_PATH: where the IPAM plugin is looked up
+	StdinData   []byte
+}
+
+// Plugin runs the CNI commands on one host. The host's network namespace is the caller's
+// current one (a daemon's, or the runtime's for the binary).
+type Plugin struct {
+	Sys      *pci.SysFS
+	StateDir string
+	// Log, when set, is used instead of the logger the netconf's logLevel/logFile describe.
+	Log *slog.Logger
+}
+
+// NewFromEnv returns a Plugin over MULTINET_SYSFS_ROOT and MULTINET_STATE_DIR (or their defaults).
+func NewFromEnv() *Plugin {
+	return &Plugin{Sys: pci.New(pci.RootFromEnv()), StateDir: StateDirFromEnv()}
+}
+
+func (p *Plugin) store() store { return store{dir: p.StateDir} }
+
+// logger follows upstream's logLevel/logFile; without them only warnings reach stderr, which
+// runtimes keep in their own logs.
+func (p *Plugin) logger(c *NetConf) (*slog.Logger, func()) {
+	if p.Log != nil {
+		return p.Log, func() {}
+	}
+	level := slog.LevelWarn
+	var out io.Writer = os.Stderr
+	closeFn := func() {}
+	if c != nil {
+		switch strings.ToLower(c.LogLevel) {
+		case "debug":
+			level = slog.LevelDebug
+		case "info":
+			level = slog.LevelInfo
+		case "error", "panic":
+			level = slog.LevelError
+		}
+		if c.LogFile != "" {
+			if f, err := os.OpenFile(c.LogFile, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600); err == nil {
+				out, closeFn = f, func() { f.Close() }
+			}
+		}
+	}
+	return slog.New(slog.NewTextHandler(out, &slog.HandlerOptions{Level: level})).With("plugin", "sriov"), closeFn
+}
+
+// vfInfo is what sysfs says about the VF now.
+type vfInfo struct {
+	addr, pf, pfNetdev string
+	index              int
+	driver             string
+	netdevs            []string
+	dpdk               bool
+}
+
+// userspaceDrivers leave a VF without a kernel netdev: DPDK mode.
+var userspaceDrivers = map[string]bool{"vfio-pci": true, "uio_pci_generic": true, "igb_uio": true}
+
+func (p *Plugin) inspect(addr string) (*vfInfo, error) {
+	d, err := p.Sys.Device(addr)
+	if err != nil {
+		return nil, fmt.Errorf("sriov: field \"deviceID\": %w", err)
+	}
+	if d.IsPF() && !d.IsVF() {
+		return nil, fmt.Errorf("sriov: field \"deviceID\": %s is an SR-IOV PF (%d VFs), not a VF; give one of its VFs", addr, d.NumVFs)
+	}
+	if !d.IsVF() {
+		return nil, fmt.Errorf("sriov: field \"deviceID\": %s is not an SR-IOV VF (no physfn link)", addr)
+	}
+	v := &vfInfo{addr: addr, pf: d.PFAddress, index: d.VFIndex, driver: d.Driver, netdevs: d.Netdevs}
+	if nds, err := p.Sys.Netdevs(d.PFAddress); err == nil && len(nds) > 0 {
+		v.pfNetdev = nds[0]
+	}
+	switch {
+	case len(v.netdevs) > 0:
+	case userspaceDrivers[v.driver]:
+		v.dpdk = true
+	case v.driver == "":
+		return nil, fmt.Errorf("sriov: vf %s: not bound to any driver", addr)
+	default:
+		return nil, fmt.Errorf("sriov: vf %s: bound to %s but has no netdev in the host namespace (is it still in another pod's namespace?)", addr, v.driver)
+	}
+	return v, nil
+}
+
+// netnsAlive reports whether path still names a network namespace. An empty path never goes
+// stale: only DEL or GC frees such a VF.
+func netnsAlive(path string) bool {
+	if path == "" {
+		return true
+	}
+	n, err := ns.GetNS(path)
+	if err != nil {
+		var notExist ns.NSPathNotExistErr
+		var notNS ns.NSPathNotNSErr
+		if errors.As(err, &notExist) || errors.As(err, &notNS) {
+			return false
+		}
+		return true // cannot tell: assume the owner is alive rather than take its VF
+	}
+	n.Close()
+	return true
+}
+
+// tmpName is the VF netdev's name while it moves between namespaces: derived from the VF
+// address (one VF moves at a time under its lock), so it collides neither with the host's
+// names nor with the pod's.
+func tmpName(vf string) string {
+	var h uint32 = 2166136261
+	for i := 0; i < len(vf); i++ {
+		h = (h ^ uint32(vf[i])) * 16777619
+	}
+	return fmt.Sprintf("mnvf%08x", h)
+}
+
+// pfOp applies or restores admin settings under the PF's host-wide lock: drivers refuse
+// concurrent VF configuration on one PF with EBUSY (the upstream "device or resource busy"),
+// so changes on a PF are serialized here and a busy answer is retried.
+func (p *Plugin) pfOp(pf string, fn func() error) error {
+	l, err := p.store().lock("pf-"+pf, "pf "+pf)
+	if err != nil {
+		return err
+	}
+	defer l.unlock()
+	return retryBusy(fn, 5, 50*time.Millisecond)
+}
+
+// retryBusy runs fn again while it fails with EBUSY or EAGAIN, waiting base, 2*base, ...
+func retryBusy(fn func() error, tries int, base time.Duration) error {
+	var err error
+	for i := 0; i < tries; i++ {
+		if err = fn(); err == nil || !(errors.Is(err, unix.EBUSY) || errors.Is(err, unix.EAGAIN)) {
+			return err
+		}
+		time.Sleep(base << i)
+	}
+	return err
+}
+
+func newManager(sys *pci.SysFS) (*vfmanager.Manager, func(), error) {
+	// A handle of our own: only it asks the kernel for the PF's VF list.
+	h, err := netlink.NewHandle(unix.NETLINK_ROUTE)
+	if err != nil {
+		return nil, nil, fmt.Errorf("sriov: open netlink: %w", err)
+	}
+	return &vfmanager.Manager{Sys: sys, NL: h}, func() { h.Close() }, nil
+}
+
+// readOriginalAdmin saves the VF's admin settings from the PF. A PF that does not report the VF
+// (a simulated node's veth, or a driver without VF netlink support) is fine when the netconf
+// asks for no admin settings: there is then nothing to restore.
+func readOriginalAdmin(log *slog.Logger, m *vfmanager.Manager, c *NetConf, v *vfInfo) (*vfmanager.VFState, error) {
+	if v.pfNetdev == "" {
+		if c.NeedsPF(v.dpdk) {
+			return nil, fmt.Errorf("sriov: vf %s: pf %s has no netdev to apply the VF settings through", v.addr, v.pf)
+		}
+		log.Warn("pf has no netdev; VF admin settings neither read nor restored", "pf", v.pf)
+		return nil, nil
+	}
+	st, err := m.ReadVF(v.pfNetdev, v.index)
+	if err != nil {
+		if c.NeedsPF(v.dpdk) || !errors.Is(err, vfmanager.ErrVFNotReported) && c.HasAdminSettings() {
+			return nil, fmt.Errorf("sriov: vf %s: read its settings from pf %s: %w", v.addr, v.pfNetdev, err)
+		}
+		log.Warn("pf does not report the VF; admin settings neither read nor restored", "pf", v.pfNetdev, "index", v.index, "err", err)
+		return nil, nil
+	}
+	return &st, nil
+}
+
+// Status reports whether the plugin can serve ADDs: its config parses and its state directory
+// is writable.
+func (p *Plugin) Status(a Args) error {
+	if _, err := loadConfNoDevice(a.StdinData); err != nil {
+		return err
+	}
+	f, err := os.CreateTemp(p.StateDir, ".status-")
+	if err != nil {
+		if err2 := os.MkdirAll(p.StateDir, 0o700); err2 != nil {
+			return fmt.Errorf("sriov: state dir %s: %w", p.StateDir, err2)
+		}
+		if f, err = os.CreateTemp(p.StateDir, ".status-"); err != nil {
+			return fmt.Errorf("sriov: state dir %s not writable: %w", p.StateDir, err)
+		}
+	}
+	f.Close()
+	return os.Remove(f.Name())
+}
+
+// loadConfNoDevice parses a netconf for STATUS, which the runtime sends without the
+// deviceID the meta-plugin adds for one attachment.
+func loadConfNoDevice(stdin []byte) (*types.NetConf, error) {
+	c := &types.NetConf{}
+	if err := json.Unmarshal(stdin, c); err != nil {
+		return nil, fmt.Errorf("sriov: parse netconf: %w", err)
+	}
+	return c, nil
+}
+
+// ifaceResult is the result's interface entry for the VF.
+func ifaceResult(ifName, mac, sandbox, vf string) *current.Interface {
+	return &current.Interface{Name: ifName, Mac: mac, Sandbox: sandbox, PciID: vf}
+}
+
+// saveDevInfo writes the attachment's device-info file for the meta-plugin to publish.
+func saveDevInfo(c *NetConf, a Args, v *vfInfo) (string, error) {
+	path := devinfo.CNIPath(c.Name, a.ContainerID, a.IfName)
+	if err := devinfo.Save(path, devinfo.PCI(v.addr, v.pf)); err != nil {
+		return "", fmt.Errorf("sriov: vf %s: %w", v.addr, err)
+	}
+	return path, nil
+}

@@ -1,0 +1,223 @@
+package sriovcni
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/multinet-io/multinet/vfmanager"
+)
+
+// DefaultStateDir holds the plugin's state when MULTINET_STATE_DIR is unset. It is on disk (not
+// /run) so DEL after a reboot still finds what ADD changed.
+const DefaultStateDir = "/var/lib/cni/multinet/sriov"
+
+// EnvStateDir overrides the state root; the plugin then uses <dir>/sriov.
+const EnvStateDir = "MULTINET_STATE_DIR"
+
+// StateDirFromEnv returns the state directory in effect.
+func StateDirFromEnv() string {
+	if d := os.Getenv(EnvStateDir); d != "" {
+		return filepath.Join(d, "sriov")
+	}
+	return DefaultStateDir
+}
+
+// Original is what a VF looked like before the first container took it: what DEL puts back.
+type Original struct {
+	// Admin is nil when the PF does not report the VF (nothing to restore).
+	Admin *vfmanager.VFState `json:"admin,omitempty"`
+	// Netdev, MAC and MTU of the VF's kernel interface in the host; empty in DPDK mode.
+	Netdev string `json:"netdev,omitempty"`
+	MAC    string `json:"mac,omitempty"`
+	MTU    int    `json:"mtu,omitempty"`
+	Up     bool   `json:"up,omitempty"`
+}
+
+// Owner is the per-VF ownership record: which attachment holds the VF now.
+type Owner struct {
+	ContainerID string    `json:"containerID"`
+	IfName      string    `json:"ifName"`
+	Netns       string    `json:"netns"`
+	Network     string    `json:"network"`
+	Since       time.Time `json:"since"`
+	Original    Original  `json:"original"`
+}
+
+// Cache is what ADD records for one attachment (container ID + ifname) before it touches the
+// host, so DEL, CHECK and GC work from it alone, after a restart or a reboot.
+type Cache struct {
+	ContainerID string          `json:"containerID"`
+	IfName      string          `json:"ifName"`
+	Netns       string          `json:"netns"`
+	Network     string          `json:"network"`
+	NetConf     json.RawMessage `json:"netconf"`
+	CNIArgs     string          `json:"cniArgs,omitempty"`
+	VF          string          `json:"vf"`
+	PF          string          `json:"pf"`
+	PFNetdev    string          `json:"pfNetdev,omitempty"`
+	VFIndex     int             `json:"vfIndex"`
+	DPDK        bool            `json:"dpdk"`
+	Driver      string          `json:"driver"`
+	// MAC is the MAC the pod interface was given (empty: the VF kept its own).
+	MAC      string   `json:"mac,omitempty"`
+	Original Original `json:"original"`
+}
+
+// store lays out the state directory:
+//
+//	cache/<containerID>-<ifname>.json   one per attachment
+//	vf/<BDF>.json                       ownership record of a VF
+//	lock/<BDF>.lock, lock/pf-<BDF>.lock host-wide flocks per VF and per PF
+type store struct{ dir string }
+
+func (s store) cachePath(containerID, ifName string) string {
+	return filepath.Join(s.dir, "cache", safeName(containerID+"-"+ifName)+".json")
+}
+
+func (s store) ownerPath(vf string) string {
+	return filepath.Join(s.dir, "vf", safeName(vf)+".json")
+}
+
+func safeName(s string) string { return strings.NewReplacer("/", "_", "\x00", "_").Replace(s) }
+
+// writeJSON replaces a file atomically and durably: a crash leaves the old or the new content.
+func writeJSON(path string, v any) error {
+	b, err := json.MarshalIndent(v, "", "  ")
+	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return fmt.Errorf("state %s: %w", path, err)
+	}
+	tmp := fmt.Sprintf("%s.%d.tmp", path, os.Getpid())
+	f, err := os.OpenFile(tmp, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o600)
+	if err != nil {
+		return fmt.Errorf("state %s: %w", path, err)
+	}
+	_, werr := f.Write(b)
+	if werr == nil {
+		werr = f.Sync()
+	}
+	if cerr := f.Close(); werr == nil {
+		werr = cerr
+	}
+	if werr == nil {
+		werr = os.Rename(tmp, path)
+	}
+	if werr != nil {
+		os.Remove(tmp)
+		return fmt.Errorf("state %s: %w", path, werr)
+	}
+	if d, err := os.Open(filepath.Dir(path)); err == nil {
+		_ = d.Sync()
+		d.Close()
+	}
+	return nil
+}
+
+// readJSON reads a state file; a missing file is (false, nil).
+func readJSON(path string, v any) (bool, error) {
+	b, err := os.ReadFile(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("state %s: %w", path, err)
+	}
+	if err := json.Unmarshal(b, v); err != nil {
+		return false, fmt.Errorf("state %s: corrupt: %w", path, err)
+	}
+	return true, nil
+}
+
+func removeFile(path string) error {
+	if err := os.Remove(path); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("state %s: %w", path, err)
+	}
+	return nil
+}
+
+func (s store) loadCache(containerID, ifName string) (*Cache, error) {
+	c := &Cache{}
+	ok, err := readJSON(s.cachePath(containerID, ifName), c)
+	if !ok {
+		return nil, err
+	}
+	return c, nil
+}
+
+func (s store) loadOwner(vf string) (*Owner, error) {
+	o := &Owner{}
+	ok, err := readJSON(s.ownerPath(vf), o)
+	if !ok {
+		return nil, err
+	}
+	return o, nil
+}
+
+// allCaches lists every attachment the plugin holds state for.
+func (s store) allCaches() ([]*Cache, error) {
+	paths, err := filepath.Glob(filepath.Join(s.dir, "cache", "*.json"))
+	if err != nil {
+		return nil, err
+	}
+	var out []*Cache
+	for _, p := range paths {
+		c := &Cache{}
+		if ok, err := readJSON(p, c); err != nil {
+			return nil, err
+		} else if ok {
+			out = append(out, c)
+		}
+	}
+	return out, nil
+}
+
+// lockTimeout bounds the wait for another ADD/DEL on the same VF; they take well under a
+// second, so a holder this slow is stuck and the caller gets a clear error instead of a hang.
+var lockTimeout = 60 * time.Second
+
+// flock is a host-wide exclusive lock on a file, released by unlock or when the process dies.
+type flock struct{ f *os.File }
+
+func (s store) lock(name, what string) (*flock, error) {
+	path := filepath.Join(s.dir, "lock", safeName(name)+".lock")
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return nil, fmt.Errorf("%s: lock: %w", what, err)
+	}
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_RDWR, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("%s: lock: %w", what, err)
+	}
+	deadline := time.Now().Add(lockTimeout)
+	for {
+		err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB)
+		if err == nil {
+			return &flock{f}, nil
+		}
+		if !errors.Is(err, unix.EWOULDBLOCK) && !errors.Is(err, unix.EINTR) {
+			f.Close()
+			return nil, fmt.Errorf("%s: lock %s: %w", what, path, err)
+		}
+		if time.Now().After(deadline) {
+			f.Close()
+			return nil, fmt.Errorf("%s: still locked by another operation after %s (%s)", what, lockTimeout, path)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func (l *flock) unlock() {
+	if l != nil {
+		_ = unix.Flock(int(l.f.Fd()), unix.LOCK_UN)
+		l.f.Close()
+	}
+}
