@@ -1,0 +1,194 @@
+package benchmarks
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"runtime"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// Report is benchmarks/out/latest.json.
+type Report struct {
+	Machine   MachineInfo      `json:"machine"`
+	Scenarios []ScenarioResult `json:"scenarios"`
+	// Daemons: peak RSS of the long-running processes of the run (etcd, kube-apiserver);
+	// neither stack under test runs a daemon (both are thin plugins).
+	Daemons map[string]int64 `json:"daemon_peak_rss_kb,omitempty"`
+	// WrapOverheadMS is what the delegate timing wrapper adds per delegate exec (subtracted).
+	WrapOverheadMS float64 `json:"wrap_overhead_ms"`
+}
+
+// MachineInfo says where the numbers come from.
+type MachineInfo struct {
+	Cores    int               `json:"cores"`
+	CPU      string            `json:"cpu"`
+	Kernel   string            `json:"kernel"`
+	Go       string            `json:"go"`
+	Date     string            `json:"date"`
+	Versions map[string]string `json:"versions"`
+}
+
+// ScenarioResult is one scenario on one stack ("multinet", "multus", or "floor": the bare
+// netlink operations in one process).
+type ScenarioResult struct {
+	Name            string  `json:"name"`
+	Stack           string  `json:"stack"`
+	Count           int     `json:"count"`
+	AddP50          float64 `json:"add_p50_ms"`
+	AddP90          float64 `json:"add_p90_ms"`
+	AddP99          float64 `json:"add_p99_ms"`
+	AddMax          float64 `json:"add_max_ms"`
+	DelCount        int     `json:"del_count"`
+	DelP50          float64 `json:"del_p50_ms"`
+	DelP90          float64 `json:"del_p90_ms"`
+	DelP99          float64 `json:"del_p99_ms"`
+	DelMax          float64 `json:"del_max_ms"`
+	MetaShareP50    float64 `json:"meta_share_p50_ms"`
+	MetaShareDelP50 float64 `json:"meta_share_del_p50_ms"`
+	ShareCount      int     `json:"share_count"`
+	// The meta-plugin process (with the delegates it waited for): peak RSS and CPU time.
+	PluginMaxRSSKB int64   `json:"plugin_max_rss_kb,omitempty"`
+	PluginCPUP50   float64 `json:"plugin_add_cpu_p50_ms,omitempty"`
+	AddFailures    int     `json:"add_failures"`
+	DelFailures    int     `json:"del_failures"`
+	WrongAttach    int     `json:"wrong_attachments"`
+	FirstError     string  `json:"first_error,omitempty"`
+}
+
+func summarize(name, stack string, plain, shares []sample) ScenarioResult {
+	r := ScenarioResult{Name: name, Stack: stack}
+	var add, del, cpu, sAdd, sDel []time.Duration
+	for _, s := range plain {
+		switch {
+		case s.addErr != nil:
+			r.AddFailures++
+			r.note(s.addErr)
+			continue
+		case s.vErr != nil:
+			r.WrongAttach++
+			r.note(s.vErr)
+		}
+		add = append(add, s.add)
+		if s.addUsage.CPU > 0 {
+			cpu = append(cpu, s.addUsage.CPU)
+		}
+		r.PluginMaxRSSKB = max(r.PluginMaxRSSKB, s.addUsage.MaxRSSKB, s.delUsage.MaxRSSKB)
+		if s.delErr != nil {
+			r.DelFailures++
+			r.note(s.delErr)
+			continue
+		}
+		del = append(del, s.del)
+	}
+	for _, s := range shares {
+		if s.hasShare && s.addErr == nil {
+			sAdd = append(sAdd, s.addShare)
+			if s.delErr == nil {
+				sDel = append(sDel, s.delShare)
+			}
+		}
+	}
+	a, d := Summarize(add), Summarize(del)
+	r.Count, r.AddP50, r.AddP90, r.AddP99, r.AddMax = a.Count, a.P50, a.P90, a.P99, a.Max
+	r.DelCount, r.DelP50, r.DelP90, r.DelP99, r.DelMax = d.Count, d.P50, d.P90, d.P99, d.Max
+	r.MetaShareP50, r.MetaShareDelP50, r.ShareCount = Summarize(sAdd).P50, Summarize(sDel).P50, len(sAdd)
+	r.PluginCPUP50 = Summarize(cpu).P50
+	return r
+}
+
+func (r *ScenarioResult) note(err error) {
+	if r.FirstError == "" {
+		r.FirstError = err.Error()
+		if len(r.FirstError) > 600 {
+			r.FirstError = r.FirstError[:600] + "..."
+		}
+	}
+}
+
+// Machine describes this machine and the versions compared.
+func Machine(o Options) MachineInfo {
+	m := MachineInfo{Cores: runtime.NumCPU(), Go: runtime.Version(), Date: time.Now().UTC().Format(time.RFC3339),
+		Versions: map[string]string{"multus": o.MultusVersion, "multinet": o.MultinetVersion,
+			"kube-apiserver": o.K8sVersion, "etcd": o.EtcdVersion}}
+	var u unix.Utsname
+	if unix.Uname(&u) == nil {
+		m.Kernel = unix.ByteSliceToString(u.Release[:])
+	}
+	if b, err := os.ReadFile("/proc/cpuinfo"); err == nil {
+		for _, l := range strings.Split(string(b), "\n") {
+			if strings.HasPrefix(l, "model name") {
+				m.CPU = strings.TrimSpace(strings.SplitN(l, ":", 2)[1])
+				break
+			}
+		}
+	}
+	if out, err := exec.Command("dpkg-query", "-W", "-f=${Version}", "containernetworking-plugins").Output(); err == nil {
+		m.Versions["containernetworking-plugins"] = string(out)
+	}
+	return m
+}
+
+// WriteJSON writes the report.
+func (r *Report) WriteJSON(path string) error {
+	b, err := json.MarshalIndent(r, "", "  ")
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(path, append(b, '\n'), 0o644)
+}
+
+// Table prints the stacks side by side per scenario, then multus/multinet ratios.
+func (r *Report) Table(w io.Writer) {
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "scenario\tstack\tn\tADD p50\tp90\tp99\tmax\tDEL p50\tp90\tp99\tmax\tmeta ADD p50\tmeta DEL p50\tplugin RSS MB\tfail add/del\t")
+	for _, s := range r.Scenarios {
+		share, shareDel, rss := "-", "-", "-"
+		if s.Stack != "floor" {
+			share, shareDel = fmt.Sprintf("%.2f", s.MetaShareP50), fmt.Sprintf("%.2f", s.MetaShareDelP50)
+			rss = fmt.Sprintf("%.1f", float64(s.PluginMaxRSSKB)/1024)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%.2f\t%.2f\t%.2f\t%.2f\t%.2f\t%.2f\t%.2f\t%.2f\t%s\t%s\t%s\t%d/%d\t\n", s.Name, s.Stack, s.Count,
+			s.AddP50, s.AddP90, s.AddP99, s.AddMax, s.DelP50, s.DelP90, s.DelP99, s.DelMax, share, shareDel, rss, s.AddFailures, s.DelFailures)
+	}
+	tw.Flush()
+	fmt.Fprintln(w)
+	fmt.Fprintln(w, "multus / multinet (p50; >1 means multinet is faster):")
+	for _, s := range r.Scenarios {
+		if s.Stack != "multinet" {
+			continue
+		}
+		for _, o := range r.Scenarios {
+			if o.Name != s.Name || o.Stack != "multus" {
+				continue
+			}
+			fmt.Fprintf(w, "  %-14s ADD %s  DEL %s  meta-plugin's own ADD share %s\n", s.Name,
+				ratio(o.AddP50, s.AddP50, o.Count), ratio(o.DelP50, s.DelP50, o.DelCount), ratio(o.MetaShareP50, s.MetaShareP50, o.ShareCount))
+		}
+	}
+	for _, s := range r.Scenarios {
+		if s.FirstError != "" {
+			fmt.Fprintf(w, "  %s/%s: %d ADD, %d DEL failures, %d wrong; first error: %s\n", s.Name, s.Stack, s.AddFailures, s.DelFailures, s.WrongAttach, s.FirstError)
+		}
+	}
+	if len(r.Daemons) > 0 {
+		fmt.Fprintf(w, "daemon peak RSS (shared by both stacks; neither runs its own daemon): ")
+		for k, v := range r.Daemons {
+			fmt.Fprintf(w, "%s %.0f MB  ", k, float64(v)/1024)
+		}
+		fmt.Fprintln(w)
+	}
+}
+
+func ratio(theirs, ours float64, n int) string {
+	if n == 0 || ours <= 0 {
+		return "n/a"
+	}
+	return fmt.Sprintf("%.2fx", theirs/ours)
+}

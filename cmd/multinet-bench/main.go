@@ -1,0 +1,79 @@
+// Command multinet-bench measures pod attach/detach latency of multinet and upstream Multus
+// side by side on one simulated node (see benchmarks/ and `make bench`). Run as root: it works
+// in its own network and mount namespaces.
+package main
+
+import (
+	"flag"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+
+	"github.com/multinet-io/multinet/benchmarks"
+)
+
+func main() {
+	var o benchmarks.Options
+	var out string
+	var keep, verbose bool
+	flag.StringVar(&o.BinDir, "bin-dir", "bin", "dir with the multinet and sriov binaries")
+	flag.StringVar(&o.WrapBin, "wrap", "bin/bench/wrap", "delegate timing wrapper binary")
+	flag.StringVar(&o.MultusBin, "multus", "", "upstream multus binary (empty: multinet only)")
+	flag.StringVar(&o.RefPlugins, "ref-plugins", "/usr/lib/cni", "reference CNI plugins dir")
+	flag.StringVar(&o.ToolsDir, "tools", "", "dir with etcd and kube-apiserver (e2e/cluster/build-tools.sh)")
+	flag.StringVar(&o.CRDDir, "crds", "deploy/crds", "CRD manifests")
+	flag.IntVar(&o.Cycles, "cycles", 30, "pod cycles per sequential scenario and stack")
+	flag.IntVar(&o.Rounds, "rounds", 4, "rounds of the concurrent scenario per stack")
+	flag.IntVar(&o.ShareCycles, "share-cycles", 8, "cycles of the wrapped pass measuring the meta-plugin's own share")
+	flag.StringVar(&o.Only, "only", "", "run only this scenario")
+	flag.StringVar(&o.MultusVersion, "multus-version", "v4.3.0", "for the report")
+	flag.StringVar(&o.MultinetVersion, "multinet-version", "", "for the report (git describe)")
+	flag.StringVar(&o.K8sVersion, "k8s-version", "v1.34.4", "for the report")
+	flag.StringVar(&o.EtcdVersion, "etcd-version", "v3.5.21", "for the report")
+	flag.StringVar(&out, "out", "benchmarks/out/latest.json", "JSON report")
+	flag.BoolVar(&keep, "keep", false, "keep the scratch dir (logs, caches)")
+	flag.BoolVar(&verbose, "v", false, "debug logs")
+	flag.Parse()
+
+	code, err := benchmarks.Isolate()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "multinet-bench:", err)
+	}
+	if code >= 0 {
+		os.Exit(code)
+	}
+	level := slog.LevelInfo
+	if verbose {
+		level = slog.LevelDebug
+	}
+	o.Log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+	for _, p := range []*string{&o.BinDir, &o.WrapBin, &o.MultusBin, &o.ToolsDir, &o.CRDDir, &out} {
+		if *p != "" {
+			*p, _ = filepath.Abs(*p)
+		}
+	}
+	dir, err := os.MkdirTemp("", "multinet-bench-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "multinet-bench:", err)
+		os.Exit(1)
+	}
+	o.Dir = dir
+	rep, err := benchmarks.Run(o)
+	if !keep {
+		os.RemoveAll(dir)
+	} else {
+		o.Log.Info("scratch dir kept", "dir", dir)
+	}
+	if rep != nil {
+		rep.Table(os.Stdout)
+		os.MkdirAll(filepath.Dir(out), 0o755)
+		if werr := rep.WriteJSON(out); werr != nil {
+			fmt.Fprintln(os.Stderr, "multinet-bench:", werr)
+		}
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "multinet-bench:", err)
+		os.Exit(1)
+	}
+}
