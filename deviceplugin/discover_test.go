@@ -74,9 +74,9 @@ func TestPoolsByTypeAndVhostNet(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := map[string][]string{
-		"intel.com/iavf":       {vf0(0), vf0(1), vf0(2), vf0(3)},
-		"nvidia.com/mlx_dpdk":  {vf1(2), vf1(3)},
-		"intel.com/fec":        {accel},
+		"intel.com/iavf":      {vf0(0), vf0(1), vf0(2), vf0(3)},
+		"nvidia.com/mlx_dpdk": {vf1(2), vf1(3)},
+		"intel.com/fec":       {accel},
 	}
 	for name, w := range want {
 		if !sameSet(ids(got[name]), w) {

@@ -28,6 +28,9 @@ const (
 	nic2Name = "mnt-eno2"
 )
 
+// fixtureTrees finds a fixture's tree from its root (tests that only get the Discoverer).
+var fixtureTrees = map[string]*pcitest.Tree{}
+
 func vf0(i int) string { return fmt.Sprintf("0000:3b:01.%d", i) }
 func vf1(i int) string { return fmt.Sprintf("0000:86:00.%d", i+2) }
 
@@ -55,6 +58,7 @@ func fixture(t testing.TB) (*pcitest.Tree, *Discoverer) {
 	tr.AddAccelerator(accel, "8086", "0d5c", "vfio-pci", 1)
 	tr.SetOperState(pf0, "ens1f0", "up")
 	tr.SetOperState(pf1, "ens2f0", "up")
+	fixtureTrees[tr.Root] = tr
 	d := &Discoverer{Sys: pci.New(tr.Root), DefaultRouteLinks: func() ([]string, error) { return []string{upName}, nil }}
 	return tr, d
 }

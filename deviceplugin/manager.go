@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"reflect"
 	"sort"
 	"strings"
 	"sync"
@@ -213,7 +214,8 @@ func (m *Manager) apply(cfg *Config) error {
 			p = newPool(pc, m.sys, m.log)
 			m.pools[name] = p
 			m.log.Info("pool added", "resource", name, "devices", ids(devs))
-		} else {
+		} else if reflect.DeepEqual(p.config(), pc) {
+			// Same selectors: whatever left the pool did so because the device changed.
 			devs = m.keepMissing(p, devs, claimed)
 		}
 		if pc.DeviceType == TypeVhostUser {
