@@ -249,6 +249,10 @@ func TestManagerHealthTransitions(t *testing.T) {
 	wait("driver unbound", vf0(2))
 	tr.SetDriver(vf0(2), "vfio-pci")
 	wait("driver changed to vfio-pci (no other pool takes it)", vf0(2))
+	time.Sleep(300 * time.Millisecond) // several rescans: it must stay listed, unhealthy
+	if got, want := e.k.health(res), healthString(ids, vf0(2)); got != want {
+		t.Fatalf("after rescans with %s on vfio-pci: %s, want %s", vf0(2), got, want)
+	}
 	if got := e.k.health("nvidia.com/dpdk"); strings.Contains(got, vf0(2)) {
 		t.Errorf("the vendor-15b3 vfio pool took an 8086 VF: %s", got)
 	}
