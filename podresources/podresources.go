@@ -160,4 +160,3 @@ func FromCheckpoint(path, podUID, resourceName string) ([]string, error) {
 	}
 	return sortUnique(ids), nil
 }
-
