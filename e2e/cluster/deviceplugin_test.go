@@ -160,19 +160,31 @@ func restartKubelet(t *testing.T, c *clustertest.Cluster) {
 	go cmd.Wait() // reap it if it exits while we run
 }
 
-func podLogs(t *testing.T, c *clustertest.Cluster, ns, name string) string {
+// podLogs reads the container's log as the runtime wrote it for kubelet (CRI format
+// "<time> <stream> <tag> <line>"): the API server's log proxy needs node addresses this
+// loopback node does not publish.
+func podLogs(t *testing.T, pod *corev1.Pod) string {
 	t.Helper()
-	var out string
+	dir := filepath.Join("/var/log/pods", pod.Namespace+"_"+pod.Name+"_"+string(pod.UID), pod.Spec.Containers[0].Name)
+	var out strings.Builder
 	deadline := time.Now().Add(30 * time.Second)
 	for time.Now().Before(deadline) {
-		b, err := c.Kube.CoreV1().Pods(ns).GetLogs(name, &corev1.PodLogOptions{}).DoRaw(context.Background())
-		out = string(b)
-		if err == nil && strings.Contains(out, "END-OF-REPORT") {
-			return out
+		out.Reset()
+		files, _ := filepath.Glob(filepath.Join(dir, "*.log"))
+		for _, f := range files {
+			b, _ := os.ReadFile(f)
+			for _, line := range strings.Split(string(b), "\n") {
+				if parts := strings.SplitN(line, " ", 4); len(parts) == 4 {
+					out.WriteString(parts[3] + "\n")
+				}
+			}
+		}
+		if strings.Contains(out.String(), "END-OF-REPORT") {
+			return out.String()
 		}
 		time.Sleep(500 * time.Millisecond)
 	}
-	t.Fatalf("pod %s/%s logs incomplete: %q", ns, name, out)
+	t.Fatalf("pod %s/%s: no complete log under %s: %q", pod.Namespace, pod.Name, dir, out.String())
 	return ""
 }
 
@@ -248,7 +260,7 @@ func TestDevicePluginOnRealKubelet(t *testing.T) {
 		ctr.Resources.Limits = corev1.ResourceList{vfRes: resource.MustParse("2"), vhostRes: resource.MustParse("1")}
 	})
 	pod := c.WaitRunning(t, "default", "dp-user", 90*time.Second)
-	env := envFromLogs(podLogs(t, c, "default", "dp-user"))
+	env := envFromLogs(podLogs(t, pod))
 	got := strings.Split(env[vfEnv], ",")
 	sort.Strings(got)
 	if len(got) != 2 || !strings.HasPrefix(got[0], "0000:d8:02.") {
