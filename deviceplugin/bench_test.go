@@ -71,9 +71,9 @@ func BenchmarkHealthTick1024VFs(b *testing.B) {
 	}
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
-		_ = m.fingerprint()
+		state, _ := m.look()
 		for _, p := range pools {
-			p.refreshHealth()
+			p.refreshHealth(state)
 		}
 	}
 }

@@ -5,7 +5,6 @@ import (
 	"net"
 	"os"
 	"path/filepath"
-	"sort"
 	"strings"
 
 	"github.com/vishvananda/netlink"
@@ -125,36 +124,22 @@ func (p *Pool) match(c *candidate) *Selector {
 
 func (d *Discoverer) candidates() ([]*candidate, error) {
 	sys := d.Sys
-	devDir := filepath.Join(sys.Root, "bus", "pci", "devices")
-	entries, err := os.ReadDir(devDir)
-	if err != nil {
-		return nil, fmt.Errorf("list PCI devices under %s: %w", sys.Root, err)
-	}
 	uplinks, err := d.defaultRouteLinks()
 	if err != nil {
 		return nil, fmt.Errorf("find the host's default-route interfaces: %w", err)
 	}
-	var addrs []string
-	for _, e := range entries {
-		class, err := os.ReadFile(filepath.Join(devDir, e.Name(), "class"))
-		if err != nil {
-			continue
-		}
-		if c := string(class); strings.HasPrefix(c, "0x02") || strings.HasPrefix(c, "0x12") {
-			addrs = append(addrs, e.Name())
-		}
+	devs, err := sys.Scan("0x02", "0x12")
+	if err != nil {
+		return nil, err
 	}
-	sort.Strings(addrs)
-	pfNetdevs := map[string]string{}
-	var out []*candidate
-	for _, a := range addrs {
-		dev, err := sys.Device(a)
-		if err != nil {
-			if !sys.Exists(a) {
-				continue // gone while we looked (VFs being removed)
-			}
-			return nil, err
-		}
+	netdevOf := map[string]string{}
+	for i := range devs {
+		netdevOf[devs[i].Address] = devs[i].Netdev
+	}
+	devDir := filepath.Join(sys.Root, "bus", "pci", "devices")
+	out := make([]*candidate, 0, len(devs))
+	for i := range devs {
+		dev := &devs[i]
 		// A PF with VFs feeds them; handing the PF itself to a pod would cut them off.
 		if dev.IsPF() && dev.NumVFs > 0 {
 			continue
@@ -164,19 +149,18 @@ func (d *Discoverer) candidates() ([]*candidate, error) {
 		}
 		c := &candidate{dev: dev}
 		if dev.PFAddress != "" {
-			nd, ok := pfNetdevs[dev.PFAddress]
+			nd, ok := netdevOf[dev.PFAddress]
 			if !ok {
 				if nds, _ := sys.Netdevs(dev.PFAddress); len(nds) > 0 {
 					nd = nds[0]
 				}
-				pfNetdevs[dev.PFAddress] = nd
 			}
 			c.pfNetdev = nd
 		}
-		if b, err := os.ReadFile(filepath.Join(devDir, a, "acpi_index")); err == nil {
+		if b, err := os.ReadFile(filepath.Join(devDir, dev.Address, "acpi_index")); err == nil {
 			c.acpiIndex = strings.TrimSpace(string(b))
 		}
-		if _, err := os.Stat(filepath.Join(devDir, a, "infiniband")); err == nil {
+		if _, err := os.Stat(filepath.Join(devDir, dev.Address, "infiniband")); err == nil {
 			c.rdma = true
 		}
 		out = append(out, c)

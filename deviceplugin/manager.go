@@ -47,6 +47,7 @@ type Manager struct {
 	eps     map[string]*endpoint
 	fp      string // device fingerprint of the last discovery
 	regErrs map[string]string
+	classes map[string]bool // address -> is a network/accelerator function
 }
 
 // New reads and applies the config once; a bad config or discovery error at start is fatal
@@ -116,10 +117,12 @@ func (m *Manager) tick(ctx context.Context) {
 			}
 		}
 	}
-	if fp := m.fingerprint(); fp != m.currentFP() {
+	state, fp := m.look()
+	if fp != m.currentFP() {
 		if err := m.Rescan(); err != nil {
 			m.log.Error("rediscovery failed; keeping the current pools", "err", err)
 		}
+		state = nil // drivers may have changed again since
 	}
 	m.mu.Lock()
 	pools := make([]*pool, 0, len(m.pools))
@@ -128,7 +131,7 @@ func (m *Manager) tick(ctx context.Context) {
 	}
 	m.mu.Unlock()
 	for _, p := range pools {
-		p.refreshHealth()
+		p.refreshHealth(state)
 	}
 	m.syncEndpoints(ctx)
 }
@@ -322,31 +325,57 @@ func (m *Manager) logRegErr(name string, err error) {
 	}
 }
 
-// fingerprint summarises which network/accelerator functions exist and their drivers; a change
-// means VFs were created or removed or rebound, and pools must be rediscovered.
-func (m *Manager) fingerprint() string {
+// look reads which network/accelerator functions exist and their drivers, once per tick. Its
+// fingerprint changes when VFs are created or removed or rebound: pools must be rediscovered.
+// The PCI class of an address is read once and remembered (it never changes).
+func (m *Manager) look() (*nodeState, string) {
+	n := newNodeState(m.sys)
 	dir := filepath.Join(m.sys.Root, "bus", "pci", "devices")
 	entries, err := os.ReadDir(dir)
 	if err != nil {
-		return "error: " + err.Error()
+		return n, "error: " + err.Error()
 	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.classes == nil {
+		m.classes = map[string]bool{}
+	}
+	seen := make(map[string]bool, len(entries))
 	var sb strings.Builder
 	for _, e := range entries {
 		a := e.Name()
-		class, err := os.ReadFile(filepath.Join(dir, a, "class"))
-		if err != nil || !(bytes.HasPrefix(class, []byte("0x02")) || bytes.HasPrefix(class, []byte("0x12"))) {
+		seen[a] = true
+		want, known := m.classes[a]
+		if !known {
+			class, err := os.ReadFile(filepath.Join(dir, a, "class"))
+			want = err == nil && (bytes.HasPrefix(class, []byte("0x02")) || bytes.HasPrefix(class, []byte("0x12")))
+			m.classes[a] = want
+		}
+		if !want {
 			continue
 		}
 		drv, _ := os.Readlink(filepath.Join(dir, a, "driver"))
-		numvfs, _ := os.ReadFile(filepath.Join(dir, a, "sriov_numvfs"))
+		if drv != "" {
+			drv = filepath.Base(drv)
+		}
+		n.drivers[a] = drv
 		sb.WriteString(a)
 		sb.WriteByte('=')
-		sb.WriteString(filepath.Base(drv))
-		sb.WriteByte('/')
-		sb.Write(bytes.TrimSpace(numvfs))
+		sb.WriteString(drv)
 		sb.WriteByte(';')
 	}
-	return sb.String()
+	for a := range m.classes {
+		if !seen[a] {
+			delete(m.classes, a) // the address may come back as another function
+		}
+	}
+	return n, sb.String()
+}
+
+// fingerprint is look's change detector alone.
+func (m *Manager) fingerprint() string {
+	_, fp := m.look()
+	return fp
 }
 
 // PoolStatus is a pool as kubelet sees it, for tools and tests.

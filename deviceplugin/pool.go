@@ -77,7 +77,7 @@ func (p *pool) set(cfg Pool, devs []*Device) {
 	p.health = map[string]string{}
 	p.bumpLocked()
 	p.mu.Unlock()
-	p.refreshHealth()
+	p.refreshHealth(nil)
 }
 
 // members returns the devices (shared, read-only).
@@ -87,8 +87,12 @@ func (p *pool) members() []*Device {
 	return p.devices
 }
 
-// refreshHealth re-reads sysfs for every member and publishes a new list when any changed.
-func (p *pool) refreshHealth() {
+// refreshHealth re-reads sysfs for every member and publishes a new list when any changed;
+// n is this tick's look at the node (nil: read afresh).
+func (p *pool) refreshHealth(n *nodeState) {
+	if n == nil {
+		n = newNodeState(p.sys)
+	}
 	p.mu.Lock()
 	devs := p.devices
 	inUse := make(map[string]int, len(p.inUse))
@@ -100,7 +104,7 @@ func (p *pool) refreshHealth() {
 	next := map[string]string{}
 	phase := map[string]int{}
 	for _, d := range devs {
-		if why := checkHealth(p.sys, d, inUse[d.ID] != 0); why != "" {
+		if why := checkHealth(n, d, inUse[d.ID] != 0); why != "" {
 			next[d.ID] = why
 		}
 		if inUse[d.ID] != 0 {
