@@ -89,6 +89,23 @@ func TestDevicePluginIgbVFs(t *testing.T) {
 	}
 	t.Cleanup(func() { _ = m.Sys.BindDefault(vfs[2]) })
 
+	// The PF's link decides its VFs' health: bring it up (and let igb finish negotiating) first.
+	pfl, err := netlink.LinkByName(pfNetdev(t, pf1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if pfl.Attrs().Flags&net.FlagUp == 0 {
+		if err := netlink.LinkSetUp(pfl); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { netlink.LinkSetDown(pfl) })
+	}
+	operUp := func() bool {
+		b, _ := os.ReadFile("/sys/bus/pci/devices/" + pf1 + "/net/" + pfl.Attrs().Name + "/operstate")
+		return strings.TrimSpace(string(b)) == "up"
+	}
+	waitFor(t, "PF operstate up", operUp)
+
 	dir, err := os.MkdirTemp("", "dp")
 	if err != nil {
 		t.Fatal(err)
@@ -125,8 +142,9 @@ func TestDevicePluginIgbVFs(t *testing.T) {
 		logMu.Unlock()
 	}()
 
-	waitFor(t, "both pools listed", func() bool {
-		return len(reg.health("intel.com/igbvf")) == 2 && len(reg.health("intel.com/igb_dpdk")) == 1
+	waitFor(t, "both pools listed healthy", func() bool {
+		h, v := reg.health("intel.com/igbvf"), reg.health("intel.com/igb_dpdk")
+		return len(h) == 2 && len(v) == 1 && h[vfs[0]] == dp.Healthy && v[vfs[2]] == dp.Healthy
 	})
 	if h := reg.health("intel.com/igbvf"); h[vfs[0]] != dp.Healthy || h[vfs[1]] != dp.Healthy {
 		t.Errorf("igbvf pool = %v, want %s and %s healthy", h, vfs[0], vfs[1])
@@ -169,34 +187,20 @@ func TestDevicePluginIgbVFs(t *testing.T) {
 	}
 
 	// The real PF link goes down: its VFs turn unhealthy; up again: healthy.
-	pfl, err := netlink.LinkByName(pfNetdev(t, pf1))
-	if err != nil {
-		t.Fatal(err)
-	}
-	wasUp := pfl.Attrs().Flags&net.FlagUp != 0
-	if !wasUp {
-		if err := netlink.LinkSetUp(pfl); err != nil {
-			t.Fatal(err)
-		}
-		waitFor(t, "VFs healthy with the PF up", func() bool { return reg.health("intel.com/igbvf")[vfs[0]] == dp.Healthy })
-	}
 	if err := netlink.LinkSetDown(pfl); err != nil {
 		t.Fatal(err)
 	}
 	waitFor(t, "VFs unhealthy with the PF down", func() bool {
 		h := reg.health("intel.com/igbvf")
-		return h[vfs[0]] == dp.Unhealthy && h[vfs[1]] == dp.Unhealthy
+		return h[vfs[0]] == dp.Unhealthy && h[vfs[1]] == dp.Unhealthy && reg.health("intel.com/igb_dpdk")[vfs[2]] == dp.Unhealthy
 	})
 	if err := netlink.LinkSetUp(pfl); err != nil {
 		t.Fatal(err)
 	}
 	waitFor(t, "VFs healthy with the PF up again", func() bool {
 		h := reg.health("intel.com/igbvf")
-		return h[vfs[0]] == dp.Healthy && h[vfs[1]] == dp.Healthy
+		return operUp() && h[vfs[0]] == dp.Healthy && h[vfs[1]] == dp.Healthy
 	})
-	if !wasUp {
-		netlink.LinkSetDown(pfl)
-	}
 
 	// The vfio VF goes back to igbvf: it moves to the netdev pool without a restart.
 	if err := m.Sys.BindDefault(vfs[2]); err != nil {
