@@ -51,6 +51,22 @@ type infoEntry struct {
 		Mode string `json:"mode"`
 		Path string `json:"path"`
 	} `json:"vhost-user,omitempty"`
+	// Extra is the pool's additionalInfo: "*" for every device, merged with the device's own.
+	Extra map[string]string `json:"extra,omitempty"`
+}
+
+func extraInfo(add map[string]map[string]string, id string) map[string]string {
+	if len(add["*"]) == 0 && len(add[id]) == 0 {
+		return nil
+	}
+	out := map[string]string{}
+	for k, v := range add["*"] {
+		out[k] = v
+	}
+	for k, v := range add[id] {
+		out[k] = v
+	}
+	return out
 }
 
 func (p *pool) allocate(ids []string) (*dp.ContainerAllocateResponse, error) {
@@ -79,7 +95,7 @@ func (p *pool) allocate(ids []string) (*dp.ContainerAllocateResponse, error) {
 	}
 	var files []string
 	for _, d := range devs {
-		e := &infoEntry{}
+		e := &infoEntry{Extra: extraInfo(cfg.AdditionalInfo, d.ID)}
 		info[d.ID] = e
 		var di *nadv1.DeviceInfo
 		if d.Slot != nil {

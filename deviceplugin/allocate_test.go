@@ -126,6 +126,22 @@ func TestAllocateVFIOAndNoIOMMU(t *testing.T) {
 	}
 }
 
+func TestAllocateAdditionalInfo(t *testing.T) {
+	_, pools := testPools(t, `{"resourceList":[{"resourceName":"a","selectors":{"drivers":["iavf"]},
+	  "additionalInfo":{"*":{"token":"t1","site":"x"},"0000:3b:01.1":{"token":"t2"}}}]}`)
+	r := allocate(t, pools["intel.com/a"], vf0(0), vf0(1))
+	var info map[string]map[string]map[string]string
+	if err := json.Unmarshal([]byte(r.Envs["PCIDEVICE_INTEL_COM_A_INFO"]), &info); err != nil {
+		t.Fatal(err)
+	}
+	if e := info[vf0(0)]["extra"]; e["token"] != "t1" || e["site"] != "x" {
+		t.Errorf("%s extra = %v", vf0(0), e)
+	}
+	if e := info[vf0(1)]["extra"]; e["token"] != "t2" || e["site"] != "x" {
+		t.Errorf("%s extra = %v, want its own token over the pool-wide one", vf0(1), e)
+	}
+}
+
 func TestAllocateUnknownDeviceFails(t *testing.T) {
 	_, pools := testPools(t, `{"resourceList":[{"resourceName":"a","selectors":{"drivers":["iavf"]}}]}`)
 	_, err := pools["intel.com/a"].Allocate(context.Background(), &dp.AllocateRequest{ContainerRequests: []*dp.ContainerAllocateRequest{{DevicesIds: []string{vf0(0), vf1(2)}}}})

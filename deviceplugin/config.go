@@ -13,7 +13,9 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
+	"reflect"
 	"regexp"
+	"sort"
 	"strconv"
 	"strings"
 
@@ -40,6 +42,8 @@ const (
 // Config is the whole config.json.
 type Config struct {
 	ResourceList []Pool `json:"resourceList"`
+	// Warnings lists fields Parse ignored (upstream ignores unknown fields; so do we, loudly).
+	Warnings []string `json:"-"`
 }
 
 // Pool is one resource: its devices all go under one name like intel.com/sriov_netdevice.
@@ -95,14 +99,14 @@ func (s *Selectors) UnmarshalJSON(b []byte) error {
 	b = bytes.TrimSpace(b)
 	if len(b) > 0 && b[0] == '{' {
 		var one Selector
-		if err := strictUnmarshal(b, &one); err != nil {
+		if err := json.Unmarshal(b, &one); err != nil {
 			return err
 		}
 		*s = Selectors{one}
 		return nil
 	}
 	var many []Selector
-	if err := strictUnmarshal(b, &many); err != nil {
+	if err := json.Unmarshal(b, &many); err != nil {
 		return err
 	}
 	*s = many
@@ -134,12 +138,13 @@ const maxVhostSlots = 1024
 // Parse decodes and validates config.json. Errors name the pool (by index and name) and field.
 func Parse(data []byte) (*Config, error) {
 	var c Config
-	if err := strictUnmarshal(data, &c); err != nil {
+	if err := decodeOne(data, &c); err != nil {
 		return nil, fmt.Errorf("config: %w", err)
 	}
 	if c.ResourceList == nil {
 		return nil, errors.New("config: no resourceList")
 	}
+	c.Warnings = unknownFields(data)
 	seen := map[string]int{}
 	for i := range c.ResourceList {
 		p := &c.ResourceList[i]
@@ -154,9 +159,9 @@ func Parse(data []byte) (*Config, error) {
 	return &c, nil
 }
 
-func strictUnmarshal(b []byte, v any) error {
+// decodeOne decodes exactly one JSON value (no trailing data).
+func decodeOne(b []byte, v any) error {
 	d := json.NewDecoder(bytes.NewReader(b))
-	d.DisallowUnknownFields()
 	if err := d.Decode(v); err != nil {
 		return err
 	}
@@ -164,6 +169,68 @@ func strictUnmarshal(b []byte, v any) error {
 		return errors.New("trailing data after the JSON value")
 	}
 	return nil
+}
+
+// unknownFields names every key of a pool or selector object that Parse does not know, so that
+// a typo ("vendor" for "vendors") is visible although, as upstream, it is not an error.
+func unknownFields(data []byte) []string {
+	var raw struct {
+		ResourceList []map[string]json.RawMessage `json:"resourceList"`
+	}
+	if json.Unmarshal(data, &raw) != nil {
+		return nil
+	}
+	var out []string
+	for i, p := range raw.ResourceList {
+		var name string
+		_ = json.Unmarshal(p["resourceName"], &name)
+		where := fmt.Sprintf("resourceList[%d] %q", i, name)
+		out = append(out, unknownKeys(p, poolFields, where)...)
+		var sels []map[string]json.RawMessage
+		if sel := bytes.TrimSpace(p["selectors"]); len(sel) > 0 && sel[0] == '{' {
+			var one map[string]json.RawMessage
+			_ = json.Unmarshal(sel, &one)
+			sels = append(sels, one)
+		} else {
+			_ = json.Unmarshal(sel, &sels)
+		}
+		for j, s := range sels {
+			out = append(out, unknownKeys(s, selectorFields, fmt.Sprintf("%s: selectors[%d]", where, j))...)
+		}
+		var vu map[string]json.RawMessage
+		if json.Unmarshal(p["vhostUser"], &vu) == nil {
+			out = append(out, unknownKeys(vu, vhostFields, where+": vhostUser")...)
+		}
+	}
+	return out
+}
+
+var (
+	poolFields     = jsonFields(Pool{})
+	selectorFields = jsonFields(Selector{})
+	vhostFields    = jsonFields(VhostUser{})
+)
+
+func jsonFields(v any) map[string]bool {
+	m := map[string]bool{}
+	t := reflect.TypeOf(v)
+	for i := 0; i < t.NumField(); i++ {
+		if tag, _, _ := strings.Cut(t.Field(i).Tag.Get("json"), ","); tag != "" && tag != "-" {
+			m[tag] = true
+		}
+	}
+	return m
+}
+
+func unknownKeys(obj map[string]json.RawMessage, known map[string]bool, where string) []string {
+	var out []string
+	for k := range obj {
+		if !known[k] {
+			out = append(out, fmt.Sprintf("%s: unknown field %q ignored", where, k))
+		}
+	}
+	sort.Strings(out)
+	return out
 }
 
 // FullName is the resource name kubelet knows: <prefix>/<name>.

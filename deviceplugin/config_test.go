@@ -33,6 +33,20 @@ func TestParseUpstreamConfig(t *testing.T) {
 	}
 }
 
+func TestUnknownFieldsAreWarnings(t *testing.T) {
+	// An older upstream config put isRdma on the pool; upstream ignores unknown fields.
+	c := mustParse(t, `{"resourceList":[{"resourceName":"rdma","isRdma":true,"selectors":[{"vendors":["15b3"]},{"vendor":["8086"]}]},
+	  {"resourceName":"v","deviceType":"vhostUser","vhostUser":{"dir":"/v","count":1,"sockets":2}}]}`)
+	want := []string{
+		`resourceList[0] "rdma": unknown field "isRdma" ignored`,
+		`resourceList[0] "rdma": selectors[1]: unknown field "vendor" ignored`,
+		`resourceList[1] "v": vhostUser: unknown field "sockets" ignored`,
+	}
+	if strings.Join(c.Warnings, "\n") != strings.Join(want, "\n") {
+		t.Errorf("warnings:\n%s\nwant:\n%s", strings.Join(c.Warnings, "\n"), strings.Join(want, "\n"))
+	}
+}
+
 func TestEnvNames(t *testing.T) {
 	for _, tc := range []struct{ prefix, name, typ, want string }{
 		{"intel.com", "sriov_netdevice", "", "PCIDEVICE_INTEL_COM_SRIOV_NETDEVICE"},
@@ -68,7 +82,6 @@ func TestConfigErrorsNamePoolAndField(t *testing.T) {
 		{pool(`"resourceName":"p","selectors":{"rootDevices":["ens1f0"]}`), `selectors[0].rootDevices: "ens1f0" is not a PCI address`},
 		{pool(`"resourceName":"p","selectors":{"acpiIndexes":["one"]}`), `selectors[0].acpiIndexes: "one"`},
 		{pool(`"resourceName":"p","selectors":{"ddpProfiles":["GTP"]}`), `selectors[0].ddpProfiles: not supported`},
-		{pool(`"resourceName":"p","selectors":{"vendor":["8086"]}`), `unknown field "vendor"`},
 		{pool(`"resourceName":"p","deviceType":"vhostUser"`), `"p": vhostUser: missing`},
 		{pool(`"resourceName":"p","deviceType":"vhostUser","vhostUser":{"dir":"rel","count":1}`), `"p": vhostUser.dir "rel"`},
 		{pool(`"resourceName":"p","deviceType":"vhostUser","vhostUser":{"dir":"/v","count":0}`), `"p": vhostUser.count 0`},

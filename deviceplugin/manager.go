@@ -175,6 +175,9 @@ func (m *Manager) Rescan() error {
 func (m *Manager) applyBytes(b []byte) error {
 	cfg, err := Parse(b)
 	if err == nil {
+		for _, w := range cfg.Warnings {
+			m.log.Warn("config", "file", m.opts.ConfigFile, "warning", w)
+		}
 		err = m.apply(cfg)
 	}
 	m.mu.Lock()
