@@ -14,6 +14,8 @@ import (
 	"sync"
 	"time"
 
+	dp "k8s.io/kubelet/pkg/apis/deviceplugin/v1beta1"
+
 	"github.com/multinet-io/multinet/pci"
 )
 
@@ -421,14 +423,16 @@ func ids(devs []*Device) []string {
 	return out
 }
 
-var errNoPool = errors.New("no such pool")
+// ErrNoPool is returned (wrapped) by Server for a resource the config in effect lacks.
+var ErrNoPool = errors.New("no such pool")
 
-// pool returns the named pool (tests and an in-process host use it to call the gRPC surface).
-func (m *Manager) pool(name string) (*pool, error) {
+// Server returns the gRPC service of a pool ("intel.com/sriov_netdevice"), for a host process
+// that wants to call Allocate or GetPreferredAllocation in-process rather than over the socket.
+func (m *Manager) Server(resource string) (dp.DevicePluginServer, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if p := m.pools[name]; p != nil {
+	if p := m.pools[resource]; p != nil {
 		return p, nil
 	}
-	return nil, fmt.Errorf("%s: %w", name, errNoPool)
+	return nil, fmt.Errorf("resource %s: %w", resource, ErrNoPool)
 }

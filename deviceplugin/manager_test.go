@@ -380,6 +380,21 @@ func TestManagerReloadAddsRemovesAndKeepsLastGood(t *testing.T) {
 	}
 }
 
+func TestManagerServerInProcess(t *testing.T) {
+	e, _ := startManager(t, twoPools)
+	srv, err := e.m.Server("nvidia.com/dpdk")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := srv.Allocate(context.Background(), &dp.AllocateRequest{ContainerRequests: []*dp.ContainerAllocateRequest{{DevicesIds: []string{vf1(3)}}}})
+	if err != nil || resp.ContainerResponses[0].Envs["PCIDEVICE_NVIDIA_COM_DPDK"] != vf1(3) {
+		t.Fatalf("in-process Allocate: %v %v", resp, err)
+	}
+	if _, err := e.m.Server("intel.com/none"); !errors.Is(err, ErrNoPool) {
+		t.Errorf("unknown resource: %v", err)
+	}
+}
+
 func TestManagerStopRemovesSockets(t *testing.T) {
 	e, _ := startManager(t, twoPools)
 	eventually(t, "listed", func() bool { return e.k.health("nvidia.com/dpdk") != "<no list>" })
