@@ -123,6 +123,10 @@ func (m *Manager) tick(ctx context.Context) {
 	if fp != m.currentFP() {
 		if err := m.Rescan(); err != nil {
 			m.log.Error("rediscovery failed; keeping the current pools", "err", err)
+			// Retry when the devices change again, not every tick.
+			m.mu.Lock()
+			m.fp = fp
+			m.mu.Unlock()
 		}
 		state = nil // drivers may have changed again since
 	}
