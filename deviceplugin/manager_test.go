@@ -380,6 +380,24 @@ func TestManagerReloadAddsRemovesAndKeepsLastGood(t *testing.T) {
 	}
 }
 
+func TestManagerDriverChangeMakingPoolsOverlapKeepsPools(t *testing.T) {
+	e, d := startManager(t, `{"resourceList":[
+	  {"resourceName":"pf0","selectors":{"pfNames":["ens1f0"]}},
+	  {"resourceName":"vfio","selectors":{"drivers":["vfio-pci"]}}]}`)
+	tr := treeOf(t, d)
+	ids := []string{vf0(0), vf0(1), vf0(2), vf0(3)}
+	eventually(t, "listed", func() bool { return e.k.health("intel.com/pf0") == healthString(ids) })
+	// On vfio-pci the VF matches both pools: rediscovery fails, the pools stay, the VF is
+	// unhealthy where it was.
+	tr.SetDriver(vf0(2), "vfio-pci")
+	eventually(t, "VF unhealthy in its pool", func() bool { return e.k.health("intel.com/pf0") == healthString(ids, vf0(2)) })
+	if got := e.k.health("intel.com/vfio"); strings.Contains(got, vf0(2)) {
+		t.Errorf("the vfio pool took a device another pool holds: %s", got)
+	}
+	tr.SetDriver(vf0(2), "iavf")
+	eventually(t, "healthy once back", func() bool { return e.k.health("intel.com/pf0") == healthString(ids) })
+}
+
 func TestManagerServerInProcess(t *testing.T) {
 	e, _ := startManager(t, twoPools)
 	srv, err := e.m.Server("nvidia.com/dpdk")
