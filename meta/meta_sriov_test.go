@@ -85,3 +85,53 @@ func TestSriovThroughMeta(t *testing.T) {
 		t.Errorf("leases after DEL = %v", l)
 	}
 }
+
+// A NAD with resourceName: multinet takes the pod's devices from kubelet (here its checkpoint
+// file, as when the PodResources socket does not answer), one per attachment in sorted order.
+func TestSriovResourceFromKubeletCheckpoint(t *testing.T) {
+	n := newNode(t)
+	_, macs := n.sriovNode(3)
+	checkpoint := filepath.Join(n.dir, "kubelet_internal_checkpoint")
+	n.write(n.dir, "kubelet_internal_checkpoint", `{"Data":{"PodDeviceEntries":[
+	  {"PodUID":"uid-cnf","ContainerName":"app","ResourceName":"intel.com/sriov_netdevice","DeviceIDs":{"-1":["0000:00:12.2","0000:00:12.0"]}},
+	  {"PodUID":"uid-other","ContainerName":"app","ResourceName":"intel.com/sriov_netdevice","DeviceIDs":{"-1":["0000:00:12.1"]}}]},"Checksum":1}`)
+	n.conf = n.multinetConf(map[string]interface{}{"networkDir": n.netDir, "kubeletCheckpoint": checkpoint,
+		"podResourcesSocket": filepath.Join(n.dir, "no-kubelet.sock")})
+	n.nad("default", "sriov-res", `{"cniVersion": "1.0.0", "type": "sriov"}`,
+		map[string]string{"k8s.v1.cni.cncf.io/resourceName": "intel.com/sriov_netdevice"})
+
+	p := n.pod("cnf", "sriov-res,sriov-res", [2]string{"K8S_POD_UID", "uid-cnf"})
+	if _, err := p.add(); err != nil {
+		t.Fatal(err)
+	}
+	p.ns.Do(func(ns.NetNS) error {
+		for ifname, vf := range map[string]string{"net1": "mnvf0", "net2": "mnvf2"} {
+			l, err := netlink.LinkByName(ifname)
+			if err != nil || l.Attrs().HardwareAddr.String() != macs[vf] {
+				t.Errorf("%s should be %s (the pod's devices in sorted order): %v", ifname, vf, err)
+			}
+		}
+		return nil
+	})
+	st := p.status()
+	if st[1].DeviceInfo.Pci.PciAddress != "0000:00:12.0" || st[2].DeviceInfo.Pci.PciAddress != "0000:00:12.2" {
+		t.Errorf("device-info = %+v, %+v", st[1].DeviceInfo.Pci, st[2].DeviceInfo.Pci)
+	}
+	if err := p.del(); err != nil {
+		t.Fatal(err)
+	}
+
+	// A pod picking a device itself for a resource network is refused; so is a pod kubelet
+	// gave nothing.
+	q := n.pod("thief", `[{"name": "sriov-res", "deviceID": "0000:00:12.1"}]`, [2]string{"K8S_POD_UID", "uid-cnf"})
+	if _, err := q.add(); err == nil || !strings.Contains(err.Error(), "deviceID 0000:00:12.1 refused") {
+		t.Errorf("pod-chosen device: %v", err)
+	}
+	r := n.pod("nodev", "sriov-res", [2]string{"K8S_POD_UID", "uid-none"})
+	if _, err := r.add(); err == nil || !strings.Contains(err.Error(), "resource intel.com/sriov_netdevice") || !strings.Contains(err.Error(), "default/nodev") {
+		t.Errorf("pod without devices: %v", err)
+	}
+	if l := n.leases(); len(l) != 0 {
+		t.Errorf("leases after refused ADDs = %v", l)
+	}
+}

@@ -24,6 +24,7 @@ import (
 
 	"github.com/multinet-io/multinet/devinfo"
 	"github.com/multinet-io/multinet/pci"
+	"github.com/multinet-io/multinet/podresources"
 )
 
 // Versions the meta-plugin speaks; delegates of any older version work through libcni.
@@ -41,9 +42,13 @@ type Plugin struct {
 	Timeout time.Duration
 }
 
-// NewDeviceLookup builds the kubelet device lookup from the config; the podresources package
-// sets it (kept as a variable so meta does not import the kubelet client for every test).
-var NewDeviceLookup func(c *Config) DeviceLookup
+// kubeletDevices asks kubelet (PodResources, then its checkpoint file) which devices a pod got.
+func kubeletDevices(c *Config) DeviceLookup {
+	cfg := podresources.Config{Socket: c.PodResourcesSocket, Checkpoint: c.KubeletCheckpoint}
+	return func(ctx context.Context, namespace, name, uid, resource string) ([]string, error) {
+		return podresources.DeviceIDs(ctx, cfg, namespace, name, uid, resource)
+	}
+}
 
 // New builds a Plugin from the netconf and CNI_ARGS.
 func New(stdin []byte, cniArgs string) (*Plugin, error) {
@@ -62,9 +67,7 @@ func New(stdin []byte, cniArgs string) (*Plugin, error) {
 	case conf.NetworkDir != "":
 		p.Nets = &dirNetworks{dir: conf.NetworkDir, statusDir: conf.CacheDir + "/status", args: parseCNIArgs(cniArgs)}
 	}
-	if NewDeviceLookup != nil {
-		p.Devices = NewDeviceLookup(conf)
-	}
+	p.Devices = kubeletDevices(conf)
 	return p, nil
 }
 
@@ -157,7 +160,11 @@ func (p *Plugin) Add(args *skel.CmdArgs) (types.Result, error) {
 		return nil, err
 	}
 	pl := &planner{conf: p.Conf, nets: p.Nets, devices: p.Devices}
-	delegates, err := pl.plan(ctx, pod, ref.UID, args.IfName)
+	uid := ref.UID
+	if uid == "" {
+		uid = string(pod.UID)
+	}
+	delegates, err := pl.plan(ctx, pod, uid, args.IfName)
 	if err != nil {
 		return nil, err
 	}

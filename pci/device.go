@@ -64,6 +64,21 @@ func (s *SysFS) mustExist(addr string) error {
 
 // Device reads one device of any class.
 func (s *SysFS) Device(addr string) (*Device, error) {
+	d, err := s.deviceOwnFields(addr)
+	if err != nil {
+		return nil, err
+	}
+	if s.IsVF(addr) {
+		if d.PFAddress, d.VFIndex, err = s.PFOf(addr); err != nil {
+			return nil, err
+		}
+	}
+	return d, nil
+}
+
+// deviceOwnFields reads everything but a VF's PF and index (which cost a walk of the PF's
+// virtfn links).
+func (s *SysFS) deviceOwnFields(addr string) (*Device, error) {
 	if err := s.mustExist(addr); err != nil {
 		return nil, err
 	}
@@ -98,11 +113,6 @@ func (s *SysFS) Device(addr string) (*Device, error) {
 			return nil, fmt.Errorf("pci %s: %w", addr, err)
 		}
 		if d.VFs, err = s.VFs(addr); err != nil {
-			return nil, err
-		}
-	}
-	if s.IsVF(addr) {
-		if d.PFAddress, d.VFIndex, err = s.PFOf(addr); err != nil {
 			return nil, err
 		}
 	}

@@ -18,7 +18,7 @@ fi
 
 export DEBIAN_FRONTEND=noninteractive
 missing=()
-for p in containerd runc containernetworking-plugins openssl; do
+for p in containerd runc containernetworking-plugins openssl busybox-static; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
 if [ ${#missing[@]} -gt 0 ]; then
@@ -29,7 +29,7 @@ t0=$(date +%s)
 BIN=$("$here/build-tools.sh" | tail -1)
 log "tools in $BIN ($(( $(date +%s) - t0 ))s)"
 
-rm -rf "$D/etcd" "$D/kubelet" "$D/containerd" "$D/run" "$D/logs" "$D/ipam" "$D/multinet-cache" "$D/multinet.d" "$D/net.d/00-multinet.conflist"
+rm -rf "$D/etcd" "$D/kubelet" "$D/containerd" "$D/run" "$D/logs" "$D/ipam" "$D/multinet-cache" "$D/multinet.d" "$D/net.d/00-multinet.conflist" "$D/sim-sysfs" "$D/devinfo" "$D/cni-state"
 mkdir -p "$D"/{pki,etcd,kubelet,containerd/root,containerd/state,run,logs,net.d,cni-bin,ipam,images,tools}
 # The reference plugins are the cluster network (stand-in for Calico) and later the delegates.
 for p in /usr/lib/cni/*; do ln -sf "$p" "$D/cni-bin/"; done
@@ -117,7 +117,10 @@ cat > "$D/net.d/10-bridge.conflist" <<EOT
 }
 EOT
 fi
-start containerd containerd --config "$D/containerd/config.toml"
+# The node is a simulated SR-IOV node: CNI plugins run by containerd read sysfs under
+# $D/sim-sysfs (tests link their fake trees there), keep device-info under $D/devinfo and
+# their state under $D/cni-state.
+start containerd env MULTINET_SYSFS_ROOT="$D/sim-sysfs" MULTINET_DEVINFO_DIR="$D/devinfo" MULTINET_STATE_DIR="$D/cni-state" containerd --config "$D/containerd/config.toml"
 
 for i in $(seq 100); do [ -S "$sock" ] && break; sleep 0.1; done
 [ -S "$sock" ] || { echo "cluster-up: containerd did not start; see $D/logs/containerd.log" >&2; tail -20 "$D/logs/containerd.log" >&2; exit 1; }

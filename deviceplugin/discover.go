@@ -1,0 +1,322 @@
+package deviceplugin
+
+import (
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/vishvananda/netlink"
+
+	"github.com/multinet-io/multinet/pci"
+)
+
+// Device is one allocatable unit of a pool: a PCI function or a vhost-user socket slot.
+type Device struct {
+	ID string // PCI address, or the slot name for vhost-user
+	// PCI is the function as discovery saw it (nil for a slot). Its Driver and Netdevs are the
+	// baseline health compares against.
+	PCI      *pci.Device
+	PFNetdev string // the PF's netdev, for VFs whose PF has one
+	VhostNet bool   // the selector that took the device asked for /dev/vhost-net
+	Slot     *Slot
+}
+
+// NUMANode is the device's NUMA node, -1 when unknown.
+func (d *Device) NUMANode() int {
+	if d.PCI == nil {
+		return -1
+	}
+	return d.PCI.NUMANode
+}
+
+// PF is the device's PF address, or its own address when it is not a VF ("" for slots).
+func (d *Device) PF() string {
+	if d.PCI == nil {
+		return ""
+	}
+	if d.PCI.PFAddress != "" {
+		return d.PCI.PFAddress
+	}
+	return d.PCI.Address
+}
+
+// Slot is one vhost-user socket slot.
+type Slot struct {
+	Mode            string
+	HostDir         string
+	ContainerDir    string
+	HostSocket      string
+	ContainerSocket string
+}
+
+// Discoverer turns sysfs into pool members.
+type Discoverer struct {
+	Sys *pci.SysFS
+	// DefaultRouteLinks names the netdevs carrying an IPv4 default route; their devices are
+	// never pooled (upstream rule: do not hand the node's uplink to a pod). Nil: the host's
+	// routes from netlink.
+	DefaultRouteLinks func() ([]string, error)
+}
+
+// classFor maps a pool type to the PCI class prefix its devices carry.
+var classFor = map[string]string{TypeNetDevice: "0x02", TypeAccelerator: "0x12"}
+
+// candidate is a PCI device with the facts selectors look at that pci.Device lacks.
+type candidate struct {
+	dev       *pci.Device
+	pfNetdev  string
+	acpiIndex string
+	rdma      bool
+}
+
+// Discover returns the members of every pool, keyed by the pool's FullName. A device that
+// two pools select is an error naming both pools: the config is ambiguous.
+func (d *Discoverer) Discover(c *Config) (map[string][]*Device, error) {
+	out := map[string][]*Device{}
+	var pciPools []*Pool
+	for i := range c.ResourceList {
+		p := &c.ResourceList[i]
+		if p.DeviceType == TypeVhostUser {
+			out[p.FullName()] = vhostSlots(p)
+			continue
+		}
+		out[p.FullName()] = nil
+		pciPools = append(pciPools, p)
+	}
+	if len(pciPools) == 0 {
+		return out, nil
+	}
+	cands, err := d.candidates()
+	if err != nil {
+		return nil, err
+	}
+	for _, cd := range cands {
+		var owner *Pool
+		for _, p := range pciPools {
+			if !strings.HasPrefix(cd.dev.Class, classFor[p.DeviceType]) {
+				continue
+			}
+			sel := p.match(cd)
+			if sel == nil {
+				continue
+			}
+			if owner != nil {
+				return nil, fmt.Errorf("device %s is selected by two pools, %s and %s: make their selectors disjoint", cd.dev.Address, owner.FullName(), p.FullName())
+			}
+			owner = p
+			out[p.FullName()] = append(out[p.FullName()], &Device{ID: cd.dev.Address, PCI: cd.dev, PFNetdev: cd.pfNetdev, VhostNet: sel.NeedVhostNet})
+		}
+	}
+	return out, nil
+}
+
+// match returns the first selector of the pool that takes the device, nil when none does.
+func (p *Pool) match(c *candidate) *Selector {
+	for i := range p.Selectors {
+		if p.Selectors[i].matches(c) {
+			return &p.Selectors[i]
+		}
+	}
+	return nil
+}
+
+func (d *Discoverer) candidates() ([]*candidate, error) {
+	sys := d.Sys
+	uplinks, err := d.defaultRouteLinks()
+	if err != nil {
+		return nil, fmt.Errorf("find the host's default-route interfaces: %w", err)
+	}
+	devs, err := sys.Scan("0x02", "0x12")
+	if err != nil {
+		return nil, err
+	}
+	netdevOf := map[string]string{}
+	for i := range devs {
+		netdevOf[devs[i].Address] = devs[i].Netdev
+	}
+	devDir := filepath.Join(sys.Root, "bus", "pci", "devices")
+	out := make([]*candidate, 0, len(devs))
+	for i := range devs {
+		dev := &devs[i]
+		// A PF with VFs feeds them; handing the PF itself to a pod would cut them off.
+		if dev.IsPF() && dev.NumVFs > 0 {
+			continue
+		}
+		if hasAny(dev.Netdevs, uplinks) {
+			continue
+		}
+		c := &candidate{dev: dev}
+		if dev.PFAddress != "" {
+			nd, ok := netdevOf[dev.PFAddress]
+			if !ok {
+				if nds, _ := sys.Netdevs(dev.PFAddress); len(nds) > 0 {
+					nd = nds[0]
+				}
+			}
+			c.pfNetdev = nd
+		}
+		if b, err := os.ReadFile(filepath.Join(devDir, dev.Address, "acpi_index")); err == nil {
+			c.acpiIndex = strings.TrimSpace(string(b))
+		}
+		if _, err := os.Stat(filepath.Join(devDir, dev.Address, "infiniband")); err == nil {
+			c.rdma = true
+		}
+		out = append(out, c)
+	}
+	return out, nil
+}
+
+func hasAny(list []string, set map[string]bool) bool {
+	for _, s := range list {
+		if set[s] {
+			return true
+		}
+	}
+	return false
+}
+
+func (d *Discoverer) defaultRouteLinks() (map[string]bool, error) {
+	f := d.DefaultRouteLinks
+	if f == nil {
+		f = HostDefaultRouteLinks
+	}
+	names, err := f()
+	if err != nil {
+		return nil, err
+	}
+	set := map[string]bool{}
+	for _, n := range names {
+		set[n] = true
+	}
+	return set, nil
+}
+
+// HostDefaultRouteLinks returns the interfaces of this network namespace's IPv4 default routes
+// (main table, multipath next hops included).
+func HostDefaultRouteLinks() ([]string, error) {
+	routes, err := netlink.RouteList(nil, netlink.FAMILY_V4)
+	if err != nil {
+		return nil, err
+	}
+	var names []string
+	add := func(idx int) {
+		if l, err := netlink.LinkByIndex(idx); err == nil {
+			names = append(names, l.Attrs().Name)
+		}
+	}
+	for _, r := range routes {
+		if r.Dst != nil && !(r.Dst.IP.Equal(net.IPv4zero) && maskBits(r.Dst) == 0) {
+			continue
+		}
+		if r.LinkIndex > 0 {
+			add(r.LinkIndex)
+		}
+		for _, nh := range r.MultiPath {
+			add(nh.LinkIndex)
+		}
+	}
+	return names, nil
+}
+
+func maskBits(n *net.IPNet) int {
+	ones, _ := n.Mask.Size()
+	return ones
+}
+
+func (s *Selector) matches(c *candidate) bool {
+	d := c.dev
+	if len(s.Vendors) > 0 && !containsFold(s.Vendors, d.Vendor) {
+		return false
+	}
+	if len(s.Devices) > 0 && !containsFold(s.Devices, d.DeviceID) {
+		return false
+	}
+	if len(s.Drivers) > 0 && !contains(s.Drivers, d.Driver) {
+		return false
+	}
+	if len(s.PCIAddresses) > 0 && !containsFold(s.PCIAddresses, d.Address) {
+		return false
+	}
+	if len(s.LinkTypes) > 0 && !containsFold(s.LinkTypes, d.LinkType) {
+		return false
+	}
+	if len(s.ACPIIndexes) > 0 && (c.acpiIndex == "" || !contains(s.ACPIIndexes, c.acpiIndex)) {
+		return false
+	}
+	if s.IsRdma && !c.rdma {
+		return false
+	}
+	if len(s.pfNames) > 0 && !s.matchPFName(c) {
+		return false
+	}
+	if len(s.rootDevices) > 0 && !s.matchRoot(c) {
+		return false
+	}
+	return true
+}
+
+// matchPFName: a VF matches by its PF's netdev and its index; any other device by its own
+// netdev, and only an entry without a VF range.
+func (s *Selector) matchPFName(c *candidate) bool {
+	for _, r := range s.pfNames {
+		if c.dev.IsVF() {
+			if strings.EqualFold(c.pfNetdev, r.pf) && r.allows(c.dev.VFIndex) {
+				return true
+			}
+			continue
+		}
+		if r.indexes == nil && containsFold(c.dev.Netdevs, r.pf) {
+			return true
+		}
+	}
+	return false
+}
+
+func (s *Selector) matchRoot(c *candidate) bool {
+	for _, r := range s.rootDevices {
+		if c.dev.IsVF() {
+			if strings.EqualFold(c.dev.PFAddress, r.pf) && r.allows(c.dev.VFIndex) {
+				return true
+			}
+			continue
+		}
+		if r.indexes == nil && strings.EqualFold(c.dev.Address, r.pf) {
+			return true
+		}
+	}
+	return false
+}
+
+func contains(list []string, s string) bool {
+	for _, x := range list {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}
+
+func containsFold(list []string, s string) bool {
+	for _, x := range list {
+		if strings.EqualFold(x, s) {
+			return true
+		}
+	}
+	return false
+}
+
+// vhostSlots lays out a vhostUser pool's slots; nothing is created on the host here.
+func vhostSlots(p *Pool) []*Device {
+	v := p.VhostUser
+	out := make([]*Device, 0, v.Count)
+	for i := 0; i < v.Count; i++ {
+		id := fmt.Sprintf("%s-%d", p.ResourceName, i)
+		s := &Slot{Mode: v.Mode, HostDir: filepath.Join(v.Dir, id), ContainerDir: filepath.Join(v.ContainerDir, id)}
+		s.HostSocket = filepath.Join(s.HostDir, v.SocketName)
+		s.ContainerSocket = filepath.Join(s.ContainerDir, v.SocketName)
+		out = append(out, &Device{ID: id, Slot: s})
+	}
+	return out
+}

@@ -1,0 +1,442 @@
+package deviceplugin
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"reflect"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	dp "k8s.io/kubelet/pkg/apis/deviceplugin/v1beta1"
+
+	"github.com/multinet-io/multinet/pci"
+)
+
+// Options configure a Manager.
+type Options struct {
+	ConfigFile string // config.json; re-read when its content changes
+	SysfsRoot  string // "" means /sys
+	PluginDir  string // kubelet's device-plugin directory; "" means DefaultPluginDir
+	// Interval between looks at sysfs, the config file and kubelet.sock (default 250ms): the
+	// bound on how late a health change or a kubelet restart is noticed.
+	Interval          time.Duration
+	DefaultRouteLinks func() ([]string, error) // nil: the host's IPv4 default routes
+	Logger            *slog.Logger
+}
+
+// Manager keeps one pool (and its endpoint) per resource of the config, re-reads the config
+// file, rediscovers when the node's devices change, publishes health and re-registers with a
+// restarted kubelet.
+type Manager struct {
+	opts Options
+	sys  *pci.SysFS
+	disc *Discoverer
+	log  *slog.Logger
+
+	applyMu sync.Mutex // one discovery+apply at a time
+	mu      sync.Mutex
+	cfg     *Config
+	tried   []byte // config bytes last tried (good or bad), to act once per change
+	cfgErr  error  // why the config file's current content is not in effect
+	pools   map[string]*pool
+	eps     map[string]*endpoint
+	fp      string // device fingerprint of the last discovery
+	regErrs map[string]string
+	classes map[string]bool // address -> is a network/accelerator function
+}
+
+// New reads and applies the config once; a bad config or discovery error at start is fatal
+// (there is no last good config to keep serving).
+func New(o Options) (*Manager, error) {
+	if o.PluginDir == "" {
+		o.PluginDir = DefaultPluginDir
+	}
+	if o.Interval <= 0 {
+		o.Interval = 250 * time.Millisecond
+	}
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+	sys := pci.New(o.SysfsRoot)
+	m := &Manager{opts: o, sys: sys, log: o.Logger,
+		disc:  &Discoverer{Sys: sys, DefaultRouteLinks: o.DefaultRouteLinks},
+		pools: map[string]*pool{}, eps: map[string]*endpoint{}, regErrs: map[string]string{}}
+	b, err := os.ReadFile(o.ConfigFile)
+	if err != nil {
+		return nil, fmt.Errorf("config %s: %w", o.ConfigFile, err)
+	}
+	m.tried = b
+	if err := m.applyBytes(b); err != nil {
+		return nil, fmt.Errorf("config %s: %w", o.ConfigFile, err)
+	}
+	return m, nil
+}
+
+// Run serves until ctx ends, then stops every endpoint and removes its socket.
+func (m *Manager) Run(ctx context.Context) error {
+	if err := os.MkdirAll(m.opts.PluginDir, 0o755); err != nil {
+		return fmt.Errorf("device-plugin dir: %w", err)
+	}
+	t := time.NewTicker(m.opts.Interval)
+	defer t.Stop()
+	for {
+		m.tick(ctx)
+		select {
+		case <-ctx.Done():
+			m.mu.Lock()
+			for name, e := range m.eps {
+				e.stop()
+				delete(m.eps, name)
+			}
+			m.mu.Unlock()
+			return nil
+		case <-t.C:
+		}
+	}
+}
+
+// tick does one round: config file, device changes, health, endpoints, registration.
+func (m *Manager) tick(ctx context.Context) {
+	if b, err := os.ReadFile(m.opts.ConfigFile); err == nil {
+		m.mu.Lock()
+		changed := !bytes.Equal(b, m.tried)
+		if changed {
+			m.tried = b
+		}
+		m.mu.Unlock()
+		if changed {
+			if err := m.applyBytes(b); err != nil {
+				m.log.Error("config rejected; still serving the last good config", "file", m.opts.ConfigFile, "err", err)
+			} else {
+				m.log.Info("config reloaded", "file", m.opts.ConfigFile)
+			}
+		}
+	}
+	state, fp := m.look()
+	if fp != m.currentFP() {
+		if err := m.Rescan(); err != nil {
+			m.log.Error("rediscovery failed; keeping the current pools", "err", err)
+			// Retry when the devices change again, not every tick.
+			m.mu.Lock()
+			m.fp = fp
+			m.mu.Unlock()
+		}
+		state = nil // drivers may have changed again since
+	}
+	m.mu.Lock()
+	pools := make([]*pool, 0, len(m.pools))
+	for _, p := range m.pools {
+		pools = append(pools, p)
+	}
+	m.mu.Unlock()
+	for _, p := range pools {
+		p.refreshHealth(state)
+	}
+	m.syncEndpoints(ctx)
+}
+
+func (m *Manager) currentFP() string {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.fp
+}
+
+// Reload re-reads the config file now; on error the last good config stays in effect.
+func (m *Manager) Reload() error {
+	b, err := os.ReadFile(m.opts.ConfigFile)
+	if err != nil {
+		return fmt.Errorf("config %s: %w", m.opts.ConfigFile, err)
+	}
+	m.mu.Lock()
+	m.tried = b
+	m.mu.Unlock()
+	if err := m.applyBytes(b); err != nil {
+		return fmt.Errorf("config %s: %w", m.opts.ConfigFile, err)
+	}
+	return nil
+}
+
+// ConfigError is why the config file's current content is not in effect (nil when it is).
+func (m *Manager) ConfigError() error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.cfgErr
+}
+
+// Rescan rediscovers devices with the config in effect.
+func (m *Manager) Rescan() error {
+	m.mu.Lock()
+	cfg := m.cfg
+	m.mu.Unlock()
+	return m.apply(cfg)
+}
+
+func (m *Manager) applyBytes(b []byte) error {
+	cfg, err := Parse(b)
+	if err == nil {
+		for _, w := range cfg.Warnings {
+			m.log.Warn("config", "file", m.opts.ConfigFile, "warning", w)
+		}
+		err = m.apply(cfg)
+	}
+	m.mu.Lock()
+	m.cfgErr = err
+	m.mu.Unlock()
+	return err
+}
+
+// apply discovers with cfg and, only if that succeeds, makes it the config in effect.
+func (m *Manager) apply(cfg *Config) error {
+	m.applyMu.Lock()
+	defer m.applyMu.Unlock()
+	fp := m.fingerprint()
+	found, err := m.disc.Discover(cfg)
+	if err != nil {
+		return err
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	want := map[string]Pool{}
+	for _, p := range cfg.ResourceList {
+		want[p.FullName()] = p
+	}
+	for name, p := range m.pools {
+		if _, ok := want[name]; ok {
+			continue
+		}
+		m.removePoolLocked(name, p)
+	}
+	claimed := map[string]bool{}
+	for _, devs := range found {
+		for _, d := range devs {
+			claimed[d.ID] = true
+		}
+	}
+	for name, pc := range want {
+		devs := found[name]
+		p := m.pools[name]
+		if p == nil {
+			p = newPool(pc, m.sys, m.log)
+			m.pools[name] = p
+			m.log.Info("pool added", "resource", name, "devices", ids(devs))
+		} else if reflect.DeepEqual(p.config(), pc) {
+			// Same selectors: whatever left the pool did so because the device changed.
+			devs = m.keepMissing(p, devs, claimed)
+		}
+		if pc.DeviceType == TypeVhostUser {
+			for _, d := range devs {
+				if err := os.MkdirAll(d.Slot.HostDir, 0o755); err != nil {
+					m.log.Error("vhost-user slot directory", "resource", name, "dir", d.Slot.HostDir, "err", err)
+				}
+			}
+		}
+		p.set(pc, devs)
+	}
+	m.cfg = cfg
+	m.fp = fp
+	return nil
+}
+
+// keepMissing carries over members that the new discovery no longer selects but that are still
+// on the bus and not taken by another pool: typically a VF whose driver changed. They stay
+// (unhealthy, against their old baseline) so kubelet sees a failure rather than a silent drop,
+// and heal when the device is put back. A member still selected keeps its baseline netdevs if
+// they are missing now (in a pod, or vanished: health decides).
+func (m *Manager) keepMissing(p *pool, devs []*Device, claimed map[string]bool) []*Device {
+	byID := map[string]*Device{}
+	for _, d := range devs {
+		byID[d.ID] = d
+	}
+	for _, old := range p.members() {
+		if old.PCI == nil {
+			continue
+		}
+		if nd := byID[old.ID]; nd != nil {
+			if len(nd.PCI.Netdevs) == 0 && nd.PCI.Driver == old.PCI.Driver && len(old.PCI.Netdevs) > 0 {
+				nd.PCI.Netdevs, nd.PCI.Netdev = old.PCI.Netdevs, old.PCI.Netdev
+			}
+			continue
+		}
+		if claimed[old.ID] || !m.sys.Exists(old.ID) {
+			continue
+		}
+		devs = append(devs, old)
+	}
+	return devs
+}
+
+// removePoolLocked tells kubelet the pool is empty, then closes its endpoint and removes the
+// socket: an empty list drops the node's capacity and allocatable to zero at once, where a
+// vanished endpoint alone would leave the capacity for kubelet's grace period.
+func (m *Manager) removePoolLocked(name string, p *pool) {
+	cfg := p.config()
+	p.set(cfg, nil)
+	if e := m.eps[name]; e != nil {
+		p.waitSent(2 * time.Second)
+		e.stop()
+		delete(m.eps, name)
+	}
+	if cfg.DeviceType == TypeVhostUser {
+		for _, d := range vhostSlots(&cfg) {
+			_ = os.Remove(d.Slot.HostDir) // only if empty: a running pod may still use it
+		}
+	}
+	delete(m.pools, name)
+	m.log.Info("pool removed", "resource", name)
+}
+
+// syncEndpoints (re)starts endpoints whose socket is gone and registers those kubelet has not
+// seen, each time kubelet.sock is new.
+func (m *Manager) syncEndpoints(ctx context.Context) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	kid := kubeletID(m.opts.PluginDir)
+	for name, p := range m.pools {
+		e := m.eps[name]
+		if e != nil && !e.alive() {
+			m.log.Info("endpoint socket removed (kubelet restarted?); restarting it", "resource", name, "socket", e.path)
+			e.stop()
+			e = nil
+		}
+		if e == nil {
+			var err error
+			if e, err = startEndpoint(p, m.opts.PluginDir); err != nil {
+				m.logRegErr(name, err)
+				delete(m.eps, name)
+				continue
+			}
+			m.eps[name] = e
+		}
+		if kid == "" || e.kubelet == kid {
+			continue
+		}
+		if err := e.register(ctx, m.opts.PluginDir); err != nil {
+			m.logRegErr(name, err)
+			continue
+		}
+		delete(m.regErrs, name)
+		e.kubelet = kid
+		m.log.Info("registered with kubelet", "resource", name, "endpoint", e.path)
+	}
+}
+
+func (m *Manager) logRegErr(name string, err error) {
+	if m.regErrs[name] != err.Error() {
+		m.regErrs[name] = err.Error()
+		m.log.Error("endpoint", "resource", name, "err", err)
+	}
+}
+
+// look reads which network/accelerator functions exist and their drivers, once per tick. Its
+// fingerprint changes when VFs are created or removed or rebound: pools must be rediscovered.
+// The PCI class of an address is read once and remembered (it never changes).
+func (m *Manager) look() (*nodeState, string) {
+	n := newNodeState(m.sys)
+	dir := filepath.Join(m.sys.Root, "bus", "pci", "devices")
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return n, "error: " + err.Error()
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.classes == nil {
+		m.classes = map[string]bool{}
+	}
+	seen := make(map[string]bool, len(entries))
+	var sb strings.Builder
+	for _, e := range entries {
+		a := e.Name()
+		seen[a] = true
+		want, known := m.classes[a]
+		if !known {
+			class, err := os.ReadFile(filepath.Join(dir, a, "class"))
+			want = err == nil && (bytes.HasPrefix(class, []byte("0x02")) || bytes.HasPrefix(class, []byte("0x12")))
+			m.classes[a] = want
+		}
+		if !want {
+			continue
+		}
+		drv, _ := os.Readlink(filepath.Join(dir, a, "driver"))
+		if drv != "" {
+			drv = filepath.Base(drv)
+		}
+		n.drivers[a] = drv
+		sb.WriteString(a)
+		sb.WriteByte('=')
+		sb.WriteString(drv)
+		sb.WriteByte(';')
+	}
+	for a := range m.classes {
+		if !seen[a] {
+			delete(m.classes, a) // the address may come back as another function
+		}
+	}
+	return n, sb.String()
+}
+
+// fingerprint is look's change detector alone.
+func (m *Manager) fingerprint() string {
+	_, fp := m.look()
+	return fp
+}
+
+// PoolStatus is a pool as kubelet sees it, for tools and tests.
+type PoolStatus struct {
+	Resource  string
+	Devices   []string          // sorted
+	Unhealthy map[string]string // device -> reason
+}
+
+// Status returns every pool's members and health, sorted by resource.
+func (m *Manager) Status() []PoolStatus {
+	m.mu.Lock()
+	pools := make([]*pool, 0, len(m.pools))
+	for _, p := range m.pools {
+		pools = append(pools, p)
+	}
+	m.mu.Unlock()
+	var out []PoolStatus
+	for _, p := range pools {
+		p.mu.Lock()
+		st := PoolStatus{Resource: p.cfg.FullName(), Unhealthy: map[string]string{}}
+		for _, d := range p.devices {
+			st.Devices = append(st.Devices, d.ID)
+		}
+		for id, why := range p.health {
+			st.Unhealthy[id] = why
+		}
+		p.mu.Unlock()
+		out = append(out, st)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Resource < out[j].Resource })
+	return out
+}
+
+func ids(devs []*Device) []string {
+	out := make([]string, len(devs))
+	for i, d := range devs {
+		out[i] = d.ID
+	}
+	return out
+}
+
+// ErrNoPool is returned (wrapped) by Server for a resource the config in effect lacks.
+var ErrNoPool = errors.New("no such pool")
+
+// Server returns the gRPC service of a pool ("intel.com/sriov_netdevice"), for a host process
+// that wants to call Allocate or GetPreferredAllocation in-process rather than over the socket.
+func (m *Manager) Server(resource string) (dp.DevicePluginServer, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if p := m.pools[resource]; p != nil {
+		return p, nil
+	}
+	return nil, fmt.Errorf("resource %s: %w", resource, ErrNoPool)
+}

@@ -1,0 +1,162 @@
+// Package podresources finds the devices kubelet allocated to a pod for a resource: what the
+// meta-plugin needs to turn a NAD's resourceName into the deviceIDs of its attachments.
+//
+// It asks kubelet's PodResources v1 API (Get for the one pod, else List), and when kubelet does
+// not answer or does not know the pod yet, reads the device manager's checkpoint file.
+package podresources
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"sort"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	podresourcesv1 "k8s.io/kubelet/pkg/apis/podresources/v1"
+)
+
+// Defaults of a stock kubelet.
+const (
+	DefaultSocket     = "/var/lib/kubelet/pod-resources/kubelet.sock"
+	DefaultCheckpoint = "/var/lib/kubelet/device-plugins/kubelet_internal_checkpoint"
+)
+
+// Config says where kubelet's sockets and files are; empty fields take the defaults.
+type Config struct {
+	Socket     string // default /var/lib/kubelet/pod-resources/kubelet.sock
+	Checkpoint string // default /var/lib/kubelet/device-plugins/kubelet_internal_checkpoint
+}
+
+// ErrNotFound is returned (wrapped) when no source knows devices of the resource for the pod.
+var ErrNotFound = errors.New("no devices allocated")
+
+// apiTimeout bounds each call to kubelet; a CNI ADD must not hang on a stuck kubelet.
+const apiTimeout = 5 * time.Second
+
+// DeviceIDs returns the device IDs kubelet allocated to the pod for resourceName, over all its
+// containers, sorted. It asks PodResources v1 Get for the pod, falls back to List, then to the
+// checkpoint file (keyed by podUID). Errors name the pod and resource.
+func DeviceIDs(ctx context.Context, c Config, namespace, name, podUID, resourceName string) ([]string, error) {
+	if c.Socket == "" {
+		c.Socket = DefaultSocket
+	}
+	if c.Checkpoint == "" {
+		c.Checkpoint = DefaultCheckpoint
+	}
+	pod := namespace + "/" + name
+	ids, apiErr := fromAPI(ctx, c.Socket, namespace, name, resourceName)
+	if apiErr == nil && len(ids) > 0 {
+		return ids, nil
+	}
+	if podUID == "" {
+		return nil, fmt.Errorf("pod %s resource %s: %w (no pod UID for the checkpoint fallback)", pod, resourceName, apiErr)
+	}
+	ids, cpErr := FromCheckpoint(c.Checkpoint, podUID, resourceName)
+	if cpErr != nil {
+		return nil, fmt.Errorf("pod %s resource %s: %w; checkpoint: %w", pod, resourceName, apiErr, cpErr)
+	}
+	return ids, nil
+}
+
+// fromAPI returns the pod's devices, or an error saying why kubelet could not tell; a pod kubelet
+// knows without devices of the resource is ErrNotFound.
+func fromAPI(ctx context.Context, socket, namespace, name, resourceName string) ([]string, error) {
+	if _, err := os.Stat(socket); err != nil {
+		return nil, fmt.Errorf("kubelet PodResources: %w", err)
+	}
+	conn, err := grpc.NewClient("unix://"+socket, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		return nil, fmt.Errorf("kubelet PodResources %s: %w", socket, err)
+	}
+	defer conn.Close()
+	cl := podresourcesv1.NewPodResourcesListerClient(conn)
+
+	cctx, cancel := context.WithTimeout(ctx, apiTimeout)
+	got, getErr := cl.Get(cctx, &podresourcesv1.GetPodResourcesRequest{PodNamespace: namespace, PodName: name})
+	cancel()
+	if getErr == nil && got.PodResources != nil {
+		return collect(got.PodResources, resourceName)
+	}
+	// Get is behind a feature gate on older kubelets, and fails for a pod it has not admitted
+	// yet; List has always been there.
+	cctx, cancel = context.WithTimeout(ctx, apiTimeout)
+	defer cancel()
+	list, err := cl.List(cctx, &podresourcesv1.ListPodResourcesRequest{})
+	if err != nil {
+		return nil, fmt.Errorf("kubelet PodResources Get: %v; List: %w", getErr, err)
+	}
+	for _, p := range list.PodResources {
+		if p.Namespace == namespace && p.Name == name {
+			return collect(p, resourceName)
+		}
+	}
+	return nil, fmt.Errorf("kubelet PodResources: pod not listed: %w", ErrNotFound)
+}
+
+func collect(p *podresourcesv1.PodResources, resourceName string) ([]string, error) {
+	var ids []string
+	for _, c := range p.Containers {
+		for _, d := range c.Devices {
+			if d.ResourceName == resourceName {
+				ids = append(ids, d.DeviceIds...)
+			}
+		}
+	}
+	if len(ids) == 0 {
+		return nil, fmt.Errorf("kubelet PodResources: %w", ErrNotFound)
+	}
+	return sortUnique(ids), nil
+}
+
+func sortUnique(ids []string) []string {
+	sort.Strings(ids)
+	out := ids[:0]
+	for i, id := range ids {
+		if i == 0 || id != ids[i-1] {
+			out = append(out, id)
+		}
+	}
+	return out
+}
+
+// checkpoint is the part of kubelet's device manager checkpoint we read. DeviceIDs maps a NUMA
+// node ("-1" when none) to IDs.
+type checkpoint struct {
+	Data struct {
+		PodDeviceEntries []struct {
+			PodUID        string              `json:"PodUID"`
+			ContainerName string              `json:"ContainerName"`
+			ResourceName  string              `json:"ResourceName"`
+			DeviceIDs     map[string][]string `json:"DeviceIDs"`
+		} `json:"PodDeviceEntries"`
+	} `json:"Data"`
+}
+
+// FromCheckpoint reads the devices of podUID for resourceName from kubelet's checkpoint file.
+func FromCheckpoint(path, podUID, resourceName string) ([]string, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	var cp checkpoint
+	if err := json.Unmarshal(b, &cp); err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	var ids []string
+	for _, e := range cp.Data.PodDeviceEntries {
+		if e.PodUID != podUID || e.ResourceName != resourceName {
+			continue
+		}
+		for _, l := range e.DeviceIDs {
+			ids = append(ids, l...)
+		}
+	}
+	if len(ids) == 0 {
+		return nil, fmt.Errorf("%s: pod UID %s: %w", path, podUID, ErrNotFound)
+	}
+	return sortUnique(ids), nil
+}
