@@ -1,0 +1,20 @@
+# make bench: multinet vs upstream Multus, pod attach/detach on a simulated node, side by side
+# in one run (benchmarks/RESULTS.md). Not part of `make test`. Needs root (private network and
+# mount namespaces); builds Multus and the API server once into $(CACHE_DIR).
+MULTUS_VERSION ?= v4.3.0
+BENCH_FLAGS    ?=
+BENCH_TOOLS     = $(CACHE_DIR)/cluster/bin-v1.34.4-etcd-v3.5.21
+
+.PHONY: bench bench-multus
+bench: build deps bench-multus
+	@mkdir -p $(BIN)/bench benchmarks/out
+	CGO_ENABLED=0 $(GO) build -trimpath -o $(BIN)/bench/wrap ./benchmarks/wrap
+	@./e2e/cluster/build-tools.sh >/dev/null
+	$(BIN)/multinet-bench -tools $(BENCH_TOOLS) -multus $(CACHE_DIR)/bench/multus-$(MULTUS_VERSION) \
+	  -multus-version $(MULTUS_VERSION) -multinet-version "$$(git describe --always --dirty 2>/dev/null)" $(BENCH_FLAGS)
+	@echo "=== device plugin at scale (8 PFs x 128 VFs)"
+	$(GO) test -run '^$$' -bench . -benchmem -count 1 ./deviceplugin/ | grep -E '^(Benchmark|ok)'
+
+# Upstream Multus (thin plugin) from the Go module proxy, in a throwaway module outside ours.
+bench-multus:
+	@./benchmarks/build-multus.sh $(MULTUS_VERSION)
