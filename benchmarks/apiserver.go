@@ -13,6 +13,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"syscall"
 	"time"
 
@@ -37,6 +38,10 @@ type APIServer struct {
 	procs []*exec.Cmd
 	names []string
 	done  []chan struct{}
+	// launch starts processes from one OS thread that lives as long as the daemons: Pdeathsig
+	// fires when the forking *thread* exits, and Go ends threads that netns work locked.
+	launch chan *exec.Cmd
+	errs   chan error
 	// PeakRSSKB is each daemon's peak RSS, known after Stop.
 	PeakRSSKB map[string]int64
 }
@@ -46,7 +51,13 @@ const apiPort = 6443
 // StartAPIServer starts etcd and kube-apiserver from binDir (e2e/cluster/build-tools.sh's
 // cache), waits until the API answers and installs the CRDs of crdDir.
 func StartAPIServer(binDir, dir, crdDir string, logw *os.File) (*APIServer, error) {
-	a := &APIServer{PeakRSSKB: map[string]int64{}}
+	a := &APIServer{PeakRSSKB: map[string]int64{}, launch: make(chan *exec.Cmd), errs: make(chan error)}
+	go func() {
+		runtime.LockOSThread() // never unlocked: the thread ends with this goroutine, in Stop
+		for cmd := range a.launch {
+			a.errs <- cmd.Start()
+		}
+	}()
 	if err := writeCerts(dir); err != nil {
 		return nil, err
 	}
@@ -92,7 +103,8 @@ func (a *APIServer) start(logw *os.File, name, bin string, args ...string) error
 	cmd.Stdout, cmd.Stderr = logw, logw
 	// Die with the benchmark even if it is killed.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
+	a.launch <- cmd
+	if err := <-a.errs; err != nil {
 		return fmt.Errorf("start %s: %w", name, err)
 	}
 	done := make(chan struct{})
@@ -126,12 +138,8 @@ func (a *APIServer) connect(crdDir string) error {
 		if time.Now().After(deadline) {
 			return fmt.Errorf("kube-apiserver not ready after 90s: %w", err)
 		}
-		for i, d := range a.done {
-			select {
-			case <-d:
-				return fmt.Errorf("%s exited: %v", a.names[i], a.procs[i].ProcessState)
-			default:
-			}
+		if err := a.Alive(); err != nil {
+			return err
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
@@ -166,6 +174,18 @@ func (a *APIServer) connect(crdDir string) error {
 	}
 }
 
+// Alive fails when a daemon has exited: every number after that would be an error path.
+func (a *APIServer) Alive() error {
+	for i, d := range a.done {
+		select {
+		case <-d:
+			return fmt.Errorf("%s exited: %v", a.names[i], a.procs[i].ProcessState)
+		default:
+		}
+	}
+	return nil
+}
+
 // Stop ends the daemons (apiserver first) and records their peak RSS.
 func (a *APIServer) Stop() {
 	for i := len(a.procs) - 1; i >= 0; i-- {
@@ -183,6 +203,10 @@ func (a *APIServer) Stop() {
 		}
 	}
 	a.procs = nil
+	if a.launch != nil {
+		close(a.launch)
+		a.launch = nil
+	}
 }
 
 // writeCerts makes the serving certificate and the service-account key pair.

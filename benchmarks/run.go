@@ -115,6 +115,9 @@ func Run(o Options) (*Report, error) {
 		}
 		plain := map[string][]sample{}
 		for i := 0; i < n; i++ {
+			if err := b.api.Alive(); err != nil {
+				return rep, err
+			}
 			// Rotate the order so neither stack always runs right after the other.
 			order := b.stackOrder(i)
 			for _, st := range order {
@@ -144,9 +147,17 @@ func Run(o Options) (*Report, error) {
 			}
 		}
 	}
+	if err := b.api.Alive(); err != nil {
+		return rep, err
+	}
 	b.api.Stop()
 	rep.Daemons = b.api.PeakRSSKB
 	rep.WrapOverheadMS = ms(b.wrapOverhead)
+	for _, s := range rep.Scenarios {
+		if s.Stack == "multinet" && (s.AddFailures > 0 || s.DelFailures > 0 || s.WrongAttach > 0) {
+			return rep, fmt.Errorf("multinet failed in %s: %s", s.Name, s.FirstError)
+		}
+	}
 	return rep, nil
 }
 
