@@ -18,3 +18,17 @@ bench: build deps bench-multus
 # Upstream Multus (thin plugin) from the Go module proxy, in a throwaway module outside ours.
 bench-multus:
 	@./benchmarks/build-multus.sh $(MULTUS_VERSION)
+
+# Pod create-to-Running latency on the real single-node cluster (e2e/cluster), multinet then
+# Multus as the node's CNI; one cluster per machine, hence the lock. Results in
+# benchmarks/out/pods.json. `make bench BENCH_PODS=1` runs it too (before the harness).
+BENCH_CLUSTER_DIR ?= /tmp/mn-bench
+bench-pods: build bench-multus
+	@mkdir -p benchmarks/out
+	flock /tmp/multinet-cluster.lock sh -c 'export CLUSTER_DIR=$(BENCH_CLUSTER_DIR); ./e2e/cluster/up.sh && \
+	  BENCH_MULTUS=$(CACHE_DIR)/bench/multus-$(MULTUS_VERSION) $(GO) test -count=1 -tags bench_cluster -v -timeout 20m ./benchmarks/cluster/; \
+	  rc=$$?; ./e2e/cluster/down.sh; exit $$rc'
+ifeq ($(BENCH_PODS),1)
+bench: bench-pods
+endif
+.PHONY: bench-pods
