@@ -32,3 +32,21 @@ ifeq ($(BENCH_PODS),1)
 bench: bench-pods
 endif
 .PHONY: bench-pods
+
+# CPU profile of the slowest scenario (16 pods attaching at once), both stacks: perf follows the
+# harness and every process it starts (API server, meta-plugins, delegates). The meta-plugins
+# are built unstripped so perf can name their functions.
+bench-profile: build deps bench-multus
+	@mkdir -p $(BIN)/bench/prof benchmarks/out
+	CGO_ENABLED=0 $(GO) build -trimpath -o $(BIN)/bench/wrap ./benchmarks/wrap
+	CGO_ENABLED=0 $(GO) build -trimpath -o $(BIN)/bench/prof/ ./cmd/multinet ./cmd/sriov
+	@./e2e/cluster/build-tools.sh >/dev/null
+	perf record -q -g -F 999 -o benchmarks/out/perf.data -- $(BIN)/multinet-bench -bin-dir $(BIN)/bench/prof \
+	  -tools $(BENCH_TOOLS) -multus $(CACHE_DIR)/bench/multus-$(MULTUS_VERSION) -only eth0+1vf-x16 -rounds 4 -share-cycles 0 \
+	  -out benchmarks/out/profile.json
+	@echo "=== CPU by process"
+	@perf report -i benchmarks/out/perf.data --sort comm -g none --no-children --stdio 2>/dev/null | grep -E '^ +[0-9]' | head -15
+	@for c in multinet multus; do echo "=== $$c: where its CPU goes (inclusive)"; \
+	  perf report -i benchmarks/out/perf.data --comm $$c --sort sym -g none --children --stdio 2>/dev/null | \
+	  grep -E '^ +[0-9]' | grep -E 'runtime\.(main|doInit1|gcBgMarkWorker)|main\.main|Add$$|cmdAdd|ExecPlugin|waitid|clientcmd|NewForConfig|tls\.|\.Get$$|UpdateStatus|SetStatus|Update$$|exc_page_fault|execve' | head -25; done
+.PHONY: bench-profile

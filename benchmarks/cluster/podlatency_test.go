@@ -23,6 +23,8 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/multinet-io/multinet/benchmarks"
 	"github.com/multinet-io/multinet/devinfo"
@@ -49,6 +51,15 @@ type result struct {
 
 func TestPodCreateToRunning(t *testing.T) {
 	c := clustertest.Connect(t)
+	// The helper's client throttles at 5 QPS: 20 creates would wait on it, not on the node.
+	cfg, err := clientcmd.BuildConfigFromFlags("", filepath.Join(c.Dir, "kubeconfig"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.QPS, cfg.Burst = 200, 200
+	if c.Kube, err = kubernetes.NewForConfig(cfg); err != nil {
+		t.Fatal(err)
+	}
 	simNode(t, c, nPods)
 	startDevicePlugin(t, c)
 	waitAllocatable(t, c, nPods)
@@ -59,24 +70,33 @@ func TestPodCreateToRunning(t *testing.T) {
 	if os.Getenv("BENCH_MULTUS") != "" {
 		stacks = append(stacks, "multus")
 	}
+	// Two rounds, the stacks alternating, so drift on the shared machine hits both.
+	lat := map[string][]time.Duration{}
+	errs := map[string]string{}
+	for round := 0; round < 2; round++ {
+		for _, stack := range stacks {
+			restore := func() {}
+			if stack == "multus" {
+				restore = useMultus(t, c, os.Getenv("BENCH_MULTUS"))
+			}
+			for _, name := range []string{"eth0", "eth0+1vf"} {
+				l, err := burst(t, c, stack, name == "eth0+1vf")
+				lat[stack+" "+name] = append(lat[stack+" "+name], l...)
+				if err != nil && errs[stack+" "+name] == "" {
+					errs[stack+" "+name] = err.Error()
+				}
+				s := benchmarks.Summarize(l)
+				t.Logf("round %d %-9s %-9s %d pods: create-to-Running p50 %.0f ms, max %.0f ms %v", round, stack, name, len(l), s.P50, s.Max, err)
+			}
+			restore()
+		}
+	}
 	var results []result
 	for _, stack := range stacks {
-		if stack == "multus" {
-			useMultus(t, c, os.Getenv("BENCH_MULTUS"))
-		}
-		for _, vf := range []bool{false, true} {
-			name := "eth0"
-			if vf {
-				name = "eth0+1vf"
-			}
-			r := result{Name: name, Stack: stack, Pods: nPods}
-			lat, err := burst(t, c, stack, vf)
-			s := benchmarks.Summarize(lat)
-			r.P50, r.P90, r.Max = s.P50, s.P90, s.Max
-			if err != nil {
-				r.Error = err.Error()
-			}
-			t.Logf("%-9s %-9s %d pods: create-to-Running p50 %.0f ms, p90 %.0f ms, max %.0f ms %s", stack, name, len(lat), r.P50, r.P90, r.Max, r.Error)
+		for _, name := range []string{"eth0", "eth0+1vf"} {
+			s := benchmarks.Summarize(lat[stack+" "+name])
+			r := result{Name: name, Stack: stack, Pods: s.Count, P50: s.P50, P90: s.P90, Max: s.Max, Error: errs[stack+" "+name]}
+			t.Logf("%-9s %-9s %d pods: create-to-Running p50 %.0f ms, p90 %.0f ms, max %.0f ms %s", stack, name, r.Pods, r.P50, r.P90, r.Max, r.Error)
 			results = append(results, r)
 		}
 	}
@@ -92,7 +112,8 @@ func TestPodCreateToRunning(t *testing.T) {
 }
 
 // burst creates nPods pods at once and returns each one's time from its create call to the
-// first time the API shows it Running; then deletes them all (their VFs come back).
+// first time the API shows it Running (the create call's own time excluded); then deletes
+// them all (their VFs come back).
 func burst(t *testing.T, c *clustertest.Cluster, stack string, vf bool) ([]time.Duration, error) {
 	ctx := context.Background()
 	label := fmt.Sprintf("%s-%v-%d", stack, vf, time.Now().UnixNano()%1e6)
@@ -116,10 +137,10 @@ func burst(t *testing.T, c *clustertest.Cluster, stack string, vf bool) ([]time.
 				p.Annotations = map[string]string{nadv1.NetworkAttachmentAnnot: "sriov-bench"}
 				p.Spec.Containers[0].Resources.Limits = corev1.ResourceList{benchRes: resource.MustParse("1")}
 			}
-			created[i] = time.Now()
 			if _, err := c.Kube.CoreV1().Pods(podNS).Create(ctx, p, metav1.CreateOptions{}); err != nil {
 				t.Errorf("create %s: %v", p.Name, err)
 			}
+			created[i] = time.Now()
 		}()
 	}
 	wg.Wait()
@@ -163,8 +184,9 @@ loop:
 
 // useMultus makes Multus's thin plugin the node's CNI for the rest of the test: its binary in
 // the CNI bin dir and its conflist (as its thin_entrypoint writes it: the bridge conflist as the
-// only delegate, the same kubeconfig) first in the conf dir; multinet's conf is set aside.
-func useMultus(t *testing.T, c *clustertest.Cluster, bin string) {
+// only delegate, the same kubeconfig) first in the conf dir; multinet's conf is set aside
+// until restore.
+func useMultus(t *testing.T, c *clustertest.Cluster, bin string) (restore func()) {
 	t.Helper()
 	b, err := os.ReadFile(bin)
 	if err != nil {
@@ -194,12 +216,15 @@ func useMultus(t *testing.T, c *clustertest.Cluster, bin string) {
 	if err := os.WriteFile(mc, conf, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() {
+	restore = func() {
 		os.Remove(mc)
 		os.Rename(own+".bench-aside", own)
 		os.Remove(dst)
-	})
+		time.Sleep(2 * time.Second)
+	}
+	t.Cleanup(restore)
 	time.Sleep(2 * time.Second) // containerd reloads net.d on change
+	return restore
 }
 
 // simNode makes the node a simulated SR-IOV node as e2e/cluster's SR-IOV test does: veth links
