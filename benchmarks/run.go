@@ -57,19 +57,24 @@ func (s Scenario) concurrency() int {
 
 // Options of one benchmark run.
 type Options struct {
-	Dir                                                     string // scratch dir (removed by the caller)
-	BinDir                                                  string // multinet, sriov
-	WrapBin                                                 string // the delegate timing wrapper
-	MultusBin                                               string // "" skips Multus
-	RefPlugins                                              string // reference plugins (bridge, host-local, macvlan, portmap)
-	ToolsDir                                                string // etcd, kube-apiserver
-	CRDDir                                                  string
-	Cycles                                                  int    // sequential pod cycles per scenario and stack
-	Rounds                                                  int    // rounds of the concurrent scenario
-	ShareCycles                                             int    // cycles of the wrapped pass that measures the meta-plugin's own share
-	Only                                                    string // run only this scenario ("" all)
+	Dir         string // scratch dir (removed by the caller)
+	BinDir      string // multinet, sriov
+	WrapBin     string // the delegate timing wrapper
+	MultusBin   string // "" skips Multus
+	RefPlugins  string // reference plugins (bridge, host-local, macvlan, portmap)
+	ToolsDir    string // etcd, kube-apiserver
+	CRDDir      string
+	Cycles      int    // sequential pod cycles per scenario and stack
+	Rounds      int    // rounds of the concurrent scenario
+	ShareCycles int    // cycles of the wrapped pass that measures the meta-plugin's own share
+	Only        string // run only this scenario ("" all)
+	// MultusClusterNetworkPath configures Multus with clusterNetwork = the conflist path
+	// instead of its thin_entrypoint's inline delegate.
+	MultusClusterNetworkPath bool
+	Log                      *slog.Logger
+
+	// For the report.
 	MultusVersion, MultinetVersion, K8sVersion, EtcdVersion string
-	Log                                                     *slog.Logger
 }
 
 // Bench is a prepared node with its API server and stacks.
@@ -255,7 +260,7 @@ func (b *Bench) setup() error {
 		}
 		mn.conf[dir] = c
 		if o.MultusBin != "" {
-			if mu.conf[dir], err = multusConf(b.node.ClusterConflist(), b.api.Kubeconfig, filepath.Join(o.Dir, "multus-cache"), dir); err != nil {
+			if mu.conf[dir], err = multusConf(b.node.ClusterConflist(), b.api.Kubeconfig, filepath.Join(o.Dir, "multus-cache"), dir, o.MultusClusterNetworkPath); err != nil {
 				return err
 			}
 		}

@@ -52,7 +52,9 @@ func multinetConf(multinet, confDir, kubeconfig, cacheDir, binDir string) ([]byt
 
 // multusConf is the conflist Multus's thin_entrypoint writes (its template for a conflist
 // master: the master conf inlined as the only delegate), with binDir and cniDir pinned.
-func multusConf(clusterConflist, kubeconfig, cacheDir, binDir string) ([]byte, error) {
+// clusterNetworkPath=true writes the hand-written form instead: `clusterNetwork` naming the
+// conflist path.
+func multusConf(clusterConflist, kubeconfig, cacheDir, binDir string, clusterNetworkPath bool) ([]byte, error) {
 	master, err := os.ReadFile(clusterConflist)
 	if err != nil {
 		return nil, err
@@ -68,6 +70,11 @@ func multusConf(clusterConflist, kubeconfig, cacheDir, binDir string) ([]byte, e
 			"kubeconfig": kubeconfig, "cniDir": cacheDir, "binDir": binDir,
 			"delegates": []interface{}{m},
 		}},
+	}
+	if clusterNetworkPath {
+		p := conf["plugins"].([]interface{})[0].(map[string]interface{})
+		delete(p, "delegates")
+		p["clusterNetwork"] = clusterConflist
 	}
 	return json.Marshal(conf)
 }

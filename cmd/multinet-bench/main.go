@@ -26,6 +26,7 @@ func main() {
 	flag.IntVar(&o.Cycles, "cycles", 30, "pod cycles per sequential scenario and stack")
 	flag.IntVar(&o.Rounds, "rounds", 4, "rounds of the concurrent scenario per stack")
 	flag.IntVar(&o.ShareCycles, "share-cycles", 8, "cycles of the wrapped pass measuring the meta-plugin's own share")
+	flag.BoolVar(&o.MultusClusterNetworkPath, "multus-cluster-network-path", false, "configure Multus with clusterNetwork = the bridge conflist's path (default: its thin_entrypoint's inline delegate)")
 	flag.StringVar(&o.Only, "only", "", "run only this scenario")
 	flag.StringVar(&o.MultusVersion, "multus-version", "v4.3.0", "for the report")
 	flag.StringVar(&o.MultinetVersion, "multinet-version", "", "for the report (git describe)")
