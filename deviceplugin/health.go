@@ -76,10 +76,11 @@ func checkHealth(n *nodeState, d *Device, inUse bool) string {
 		return "driver changed from " + d.PCI.Driver + " to " + drv
 	}
 	if !inUse && len(d.PCI.Netdevs) > 0 {
-		for _, want := range d.PCI.Netdevs {
-			// One lstat per netdev instead of listing net/: this runs for every VF every tick.
-			if _, err := os.Lstat(filepath.Join(n.sys.Root, "bus", "pci", "devices", d.ID, "net", want)); err != nil {
-				return "netdev " + want + " vanished"
+		// The common case costs one lstat (this runs for every VF every tick). A renamed netdev
+		// (udev renames new VFs' eth<N> a moment after they appear) is not a lost one.
+		if _, err := os.Lstat(filepath.Join(n.sys.Root, "bus", "pci", "devices", d.ID, "net", d.PCI.Netdevs[0])); err != nil {
+			if now, _ := n.sys.Netdevs(d.ID); len(now) == 0 {
+				return "netdev " + d.PCI.Netdevs[0] + " vanished"
 			}
 		}
 	}

@@ -244,6 +244,11 @@ func TestManagerHealthTransitions(t *testing.T) {
 	wait("netdev removed", vf0(1))
 	tr.SetNetdevs(vf0(1), "ens1f0v1")
 	wait("netdev back")
+	tr.SetNetdevs(vf0(1), "enp59s1f1") // renamed by udev: still there
+	time.Sleep(200 * time.Millisecond)
+	if got := e.k.health(res); got != healthString(ids) {
+		t.Fatalf("a renamed netdev made its VF unhealthy: %s", got)
+	}
 
 	tr.SetDriver(vf0(2), "")
 	wait("driver unbound", vf0(2))

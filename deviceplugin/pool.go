@@ -109,7 +109,7 @@ func (p *pool) refreshHealth(n *nodeState) {
 		}
 		if inUse[d.ID] != 0 {
 			now, _ := p.sys.Netdevs(d.ID)
-			home := contains(now, d.PCI.Netdevs[0])
+			home := len(now) > 0
 			switch {
 			case !home:
 				phase[d.ID] = inPod

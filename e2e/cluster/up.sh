@@ -73,20 +73,25 @@ EOT
 chmod +x "$D/run/kube-apiserver.sh"
 start kube-apiserver "$D/run/kube-apiserver.sh"
 
-cat > "$D/kubeconfig" <<EOT
+# kubeconfig FILE USER TOKEN: a kubeconfig for this API server.
+kubeconfig() {
+  cat > "$1" <<EOT
 apiVersion: v1
 kind: Config
 clusters:
 - name: multinet
   cluster: {server: "https://127.0.0.1:$api_port", certificate-authority: "$pki/serving.crt"}
 users:
-- name: admin
-  user: {token: "$token"}
+- name: $2
+  user: {token: "$3"}
 contexts:
 - name: multinet
-  context: {cluster: multinet, user: admin}
+  context: {cluster: multinet, user: $2}
 current-context: multinet
 EOT
+  chmod 600 "$1"
+}
+kubeconfig "$D/kubeconfig" admin "$token"
 
 # containerd: its own config, root, state and socket under $D; the CRI plugin runs CNI from $D.
 sock=$D/containerd/containerd.sock
@@ -172,21 +177,7 @@ start kubelet "$BIN/kubelet" --config "$D/kubelet-config.yaml" --kubeconfig "$D/
 "$D/tools/clusterctl" apply "$D/kubeconfig" "$repo"/deploy/rbac/*.yaml
 mkdir -p "$D/multinet.d"
 sa_token=$("$D/tools/clusterctl" token "$D/kubeconfig" kube-system/multinet 48h)
-cat > "$D/multinet.d/kubeconfig" <<EOT
-apiVersion: v1
-kind: Config
-clusters:
-- name: multinet
-  cluster: {server: "https://127.0.0.1:$api_port", certificate-authority: "$pki/serving.crt"}
-users:
-- name: multinet
-  user: {token: "$sa_token"}
-contexts:
-- name: multinet
-  context: {cluster: multinet, user: multinet}
-current-context: multinet
-EOT
-chmod 600 "$D/multinet.d/kubeconfig"
+kubeconfig "$D/multinet.d/kubeconfig" multinet "$sa_token"
 "$D/cni-bin/multinet" config generate --conf-dir "$D/net.d" --kubeconfig "$D/multinet.d/kubeconfig" \
   --cache-dir "$D/multinet-cache" --log-file "$D/logs/multinet.log" --log-level info \
   --namespace-isolation --global-namespaces default \

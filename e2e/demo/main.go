@@ -79,7 +79,7 @@ func main() {
 	step("apply it again: nothing to do", "vf", "apply", "-f", pfile)
 	step("the node after the policy", "devices")
 	step("as JSON (what scripts and the other components read)", "devices", "-o", "json")
-	if err := podDemo(filepath.Dir(bin)); err != nil {
+	if err := podDemo(filepath.Dir(bin), tree.Root); err != nil {
 		log.Fatalf("pod demo: %v", err)
 	}
 }

@@ -39,7 +39,7 @@ spec:
 // podDemo attaches a pod on the simulated node the way containerd would: the multinet binary
 // run with the CNI environment, the bridge conflist as the cluster network, the seed article's
 // macvlan-conf NAD selected twice.
-func podDemo(binDir string) error {
+func podDemo(binDir, sysRoot string) error {
 	if os.Geteuid() != 0 {
 		fmt.Println("\n### a pod with eth0 + net1 + net2: skipped (needs root for network namespaces)")
 		return nil
@@ -144,5 +144,5 @@ func podDemo(binDir string) error {
 	})
 	leases, _ := filepath.Glob(filepath.Join(ipam, "*", "[0-9]*"))
 	fmt.Printf("IP leases still held: %d\n", len(leases))
-	return nil
+	return cnfDemo(binDir, sysRoot, dir, host)
 }
