@@ -37,6 +37,7 @@ endif
 # harness and every process it starts (API server, meta-plugins, delegates). The meta-plugins
 # are built unstripped so perf can name their functions.
 bench-profile: build deps bench-multus
+	@command -v perf >/dev/null || { echo "installing linux-perf"; apt-get install -y -q --no-install-recommends linux-perf >/dev/null; }
 	@mkdir -p $(BIN)/bench/prof benchmarks/out
 	CGO_ENABLED=0 $(GO) build -trimpath -o $(BIN)/bench/wrap ./benchmarks/wrap
 	CGO_ENABLED=0 $(GO) build -trimpath -o $(BIN)/bench/prof/ ./cmd/multinet ./cmd/sriov
