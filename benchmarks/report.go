@@ -146,19 +146,23 @@ func (r *Report) WriteJSON(path string) error {
 
 // Table prints the stacks side by side per scenario, then multus/multinet ratios.
 func (r *Report) Table(w io.Writer) {
+	m := r.Machine
+	fmt.Fprintf(w, "%d cores (%s), kernel %s, %s; multinet %s, Multus %s, kube-apiserver %s; times in ms\n",
+		m.Cores, m.CPU, m.Kernel, m.Go, m.Versions["multinet"], m.Versions["multus"], m.Versions["kube-apiserver"])
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "scenario\tstack\tn\tADD p50\tp90\tp99\tmax\tDEL p50\tp90\tp99\tmax\tmeta ADD p50\tmeta DEL p50\tplugin RSS MB\tfail add/del\t")
+	fmt.Fprintln(tw, "scenario\tstack\tn\tADD p50\tp90\tp99\tmax\tDEL p50\tp90\tp99\tmax\tmeta ADD p50\tmeta DEL p50\tCPU/ADD\tplugin RSS MB\tfail add/del\t")
 	for _, s := range r.Scenarios {
-		share, shareDel, rss := "-", "-", "-"
+		share, shareDel, cpu, rss := "-", "-", "-", "-"
 		if s.Stack != "floor" {
 			share, shareDel = fmt.Sprintf("%.2f", s.MetaShareP50), fmt.Sprintf("%.2f", s.MetaShareDelP50)
-			rss = fmt.Sprintf("%.1f", float64(s.PluginMaxRSSKB)/1024)
+			cpu, rss = fmt.Sprintf("%.1f", s.PluginCPUP50), fmt.Sprintf("%.1f", float64(s.PluginMaxRSSKB)/1024)
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%d\t%.2f\t%.2f\t%.2f\t%.2f\t%.2f\t%.2f\t%.2f\t%.2f\t%s\t%s\t%s\t%d/%d\t\n", s.Name, s.Stack, s.Count,
-			s.AddP50, s.AddP90, s.AddP99, s.AddMax, s.DelP50, s.DelP90, s.DelP99, s.DelMax, share, shareDel, rss, s.AddFailures, s.DelFailures)
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%.2f\t%.2f\t%.2f\t%.2f\t%.2f\t%.2f\t%.2f\t%.2f\t%s\t%s\t%s\t%s\t%d/%d\t\n", s.Name, s.Stack, s.Count,
+			s.AddP50, s.AddP90, s.AddP99, s.AddMax, s.DelP50, s.DelP90, s.DelP99, s.DelMax, share, shareDel, cpu, rss, s.AddFailures, s.DelFailures)
 	}
 	tw.Flush()
 	fmt.Fprintln(w)
+	fmt.Fprintln(w, "meta = the meta-plugin's own share (delegates' time subtracted); CPU/ADD = CPU ms of the plugin process tree")
 	fmt.Fprintln(w, "multus / multinet (p50; >1 means multinet is faster):")
 	for _, s := range r.Scenarios {
 		if s.Stack != "multinet" {
