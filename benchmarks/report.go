@@ -4,9 +4,11 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"math"
 	"os"
 	"os/exec"
 	"runtime"
+	"sort"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -23,6 +25,55 @@ type Report struct {
 	Daemons map[string]int64 `json:"daemon_peak_rss_kb,omitempty"`
 	// WrapOverheadMS is what the delegate timing wrapper adds per delegate exec (subtracted).
 	WrapOverheadMS float64 `json:"wrap_overhead_ms"`
+	// Paired compares the two stacks pod by pod: sample i of each ran back to back.
+	Paired []Paired `json:"paired,omitempty"`
+}
+
+// Paired is multus/multinet per pair of pods that ran back to back (same cycle), which cancels
+// the machine's slow drifts that the p50 of each side still carries.
+type Paired struct {
+	Name          string  `json:"name"`
+	Pairs         int     `json:"pairs"`
+	AddRatioP50   float64 `json:"add_ratio_p50"`
+	DelRatioP50   float64 `json:"del_ratio_p50"`
+	AddMultinetWn int     `json:"add_multinet_faster"`
+	DelMultinetWn int     `json:"del_multinet_faster"`
+}
+
+// pair compares samples with the same index; a pair where either side failed is skipped.
+func pair(name string, multinet, multus []sample) Paired {
+	p := Paired{Name: name}
+	var add, del []float64
+	for i := 0; i < len(multinet) && i < len(multus); i++ {
+		a, b := multinet[i], multus[i]
+		if a.addErr != nil || b.addErr != nil || a.delErr != nil || b.delErr != nil || a.add <= 0 || a.del <= 0 {
+			continue
+		}
+		p.Pairs++
+		add = append(add, float64(b.add)/float64(a.add))
+		del = append(del, float64(b.del)/float64(a.del))
+		if a.add < b.add {
+			p.AddMultinetWn++
+		}
+		if a.del < b.del {
+			p.DelMultinetWn++
+		}
+	}
+	p.AddRatioP50, p.DelRatioP50 = median(add), median(del)
+	return p
+}
+
+func median(v []float64) float64 {
+	if len(v) == 0 {
+		return 0
+	}
+	s := append([]float64(nil), v...)
+	sort.Float64s(s)
+	m := s[len(s)/2]
+	if len(s)%2 == 0 {
+		m = (s[len(s)/2-1] + s[len(s)/2]) / 2
+	}
+	return math.Round(m*100) / 100
 }
 
 // MachineInfo says where the numbers come from.
@@ -174,6 +225,12 @@ func (r *Report) Table(w io.Writer) {
 			}
 			fmt.Fprintf(w, "  %-14s ADD %s  DEL %s  meta-plugin's own ADD share %s\n", s.Name,
 				ratio(o.AddP50, s.AddP50, o.Count), ratio(o.DelP50, s.DelP50, o.DelCount), ratio(o.MetaShareP50, s.MetaShareP50, o.ShareCount))
+		}
+	}
+	if len(r.Paired) > 0 {
+		fmt.Fprintln(w, "paired (pods i of both stacks ran back to back): median of multus/multinet, and how often multinet was faster:")
+		for _, p := range r.Paired {
+			fmt.Fprintf(w, "  %-14s ADD %.2fx (%d/%d)  DEL %.2fx (%d/%d)\n", p.Name, p.AddRatioP50, p.AddMultinetWn, p.Pairs, p.DelRatioP50, p.DelMultinetWn, p.Pairs)
 		}
 	}
 	for _, s := range r.Scenarios {

@@ -88,3 +88,13 @@ func TestScenarioNames(t *testing.T) {
 		t.Fatal("scenario shapes")
 	}
 }
+
+func TestPairedComparesBackToBackPods(t *testing.T) {
+	multinet := []sample{{add: msd(10), del: msd(10)}, {add: msd(40), del: msd(10)}, {add: msd(10), del: msd(10)}, {addErr: errors.New("x")}}
+	multus := []sample{{add: msd(20), del: msd(5)}, {add: msd(20), del: msd(5)}, {add: msd(30), del: msd(5)}, {add: msd(1), del: msd(1)}}
+	p := pair("eth0", multinet, multus)
+	// The failed pair is skipped; ratios 2, 0.5, 3 -> median 2.
+	if p.Pairs != 3 || p.AddRatioP50 != 2 || p.AddMultinetWn != 2 || p.DelRatioP50 != 0.5 || p.DelMultinetWn != 0 {
+		t.Fatalf("%+v", p)
+	}
+}

@@ -131,8 +131,8 @@ func Run(o Options) (*Report, error) {
 		}
 		shares := map[string][]sample{}
 		sn := o.ShareCycles
-		if sc.concurrency() > 1 {
-			sn = 1
+		if sc.concurrency() > 1 && sn > 0 {
+			sn = 1 // one round of 16 pods is 16 samples
 		}
 		for i := 0; i < sn; i++ {
 			for _, st := range b.stackOrder(i) {
@@ -144,6 +144,9 @@ func Run(o Options) (*Report, error) {
 		}
 		for _, st := range b.stackOrder(0) {
 			rep.Scenarios = append(rep.Scenarios, summarize(sc.Name, st, plain[st], shares[st]))
+		}
+		if _, ok := plain["multus"]; ok {
+			rep.Paired = append(rep.Paired, pair(sc.Name, plain["multinet"], plain["multus"]))
 		}
 		if err := b.node.HostVFsHome(); err != nil {
 			o.Log.Error("after scenario", "name", sc.Name, "err", err)
