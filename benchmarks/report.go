@@ -213,7 +213,7 @@ func (r *Report) Table(w io.Writer) {
 	}
 	tw.Flush()
 	fmt.Fprintln(w)
-	fmt.Fprintln(w, "meta = the meta-plugin's own share (delegates' time subtracted); CPU/ADD = CPU ms of the plugin process tree")
+	fmt.Fprintf(w, "meta = the meta-plugin's own share (delegates' time and %.2f ms per wrapped exec subtracted); CPU/ADD = CPU ms of the plugin process tree\n", r.WrapOverheadMS)
 	fmt.Fprintln(w, "multus / multinet (p50; >1 means multinet is faster):")
 	for _, s := range r.Scenarios {
 		if s.Stack != "multinet" {
