@@ -7,6 +7,7 @@ BENCH_TOOLS     = $(CACHE_DIR)/cluster/bin-v1.34.4-etcd-v3.5.21
 
 .PHONY: bench bench-multus
 bench: build deps bench-multus
+	@command -v iptables >/dev/null || { echo "installing iptables (portmap's DEL)"; apt-get install -y -q --no-install-recommends iptables >/dev/null; }
 	@mkdir -p $(BIN)/bench benchmarks/out
 	CGO_ENABLED=0 $(GO) build -trimpath -o $(BIN)/bench/wrap ./benchmarks/wrap
 	@./e2e/cluster/build-tools.sh >/dev/null
