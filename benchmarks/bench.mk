@@ -10,7 +10,7 @@ bench: build deps bench-multus
 	@command -v iptables >/dev/null || { echo "installing iptables (portmap's DEL)"; apt-get install -y -q --no-install-recommends iptables >/dev/null; }
 	@mkdir -p $(BIN)/bench benchmarks/out
 	CGO_ENABLED=0 $(GO) build -trimpath -o $(BIN)/bench/wrap ./benchmarks/wrap
-	@./e2e/cluster/build-tools.sh >/dev/null
+	@K8S_CMDS=kube-apiserver ./e2e/cluster/build-tools.sh >/dev/null
 	$(BIN)/multinet-bench -tools $(BENCH_TOOLS) -multus $(CACHE_DIR)/bench/multus-$(MULTUS_VERSION) \
 	  -multus-version $(MULTUS_VERSION) -multinet-version "$$(git describe --always --dirty 2>/dev/null)" $(BENCH_FLAGS)
 	@echo "=== device plugin at scale (8 PFs x 128 VFs)"
@@ -42,7 +42,7 @@ bench-profile: build deps bench-multus
 	@mkdir -p $(BIN)/bench/prof benchmarks/out
 	CGO_ENABLED=0 $(GO) build -trimpath -o $(BIN)/bench/wrap ./benchmarks/wrap
 	CGO_ENABLED=0 $(GO) build -trimpath -o $(BIN)/bench/prof/ ./cmd/multinet ./cmd/sriov
-	@./e2e/cluster/build-tools.sh >/dev/null
+	@K8S_CMDS=kube-apiserver ./e2e/cluster/build-tools.sh >/dev/null
 	perf record -q -g -F 999 -o benchmarks/out/perf.data -- $(BIN)/multinet-bench -bin-dir $(BIN)/bench/prof \
 	  -tools $(BENCH_TOOLS) -multus $(CACHE_DIR)/bench/multus-$(MULTUS_VERSION) -only eth0+1vf-x16 -rounds 4 -share-cycles 0 \
 	  -out benchmarks/out/profile.json

@@ -5,6 +5,8 @@
 set -euo pipefail
 K8S_VERSION=${K8S_VERSION:-v1.34.4}
 ETCD_VERSION=${ETCD_VERSION:-v3.5.21}
+# K8S_CMDS narrows what is built (make bench needs only kube-apiserver); the cluster needs both.
+K8S_CMDS=${K8S_CMDS:-kube-apiserver kubelet}
 CACHE_DIR=${CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/multinet}
 out="$CACHE_DIR/cluster/bin-$K8S_VERSION-etcd-$ETCD_VERSION"
 mkdir -p "$out"
@@ -22,7 +24,9 @@ EOT
   mv "$out/etcd.tmp" "$out/etcd"
 fi
 
-if [ ! -x "$out/kube-apiserver" ] || [ ! -x "$out/kubelet" ]; then
+missing_k8s=""
+for c in $K8S_CMDS; do [ -x "$out/$c" ] || missing_k8s="$missing_k8s $c"; done
+if [ -n "$missing_k8s" ]; then
   m="$CACHE_DIR/cluster/src-k8s-$K8S_VERSION"
   mkdir -p "$m"
   v0=v0.${K8S_VERSION#v1.}
@@ -42,8 +46,7 @@ if [ ! -x "$out/kube-apiserver" ] || [ ! -x "$out/kubelet" ]; then
   ld="-s -w -X k8s.io/component-base/version.gitVersion=$K8S_VERSION -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=${K8S_VERSION#v1.}"
   ld="${ld%.*}"
   (cd "$m" && go mod tidy >/dev/null 2>&1 || true)
-  for c in kube-apiserver kubelet; do
-    [ -x "$out/$c" ] && continue
+  for c in $missing_k8s; do
     (cd "$m" && go build -trimpath -ldflags "$ld" -o "$out/$c.tmp" "k8s.io/kubernetes/cmd/$c")
     mv "$out/$c.tmp" "$out/$c"
   done
