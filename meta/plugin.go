@@ -40,6 +40,11 @@ type Plugin struct {
 	Sys     *pci.SysFS
 	Log     *slog.Logger
 	Timeout time.Duration
+
+	// netsErr is why the API client could not be built. Only DEL goes on without it: it works
+	// from the cache, and an unreadable kubeconfig (multinet uninstalled with its conf left
+	// behind) must not block pod deletion.
+	netsErr error
 }
 
 // kubeletDevices asks kubelet (PodResources, then its checkpoint file) which devices a pod got.
@@ -61,9 +66,10 @@ func New(stdin []byte, cniArgs string) (*Plugin, error) {
 	case conf.Kubeconfig != "":
 		nets, err := newAPINetworks(conf.Kubeconfig)
 		if err != nil {
-			return nil, err
+			p.netsErr = err
+		} else {
+			p.Nets = nets
 		}
-		p.Nets = nets
 	case conf.NetworkDir != "":
 		p.Nets = &dirNetworks{dir: conf.NetworkDir, statusDir: conf.CacheDir + "/status", args: parseCNIArgs(cniArgs)}
 	}
@@ -150,6 +156,9 @@ func (p *Plugin) runtimeConf(args *skel.CmdArgs, ref podRef, d Delegate, netns s
 func (p *Plugin) Add(args *skel.CmdArgs) (types.Result, error) {
 	if err := p.Conf.ready(); err != nil {
 		return nil, err
+	}
+	if p.netsErr != nil {
+		return nil, p.netsErr
 	}
 	ctx, cancel := p.ctx()
 	defer cancel()
@@ -389,6 +398,9 @@ func (p *Plugin) Check(args *skel.CmdArgs) error {
 func (p *Plugin) Status(args *skel.CmdArgs) error {
 	if err := p.Conf.ready(); err != nil {
 		return &types.Error{Code: types.ErrPluginNotAvailable, Msg: err.Error()}
+	}
+	if p.netsErr != nil {
+		return &types.Error{Code: types.ErrPluginNotAvailable, Msg: p.netsErr.Error()}
 	}
 	ctx, cancel := p.ctx()
 	defer cancel()
