@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"sort"
@@ -195,6 +196,21 @@ func (p *planner) plan(ctx context.Context, pod *corev1.Pod, podUID, ifname stri
 		}
 		used[d.IfName] = d.Name
 		delegates = append(delegates, d)
+	}
+	// One default route per IP family: two requests contradict each other (Multus refuses too).
+	asked := map[string]string{}
+	for _, d := range delegates {
+		for _, g := range d.DefaultRoute {
+			fam := "IPv6"
+			if net.ParseIP(g).To4() != nil {
+				fam = "IPv4"
+			}
+			if other, dup := asked[fam]; dup {
+				return nil, fmt.Errorf("pod %s/%s: default-route: networks %s and %s both ask for the %s default route; at most one may",
+					pod.Namespace, pod.Name, other, d.Name, fam)
+			}
+			asked[fam] = d.Name
+		}
 	}
 	if err := p.assignDevices(ctx, pod, podUID, delegates); err != nil {
 		return nil, err

@@ -1,11 +1,15 @@
 package meta_test
 
 import (
+	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 
 	"github.com/containernetworking/cni/libcni"
+	"github.com/containernetworking/plugins/pkg/ns"
+	"github.com/vishvananda/netlink"
 )
 
 // A kubeconfig that is gone by the time of DEL (multinet uninstalled with its config left
@@ -39,4 +43,82 @@ func TestDelWithoutKubeconfig(t *testing.T) {
 	if _, err := q.add(); err == nil || !strings.Contains(err.Error(), gone) {
 		t.Errorf("ADD with the kubeconfig gone: err = %v, want it to name %s", err, gone)
 	}
+}
+
+// At most one default route per family means one, not none: an IPv6 attachment on a pod whose
+// cluster network is IPv4-only keeps its IPv6 default route (Multus leaves it too).
+func TestOnlyV6DefaultRouteStays(t *testing.T) {
+	n := newNode(t)
+	n.nad("default", "v6-net", `{"cniVersion": "1.0.0", "name": "v6-net", "type": "macvlan", "master": "eth0", "mode": "bridge",
+	  "ipam": {"type": "host-local", "dataDir": "`+n.ipamDir+`", "ranges": [[{"subnet": "fd00:6::/64", "gateway": "fd00:6::1"}]],
+	           "routes": [{"dst": "::/0"}]}}`, nil)
+	p := n.pod("p1", "v6-net")
+	// No DAD in the pod: the macvlan's parent has no carrier here, its address would stay tentative.
+	p.ns.Do(func(ns.NetNS) error {
+		return os.WriteFile("/proc/sys/net/ipv6/conf/default/accept_dad", []byte("0"), 0o644)
+	})
+	if _, err := p.add(); err != nil {
+		t.Fatal(err)
+	}
+	if r := p.defaultRoutes6(); len(r) != 1 || !strings.HasPrefix(r[0], "net1 via fd00:6::1") {
+		t.Errorf("IPv6 default routes in the pod = %v, want net1's (the only one)", r)
+	}
+	if r := p.defaultRoutes(); len(r) != 1 || !strings.HasPrefix(r[0], "eth0 ") {
+		t.Errorf("IPv4 default routes in the pod = %v, want eth0's", r)
+	}
+	if err := p.del(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// default-route names the gateway the pod must use: an attachment whose IPAM already routes
+// 0.0.0.0/0 through another gateway gets the requested one, not its own.
+func TestDefaultRouteGatewayIsTheRequestedOne(t *testing.T) {
+	n := newNode(t)
+	n.nad("default", "macvlan-conf", n.macvlanConf("macvlan-conf", "192.168.1.0/24"), nil)
+	p := n.pod("p1", `[{"name": "macvlan-conf", "default-route": ["192.168.1.254"]}]`)
+	if _, err := p.add(); err != nil {
+		t.Fatal(err)
+	}
+	if r := p.defaultRoutes(); !reflect.DeepEqual(r, []string{"net1 via 192.168.1.254"}) {
+		t.Errorf("default routes = %v, want only net1 via 192.168.1.254", r)
+	}
+	if err := p.del(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// Two attachments asking for the IPv4 default route is a contradiction the pod's author must
+// resolve: ADD fails naming both (as Multus does) instead of silently picking one.
+func TestTwoDefaultRouteRequestsRefused(t *testing.T) {
+	n := newNode(t)
+	n.nad("default", "macvlan-conf", n.macvlanConf("macvlan-conf", "192.168.1.0/24"), nil)
+	n.nad("default", "other", n.macvlanConf("other", "192.168.2.0/24"), nil)
+	p := n.pod("p1", `[{"name": "macvlan-conf", "default-route": ["192.168.1.1"]}, {"name": "other", "default-route": ["192.168.2.1"]}]`)
+	_, err := p.add()
+	if err == nil || !strings.Contains(err.Error(), "default/macvlan-conf") || !strings.Contains(err.Error(), "default/other") {
+		t.Fatalf("ADD with two IPv4 default-route requests: err = %v, want both networks named", err)
+	}
+	if got := keys(p.links()); len(got) != 0 {
+		t.Errorf("pod interfaces after refused ADD = %v", got)
+	}
+	if l := n.leases(); len(l) != 0 {
+		t.Errorf("leases after refused ADD = %v", l)
+	}
+}
+
+func (p *pod) defaultRoutes6() []string {
+	p.n.t.Helper()
+	var out []string
+	p.ns.Do(func(ns.NetNS) error {
+		routes, _ := netlink.RouteList(nil, netlink.FAMILY_V6)
+		for _, r := range routes {
+			if r.Dst == nil || r.Dst.String() == "::/0" {
+				l, _ := netlink.LinkByIndex(r.LinkIndex)
+				out = append(out, l.Attrs().Name+" via "+r.Gw.String())
+			}
+		}
+		return nil
+	})
+	return out
 }
