@@ -220,7 +220,7 @@ func (p *Plugin) Add(args *skel.CmdArgs) (types.Result, error) {
 		undo(len(delegates) - 1)
 		return nil, fmt.Errorf("pod %s/%s: %w", ref.Namespace, ref.Name, err)
 	}
-	statuses, err := p.statuses(args.ContainerID, delegates, results)
+	statuses, err := p.statuses(args.ContainerID, delegates, results, podGateways(args.Netns))
 	if err == nil && p.Nets != nil && ref.Name != "" {
 		err = p.Nets.SetStatus(ctx, pod, args.ContainerID, statuses)
 	}
@@ -232,8 +232,10 @@ func (p *Plugin) Add(args *skel.CmdArgs) (types.Result, error) {
 }
 
 // statuses builds network-status, with device-info from the delegate's file, the device
-// plugin's file, or the result's pciID/socketPath, in that order.
-func (p *Plugin) statuses(containerID string, ds []Delegate, results []*types100.Result) ([]nadv1.NetworkStatus, error) {
+// plugin's file, or the result's pciID/socketPath, in that order. podGws (from podGateways)
+// gives the pod's default-route gateways per interface: an interface whose default route was
+// removed reports none.
+func (p *Plugin) statuses(containerID string, ds []Delegate, results []*types100.Result, podGws map[string][]string) ([]nadv1.NetworkStatus, error) {
 	var out []nadv1.NetworkStatus
 	for i, d := range ds {
 		info := p.deviceInfo(containerID, d, results[i])
@@ -248,6 +250,9 @@ func (p *Plugin) statuses(containerID string, ds []Delegate, results []*types100
 			}
 		}
 		for _, st := range sts {
+			if actual, ok := podGws[st.Interface]; ok && st.Interface != "" {
+				st.Gateway = actual
+			}
 			out = append(out, statusEntry(d, st, gws))
 		}
 	}

@@ -122,3 +122,36 @@ func (p *pod) defaultRoutes6() []string {
 	})
 	return out
 }
+
+// network-status "gateway" tells which interface holds the pod's default route (why the field
+// exists): it must follow the routes the pod ends up with, not the delegates' results from
+// before the extra default routes were removed.
+func TestStatusGatewayFollowsDefaultRoute(t *testing.T) {
+	n := newNode(t)
+	n.nad("default", "macvlan-conf", n.macvlanConf("macvlan-conf", "192.168.1.0/24"), nil)
+	p := n.pod("p1", "macvlan-conf")
+	if _, err := p.add(); err != nil {
+		t.Fatal(err)
+	}
+	st := p.status()
+	if !reflect.DeepEqual(st[0].Gateway, []string{"10.244.0.1"}) || len(st[1].Gateway) != 0 {
+		t.Errorf("gateways in network-status: eth0 %v, net1 %v; want eth0 [10.244.0.1] and none on net1 (pod routes: %v)",
+			st[0].Gateway, st[1].Gateway, p.defaultRoutes())
+	}
+	if err := p.del(); err != nil {
+		t.Fatal(err)
+	}
+
+	q := n.pod("p2", `[{"name": "macvlan-conf", "default-route": ["192.168.1.1"]}]`)
+	if _, err := q.add(); err != nil {
+		t.Fatal(err)
+	}
+	st = q.status()
+	if len(st[0].Gateway) != 0 || !reflect.DeepEqual(st[1].Gateway, []string{"192.168.1.1"}) {
+		t.Errorf("gateways in network-status: eth0 %v, net1 %v; want none on eth0 and net1 [192.168.1.1] (pod routes: %v)",
+			st[0].Gateway, st[1].Gateway, q.defaultRoutes())
+	}
+	if err := q.del(); err != nil {
+		t.Fatal(err)
+	}
+}

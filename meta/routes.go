@@ -97,3 +97,46 @@ func isDefault(r netlink.Route) bool {
 	ones, _ := r.Dst.Mask.Size()
 	return ones == 0 && r.Dst.IP.IsUnspecified()
 }
+
+// podGateways returns, for each interface in the pod, the gateways of its default routes as
+// they are after fixDefaultRoutes (an empty list for an interface without one; "" for a default
+// route without a next hop). nil when the netns cannot be read: the results' gateways stand.
+func podGateways(netnsPath string) map[string][]string {
+	if netnsPath == "" {
+		return nil
+	}
+	netns, err := ns.GetNS(netnsPath)
+	if err != nil {
+		return nil
+	}
+	defer netns.Close()
+	var out map[string][]string
+	_ = netns.Do(func(ns.NetNS) error {
+		links, err := netlink.LinkList()
+		if err != nil {
+			return err
+		}
+		routes, err := netlink.RouteListFiltered(netlink.FAMILY_ALL, &netlink.Route{Table: 254}, netlink.RT_FILTER_TABLE)
+		if err != nil {
+			return err
+		}
+		names := map[int]string{}
+		m := map[string][]string{}
+		for _, l := range links {
+			names[l.Attrs().Index] = l.Attrs().Name
+			m[l.Attrs().Name] = []string{}
+		}
+		for _, r := range routes {
+			if name, ok := names[r.LinkIndex]; ok && isDefault(r) {
+				gw := ""
+				if r.Gw != nil {
+					gw = r.Gw.String()
+				}
+				m[name] = append(m[name], gw)
+			}
+		}
+		out = m
+		return nil
+	})
+	return out
+}
