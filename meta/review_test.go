@@ -1,10 +1,12 @@
 package meta_test
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"reflect"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/containernetworking/cni/libcni"
@@ -153,5 +155,61 @@ func TestStatusGatewayFollowsDefaultRoute(t *testing.T) {
 	}
 	if err := q.del(); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// Pods come and go in parallel on a node (a reboot herd): concurrent ADDs and DELs of different
+// pods share the cache dir, libcni's result cache and the IPAM store, and must neither fail nor
+// leak.
+func TestConcurrentPods(t *testing.T) {
+	n := newNode(t)
+	n.nad("default", "macvlan-conf", n.macvlanConf("macvlan-conf", "192.168.1.0/24"), nil)
+	const pods = 8
+	ps := make([]*pod, pods)
+	for i := range ps {
+		ps[i] = n.pod(fmt.Sprintf("p%d", i), "macvlan-conf,macvlan-conf")
+	}
+	run := func(f func(*pod) error) []error {
+		errs := make([]error, pods)
+		var wg sync.WaitGroup
+		for i := range ps {
+			wg.Add(1)
+			go func(i int) { defer wg.Done(); errs[i] = f(ps[i]) }(i)
+		}
+		wg.Wait()
+		return errs
+	}
+	for i, err := range run(func(p *pod) error { _, err := p.add(); return err }) {
+		if err != nil {
+			t.Errorf("ADD p%d: %v", i, err)
+		}
+	}
+	if l := n.leases(); len(l) != 3*pods {
+		t.Errorf("%d leases after %d concurrent ADDs, want %d", len(l), pods, 3*pods)
+	}
+	for i, p := range ps {
+		if got := keys(p.links()); !reflect.DeepEqual(got, []string{"eth0", "net1", "net2"}) {
+			t.Errorf("p%d interfaces = %v", i, got)
+		}
+		if st := p.status(); len(st) != 3 {
+			t.Errorf("p%d network-status has %d entries", i, len(st))
+		}
+	}
+	for i, err := range run(func(p *pod) error { return p.del() }) {
+		if err != nil {
+			t.Errorf("DEL p%d: %v", i, err)
+		}
+	}
+	if l := n.leases(); len(l) != 0 {
+		t.Errorf("leases after concurrent DELs = %v", l)
+	}
+	if c := n.cacheFiles(); len(c) != 0 {
+		t.Errorf("delegate cache after concurrent DELs = %v", c)
+	}
+	if m, _ := filepath.Glob(filepath.Join(n.rtCache, "results", "*")); len(m) != 0 {
+		t.Errorf("runtime's result cache after DEL = %v", m)
+	}
+	if m, _ := filepath.Glob(filepath.Join(n.cacheDir, "results", "results", "*")); len(m) != 0 {
+		t.Errorf("multinet's libcni result cache after DEL = %v", m)
 	}
 }
