@@ -317,7 +317,15 @@ func (p *Plugin) Del(args *skel.CmdArgs) error {
 		}
 	}
 	if entry == nil {
-		return p.delFromLibcniCache(ctx, cni, args.ContainerID, netns)
+		if err := p.delFromLibcniCache(ctx, cni, args.ContainerID, netns); err != nil {
+			return err
+		}
+		// A corrupt cache has served its turn: left behind, GC would find it forever.
+		removeCache(p.Conf.CacheDir, args.ContainerID)
+		if p.Nets != nil {
+			p.Nets.ClearStatus(args.ContainerID)
+		}
+		return nil
 	}
 	ref := podRef{Namespace: entry.PodNamespace, Name: entry.PodName, args: entry.CNIArgs}
 	var errs []error

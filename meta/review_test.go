@@ -213,3 +213,34 @@ func TestConcurrentPods(t *testing.T) {
 		t.Errorf("multinet's libcni result cache after DEL = %v", m)
 	}
 }
+
+// A delegate cache cut short (a full disk, a crash on a filesystem without ordered writes) must
+// not block DEL, which falls back to libcni's record, and must not outlive it either: GC would
+// otherwise find the container forever.
+func TestDelWithCorruptCacheCleansUp(t *testing.T) {
+	n := newNode(t)
+	n.nad("default", "macvlan-conf", n.macvlanConf("macvlan-conf", "192.168.1.0/24"), nil)
+	p := n.pod("p1", "macvlan-conf")
+	if _, err := p.add(); err != nil {
+		t.Fatal(err)
+	}
+	c := n.cacheFiles()
+	if len(c) != 1 {
+		t.Fatalf("delegate cache = %v", c)
+	}
+	if err := os.WriteFile(c[0], []byte(`{"containerID": "ctr-p1", "deleg`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.del(); err != nil {
+		t.Fatalf("DEL with a corrupt cache: %v", err)
+	}
+	if l := n.leases(); len(l) != 0 {
+		t.Errorf("leases after DEL = %v", l)
+	}
+	if got := keys(p.links()); len(got) != 0 {
+		t.Errorf("pod interfaces after DEL = %v", got)
+	}
+	if c := n.cacheFiles(); len(c) != 0 {
+		t.Errorf("delegate cache after DEL = %v", c)
+	}
+}
