@@ -185,18 +185,36 @@ func (p *Plugin) Add(args *skel.CmdArgs) (types.Result, error) {
 	}
 	cni := p.cni(args.Path)
 	results := make([]*types100.Result, 0, len(delegates))
-	undo := func(upTo int) {
+	// undo removes delegates upTo..0 and returns err, saying what it could not remove. Those
+	// stay recorded, so the runtime's DEL after a failed ADD retries them. A delegate whose own
+	// ADD failed (addFailed) is removed best-effort only: it has nothing recorded by libcni, and
+	// a DEL it can never pass (its NAD is broken) must not make the pod undeletable.
+	undo := func(upTo int, addFailed bool, err error) error {
+		var left []Delegate
+		var errs []error
 		for i := upTo; i >= 0; i-- {
 			d := delegates[i]
-			list, err := d.list()
-			if err == nil {
-				err = cni.DelNetworkList(context.Background(), list, p.runtimeConf(args, ref, d, args.Netns))
+			list, lerr := d.list()
+			if lerr == nil {
+				lerr = cni.DelNetworkList(context.Background(), list, p.runtimeConf(args, ref, d, args.Netns))
 			}
-			if err != nil {
-				log.Error("undo after failed ADD", "network", d.Name, "ifname", d.IfName, "err", err)
+			if lerr != nil {
+				log.Error("undo after failed ADD", "network", d.Name, "ifname", d.IfName, "err", lerr)
+				if !(addFailed && i == upTo) {
+					left = append([]Delegate{d}, left...)
+					errs = append(errs, fmt.Errorf("network %s on %s: %w", d.Name, d.IfName, lerr))
+				}
 			}
 		}
-		removeCache(p.Conf.CacheDir, args.ContainerID)
+		if len(left) == 0 {
+			removeCache(p.Conf.CacheDir, args.ContainerID)
+			return err
+		}
+		entry.Delegates = left
+		if serr := saveCache(p.Conf.CacheDir, entry); serr != nil {
+			log.Error("undo after failed ADD: record what is left", "err", serr)
+		}
+		return fmt.Errorf("%w (undo incomplete, left for DEL: %v)", err, errors.Join(errs...))
 	}
 	for i, d := range delegates {
 		start := time.Now()
@@ -210,23 +228,20 @@ func (p *Plugin) Add(args *skel.CmdArgs) (types.Result, error) {
 			r100, err = types100.NewResultFromResult(res)
 		}
 		if err != nil {
-			undo(i)
-			return nil, fmt.Errorf("pod %s/%s: network %s on %s: %w", ref.Namespace, ref.Name, d.Name, d.IfName, err)
+			return nil, undo(i, true, fmt.Errorf("pod %s/%s: network %s on %s: %w", ref.Namespace, ref.Name, d.Name, d.IfName, err))
 		}
 		log.Info("attached", "network", d.Name, "ifname", d.IfName, "ms", time.Since(start).Milliseconds())
 		results = append(results, r100)
 	}
 	if err := p.fixDefaultRoutes(args.Netns, delegates); err != nil {
-		undo(len(delegates) - 1)
-		return nil, fmt.Errorf("pod %s/%s: %w", ref.Namespace, ref.Name, err)
+		return nil, undo(len(delegates)-1, false, fmt.Errorf("pod %s/%s: %w", ref.Namespace, ref.Name, err))
 	}
 	statuses, err := p.statuses(args.ContainerID, delegates, results, podGateways(args.Netns))
 	if err == nil && p.Nets != nil && ref.Name != "" {
 		err = p.Nets.SetStatus(ctx, pod, args.ContainerID, statuses)
 	}
 	if err != nil {
-		undo(len(delegates) - 1)
-		return nil, fmt.Errorf("pod %s/%s: write %s: %w", ref.Namespace, ref.Name, NetworkStatusAnnot, err)
+		return nil, undo(len(delegates)-1, false, fmt.Errorf("pod %s/%s: write %s: %w", ref.Namespace, ref.Name, NetworkStatusAnnot, err))
 	}
 	return results[0], nil
 }

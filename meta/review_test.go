@@ -244,3 +244,59 @@ func TestDelWithCorruptCacheCleansUp(t *testing.T) {
 		t.Errorf("delegate cache after DEL = %v", c)
 	}
 }
+
+// flakyPlugin writes a CNI plugin whose ADD takes a resource (a marker file, as a remote IPAM's
+// lease) and whose DEL gives it back, but fails while dir/del-fails exists.
+func flakyPlugin(t *testing.T, dir string) {
+	t.Helper()
+	script := `#!/bin/sh
+D=` + dir + `
+cat >/dev/null
+case "$CNI_COMMAND" in
+VERSION) echo '{"cniVersion":"1.0.0","supportedVersions":["0.3.0","0.3.1","0.4.0","1.0.0"]}' ;;
+ADD) touch "$D/held-$CNI_CONTAINERID"; echo '{"cniVersion":"1.0.0"}' ;;
+DEL) if [ -e "$D/del-fails" ]; then echo '{"cniVersion":"1.0.0","code":11,"msg":"flaky: DEL failed"}'; exit 1; fi
+     rm -f "$D/held-$CNI_CONTAINERID" ;;
+esac
+`
+	if err := os.WriteFile(filepath.Join(dir, "flaky"), []byte(script), 0o755); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// When the undo of a failed ADD cannot remove everything (an attached delegate's DEL fails for
+// now), the error says so, and the record keeps what is left so that the runtime's DEL retries
+// it: nothing leaks. The delegate whose ADD failed (a broken NAD, whose DEL fails as well) is not
+// kept: it would make the pod undeletable.
+func TestFailedUndoKeepsTheRecordForDel(t *testing.T) {
+	n := newNode(t)
+	bin := filepath.Join(n.dir, "bin")
+	os.MkdirAll(bin, 0o755)
+	flakyPlugin(t, bin)
+	n.conf = n.multinetConf(map[string]interface{}{"networkDir": n.netDir, "binDir": bin})
+	n.nad("default", "macvlan-conf", n.macvlanConf("macvlan-conf", "192.168.1.0/24"), nil)
+	n.nad("default", "flaky-net", `{"cniVersion": "1.0.0", "name": "flaky-net", "type": "flaky"}`, nil)
+	n.nad("default", "broken", `{"cniVersion": "1.0.0", "name": "broken", "type": "macvlan", "master": "nosuchdev",
+	  "ipam": {"type": "host-local", "dataDir": "`+n.ipamDir+`", "subnet": "192.168.9.0/24"}}`, nil)
+	os.WriteFile(filepath.Join(bin, "del-fails"), nil, 0o644)
+
+	p := n.pod("p1", "macvlan-conf,flaky-net,broken")
+	_, err := p.add()
+	if err == nil || !strings.Contains(err.Error(), "network default/broken on net3") || !strings.Contains(err.Error(), "undo incomplete") ||
+		!strings.Contains(err.Error(), "default/flaky-net") {
+		t.Fatalf("ADD: err = %v; want the failing network named and the incomplete undo reported", err)
+	}
+	os.Remove(filepath.Join(bin, "del-fails"))
+	if err := p.del(); err != nil {
+		t.Fatalf("runtime's DEL after the failed ADD: %v", err)
+	}
+	if _, err := os.Stat(filepath.Join(bin, "held-ctr-p1")); !os.IsNotExist(err) {
+		t.Errorf("the flaky delegate's resource is still held after DEL: the retry never reached it")
+	}
+	if l := n.leases(); len(l) != 0 {
+		t.Errorf("leases after DEL = %v", l)
+	}
+	if c := n.cacheFiles(); len(c) != 0 {
+		t.Errorf("delegate cache after DEL = %v", c)
+	}
+}
