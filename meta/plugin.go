@@ -255,6 +255,13 @@ func (p *Plugin) statuses(containerID string, ds []Delegate, results []*types100
 	for i, d := range ds {
 		info := p.deviceInfo(containerID, d, results[i])
 		sts, err := nadutils.CreateNetworkStatuses(results[i], d.Name, d.IsDefault, info)
+		if err == nil && len(sts) == 0 {
+			// A result without pod interfaces (a pre-0.3 delegate) still attached something:
+			// one entry with its IPs, on the interface name it was given.
+			var st *nadv1.NetworkStatus
+			st, err = nadutils.CreateNetworkStatus(results[i], d.Name, d.IsDefault, info)
+			sts = []*nadv1.NetworkStatus{st}
+		}
 		if err != nil {
 			return nil, fmt.Errorf("network %s: %w", d.Name, err)
 		}
@@ -265,7 +272,10 @@ func (p *Plugin) statuses(containerID string, ds []Delegate, results []*types100
 			}
 		}
 		for _, st := range sts {
-			if actual, ok := podGws[st.Interface]; ok && st.Interface != "" {
+			if st.Interface == "" {
+				st.Interface = d.IfName
+			}
+			if actual, ok := podGws[st.Interface]; ok {
 				st.Gateway = actual
 			}
 			out = append(out, statusEntry(d, st, gws))

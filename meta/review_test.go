@@ -300,3 +300,26 @@ func TestFailedUndoKeepsTheRecordForDel(t *testing.T) {
 		t.Errorf("delegate cache after DEL = %v", c)
 	}
 }
+
+// A NAD whose config is older than CNI 0.3 (no cniVersion, or 0.2.0) gets a result without
+// interfaces; the attachment is still there and must be in network-status, with its IPs.
+func TestStatusOfPre03Delegate(t *testing.T) {
+	n := newNode(t)
+	n.nad("default", "old-net", `{"type": "macvlan", "master": "eth0", "mode": "bridge",
+	  "ipam": {"type": "host-local", "dataDir": "`+n.ipamDir+`", "subnet": "192.168.3.0/24"}}`, nil)
+	p := n.pod("p1", "old-net")
+	if _, err := p.add(); err != nil {
+		t.Fatal(err)
+	}
+	links := p.links()
+	st := p.status()
+	if len(st) != 2 {
+		t.Fatalf("network-status has %d entries, want 2 (eth0 and net1): %+v", len(st), st)
+	}
+	if st[1].Name != "default/old-net" || st[1].Interface != "net1" || len(st[1].IPs) != 1 || st[1].IPs[0] != links["net1"][0] {
+		t.Errorf("net1 entry = %+v, pod net1 has %v", st[1], links["net1"])
+	}
+	if err := p.del(); err != nil {
+		t.Fatal(err)
+	}
+}
