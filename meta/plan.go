@@ -229,6 +229,11 @@ func (p *planner) clusterDelegate(ctx context.Context, pod *corev1.Pod, ifname s
 		if perr != nil {
 			return Delegate{}, nil, fmt.Errorf("pod %s/%s: annotation %s: %w", pod.Namespace, pod.Name, DefaultNetworkAnnot, perr)
 		}
+		// Isolation holds for eth0 too; cluster networks live in the plugin's namespace.
+		if p.conf.NamespaceIsolation && ns != pod.Namespace && ns != p.conf.MultinetNamespace && !p.conf.isGlobalNamespace(ns) {
+			return Delegate{}, nil, fmt.Errorf("pod %s/%s: annotation %s: network %s/%s refused: namespaceIsolation allows only the pod's namespace, %s and %v",
+				pod.Namespace, pod.Name, DefaultNetworkAnnot, ns, name, p.conf.MultinetNamespace, p.conf.GlobalNamespaces)
+		}
 		nad, nerr := p.nets.NAD(ctx, ns, name)
 		if nerr != nil {
 			return Delegate{}, nil, fmt.Errorf("pod %s/%s: annotation %s: %w", pod.Namespace, pod.Name, DefaultNetworkAnnot, nerr)
