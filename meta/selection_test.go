@@ -97,7 +97,7 @@ func FuzzParseSelection(f *testing.F) {
 		}
 		for _, sel := range sels {
 			// Whatever parses must be safe to use as names and interface names.
-			if !dns1123Label.MatchString(sel.Name) || !dns1123Label.MatchString(sel.Namespace) {
+			if !dns1123Subdomain.MatchString(sel.Name) || !dns1123Label.MatchString(sel.Namespace) {
 				t.Fatalf("accepted bad name %q/%q from %q", sel.Namespace, sel.Name, s)
 			}
 			if sel.Interface != "" && !ifnameOK(sel.Interface) {
