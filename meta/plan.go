@@ -30,6 +30,9 @@ type Delegate struct {
 	ResourceName   string                 `json:"resourceName,omitempty"`
 	DeviceID       string                 `json:"deviceID,omitempty"`
 	DefaultRoute   []string               `json:"defaultRoute,omitempty"`
+	// Args are CNI_ARGS for this delegate only: the selection's mac and ips as MAC= and IP=,
+	// which Multus passes besides the capabilities (NADs without capabilities rely on them).
+	Args [][2]string `json:"args,omitempty"`
 }
 
 func (d *Delegate) list() (*libcni.NetworkConfigList, error) {
@@ -309,6 +312,10 @@ func (p *planner) attachment(ctx context.Context, s Selection) (Delegate, error)
 	}
 	if s.MAC != "" {
 		caps["mac"] = s.MAC
+		d.Args = append(d.Args, [2]string{"MAC", s.MAC})
+	}
+	if len(s.IPs) > 0 {
+		d.Args = append(d.Args, [2]string{"IP", strings.Join(s.IPs, ",")})
 	}
 	if s.InfinibandGUID != "" {
 		caps["infinibandGUID"] = s.InfinibandGUID

@@ -148,7 +148,11 @@ func (p *Plugin) pod(ctx context.Context, ref podRef) (*corev1.Pod, error) {
 }
 
 func (p *Plugin) runtimeConf(args *skel.CmdArgs, ref podRef, d Delegate, netns string) *libcni.RuntimeConf {
-	return &libcni.RuntimeConf{ContainerID: args.ContainerID, NetNS: netns, IfName: d.IfName, Args: ref.args, CapabilityArgs: d.CapabilityArgs}
+	cniArgs := ref.args
+	if len(d.Args) > 0 {
+		cniArgs = append(append([][2]string(nil), ref.args...), d.Args...)
+	}
+	return &libcni.RuntimeConf{ContainerID: args.ContainerID, NetNS: netns, IfName: d.IfName, Args: cniArgs, CapabilityArgs: d.CapabilityArgs}
 }
 
 // Add attaches the cluster network and every selected network; on any failure it removes

@@ -323,3 +323,31 @@ func TestStatusOfPre03Delegate(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// Multus hands a selection's mac and ips to the delegate in CNI_ARGS (MAC=, IP=) as well as
+// through the mac/ips capabilities, and NADs written for it rely on that: most sriov and
+// macvlan NADs declare no capabilities. The requested MAC must reach the pod all the same.
+func TestSelectionMACWithoutCapability(t *testing.T) {
+	n := newNode(t)
+	n.nad("default", "plain", n.macvlanConf("plain", "192.168.1.0/24"), nil)
+	p := n.pod("p1", `[{"name": "plain", "mac": "02:11:22:33:44:66"}]`)
+	if _, err := p.add(); err != nil {
+		t.Fatal(err)
+	}
+	var mac string
+	p.ns.Do(func(ns.NetNS) error {
+		if l, err := netlink.LinkByName("net1"); err == nil {
+			mac = l.Attrs().HardwareAddr.String()
+		}
+		return nil
+	})
+	if mac != "02:11:22:33:44:66" {
+		t.Errorf("net1 mac = %q, want the requested 02:11:22:33:44:66", mac)
+	}
+	if st := p.status(); st[1].Mac != "02:11:22:33:44:66" {
+		t.Errorf("network-status mac = %q", st[1].Mac)
+	}
+	if err := p.del(); err != nil {
+		t.Fatal(err)
+	}
+}
