@@ -351,3 +351,29 @@ func TestSelectionMACWithoutCapability(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// The upstream sriov-cni NAD as usually written (no capabilities): the pod's requested MAC
+// reaches the VF through CNI_ARGS MAC=, as it does under Multus, and DEL gives the VF its own
+// MAC back.
+func TestSriovSelectionMACWithoutCapability(t *testing.T) {
+	n := newNode(t)
+	_, macs := n.sriovNode(1)
+	n.nad("default", "sriov-net", `{"cniVersion": "1.0.0", "type": "sriov",
+	  "ipam": {"type": "host-local", "dataDir": "`+n.ipamDir+`", "subnet": "10.56.217.0/24"}}`, nil)
+	p := n.pod("cnf", `[{"name": "sriov-net", "deviceID": "0000:00:12.0", "mac": "02:00:00:aa:bb:01"}]`)
+	if _, err := p.add(); err != nil {
+		t.Fatal(err)
+	}
+	if st := p.status(); len(st) != 2 || st[1].Mac != "02:00:00:aa:bb:01" {
+		t.Errorf("network-status = %+v, want net1 with mac 02:00:00:aa:bb:01", st)
+	}
+	if err := p.del(); err != nil {
+		t.Fatal(err)
+	}
+	n.host.Do(func(ns.NetNS) error {
+		if l, err := netlink.LinkByName("mnvf0"); err != nil || l.Attrs().HardwareAddr.String() != macs["mnvf0"] {
+			t.Errorf("VF not back as mnvf0 with its own MAC after DEL: %v", err)
+		}
+		return nil
+	})
+}
