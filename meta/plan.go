@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"sort"
@@ -29,6 +30,9 @@ type Delegate struct {
 	ResourceName   string                 `json:"resourceName,omitempty"`
 	DeviceID       string                 `json:"deviceID,omitempty"`
 	DefaultRoute   []string               `json:"defaultRoute,omitempty"`
+	// Args are CNI_ARGS for this delegate only: the selection's mac and ips as MAC= and IP=,
+	// which Multus passes besides the capabilities (NADs without capabilities rely on them).
+	Args [][2]string `json:"args,omitempty"`
 }
 
 func (d *Delegate) list() (*libcni.NetworkConfigList, error) {
@@ -196,6 +200,21 @@ func (p *planner) plan(ctx context.Context, pod *corev1.Pod, podUID, ifname stri
 		used[d.IfName] = d.Name
 		delegates = append(delegates, d)
 	}
+	// One default route per IP family: two requests contradict each other (Multus refuses too).
+	asked := map[string]string{}
+	for _, d := range delegates {
+		for _, g := range d.DefaultRoute {
+			fam := "IPv6"
+			if net.ParseIP(g).To4() != nil {
+				fam = "IPv4"
+			}
+			if other, dup := asked[fam]; dup {
+				return nil, fmt.Errorf("pod %s/%s: default-route: networks %s and %s both ask for the %s default route; at most one may",
+					pod.Namespace, pod.Name, other, d.Name, fam)
+			}
+			asked[fam] = d.Name
+		}
+	}
 	if err := p.assignDevices(ctx, pod, podUID, delegates); err != nil {
 		return nil, err
 	}
@@ -212,6 +231,11 @@ func (p *planner) clusterDelegate(ctx context.Context, pod *corev1.Pod, ifname s
 		ns, name, perr := ParseNetworkRef(ref, p.conf.MultinetNamespace)
 		if perr != nil {
 			return Delegate{}, nil, fmt.Errorf("pod %s/%s: annotation %s: %w", pod.Namespace, pod.Name, DefaultNetworkAnnot, perr)
+		}
+		// Isolation holds for eth0 too; cluster networks live in the plugin's namespace.
+		if p.conf.NamespaceIsolation && ns != pod.Namespace && ns != p.conf.MultinetNamespace && !p.conf.isGlobalNamespace(ns) {
+			return Delegate{}, nil, fmt.Errorf("pod %s/%s: annotation %s: network %s/%s refused: namespaceIsolation allows only the pod's namespace, %s and %v",
+				pod.Namespace, pod.Name, DefaultNetworkAnnot, ns, name, p.conf.MultinetNamespace, p.conf.GlobalNamespaces)
 		}
 		nad, nerr := p.nets.NAD(ctx, ns, name)
 		if nerr != nil {
@@ -288,6 +312,10 @@ func (p *planner) attachment(ctx context.Context, s Selection) (Delegate, error)
 	}
 	if s.MAC != "" {
 		caps["mac"] = s.MAC
+		d.Args = append(d.Args, [2]string{"MAC", s.MAC})
+	}
+	if len(s.IPs) > 0 {
+		d.Args = append(d.Args, [2]string{"IP", strings.Join(s.IPs, ",")})
 	}
 	if s.InfinibandGUID != "" {
 		caps["infinibandGUID"] = s.InfinibandGUID

@@ -40,6 +40,11 @@ type Plugin struct {
 	Sys     *pci.SysFS
 	Log     *slog.Logger
 	Timeout time.Duration
+
+	// netsErr is why the API client could not be built. Only DEL goes on without it: it works
+	// from the cache, and an unreadable kubeconfig (multinet uninstalled with its conf left
+	// behind) must not block pod deletion.
+	netsErr error
 }
 
 // kubeletDevices asks kubelet (PodResources, then its checkpoint file) which devices a pod got.
@@ -61,9 +66,10 @@ func New(stdin []byte, cniArgs string) (*Plugin, error) {
 	case conf.Kubeconfig != "":
 		nets, err := newAPINetworks(conf.Kubeconfig)
 		if err != nil {
-			return nil, err
+			p.netsErr = err
+		} else {
+			p.Nets = nets
 		}
-		p.Nets = nets
 	case conf.NetworkDir != "":
 		p.Nets = &dirNetworks{dir: conf.NetworkDir, statusDir: conf.CacheDir + "/status", args: parseCNIArgs(cniArgs)}
 	}
@@ -142,7 +148,11 @@ func (p *Plugin) pod(ctx context.Context, ref podRef) (*corev1.Pod, error) {
 }
 
 func (p *Plugin) runtimeConf(args *skel.CmdArgs, ref podRef, d Delegate, netns string) *libcni.RuntimeConf {
-	return &libcni.RuntimeConf{ContainerID: args.ContainerID, NetNS: netns, IfName: d.IfName, Args: ref.args, CapabilityArgs: d.CapabilityArgs}
+	cniArgs := ref.args
+	if len(d.Args) > 0 {
+		cniArgs = append(append([][2]string(nil), ref.args...), d.Args...)
+	}
+	return &libcni.RuntimeConf{ContainerID: args.ContainerID, NetNS: netns, IfName: d.IfName, Args: cniArgs, CapabilityArgs: d.CapabilityArgs}
 }
 
 // Add attaches the cluster network and every selected network; on any failure it removes
@@ -150,6 +160,9 @@ func (p *Plugin) runtimeConf(args *skel.CmdArgs, ref podRef, d Delegate, netns s
 func (p *Plugin) Add(args *skel.CmdArgs) (types.Result, error) {
 	if err := p.Conf.ready(); err != nil {
 		return nil, err
+	}
+	if p.netsErr != nil {
+		return nil, p.netsErr
 	}
 	ctx, cancel := p.ctx()
 	defer cancel()
@@ -176,18 +189,36 @@ func (p *Plugin) Add(args *skel.CmdArgs) (types.Result, error) {
 	}
 	cni := p.cni(args.Path)
 	results := make([]*types100.Result, 0, len(delegates))
-	undo := func(upTo int) {
+	// undo removes delegates upTo..0 and returns err, saying what it could not remove. Those
+	// stay recorded, so the runtime's DEL after a failed ADD retries them. A delegate whose own
+	// ADD failed (addFailed) is removed best-effort only: it has nothing recorded by libcni, and
+	// a DEL it can never pass (its NAD is broken) must not make the pod undeletable.
+	undo := func(upTo int, addFailed bool, err error) error {
+		var left []Delegate
+		var errs []error
 		for i := upTo; i >= 0; i-- {
 			d := delegates[i]
-			list, err := d.list()
-			if err == nil {
-				err = cni.DelNetworkList(context.Background(), list, p.runtimeConf(args, ref, d, args.Netns))
+			list, lerr := d.list()
+			if lerr == nil {
+				lerr = cni.DelNetworkList(context.Background(), list, p.runtimeConf(args, ref, d, args.Netns))
 			}
-			if err != nil {
-				log.Error("undo after failed ADD", "network", d.Name, "ifname", d.IfName, "err", err)
+			if lerr != nil {
+				log.Error("undo after failed ADD", "network", d.Name, "ifname", d.IfName, "err", lerr)
+				if !(addFailed && i == upTo) {
+					left = append([]Delegate{d}, left...)
+					errs = append(errs, fmt.Errorf("network %s on %s: %w", d.Name, d.IfName, lerr))
+				}
 			}
 		}
-		removeCache(p.Conf.CacheDir, args.ContainerID)
+		if len(left) == 0 {
+			removeCache(p.Conf.CacheDir, args.ContainerID)
+			return err
+		}
+		entry.Delegates = left
+		if serr := saveCache(p.Conf.CacheDir, entry); serr != nil {
+			log.Error("undo after failed ADD: record what is left", "err", serr)
+		}
+		return fmt.Errorf("%w (undo incomplete, left for DEL: %v)", err, errors.Join(errs...))
 	}
 	for i, d := range delegates {
 		start := time.Now()
@@ -201,34 +232,40 @@ func (p *Plugin) Add(args *skel.CmdArgs) (types.Result, error) {
 			r100, err = types100.NewResultFromResult(res)
 		}
 		if err != nil {
-			undo(i)
-			return nil, fmt.Errorf("pod %s/%s: network %s on %s: %w", ref.Namespace, ref.Name, d.Name, d.IfName, err)
+			return nil, undo(i, true, fmt.Errorf("pod %s/%s: network %s on %s: %w", ref.Namespace, ref.Name, d.Name, d.IfName, err))
 		}
 		log.Info("attached", "network", d.Name, "ifname", d.IfName, "ms", time.Since(start).Milliseconds())
 		results = append(results, r100)
 	}
 	if err := p.fixDefaultRoutes(args.Netns, delegates); err != nil {
-		undo(len(delegates) - 1)
-		return nil, fmt.Errorf("pod %s/%s: %w", ref.Namespace, ref.Name, err)
+		return nil, undo(len(delegates)-1, false, fmt.Errorf("pod %s/%s: %w", ref.Namespace, ref.Name, err))
 	}
-	statuses, err := p.statuses(args.ContainerID, delegates, results)
+	statuses, err := p.statuses(args.ContainerID, delegates, results, podGateways(args.Netns))
 	if err == nil && p.Nets != nil && ref.Name != "" {
 		err = p.Nets.SetStatus(ctx, pod, args.ContainerID, statuses)
 	}
 	if err != nil {
-		undo(len(delegates) - 1)
-		return nil, fmt.Errorf("pod %s/%s: write %s: %w", ref.Namespace, ref.Name, NetworkStatusAnnot, err)
+		return nil, undo(len(delegates)-1, false, fmt.Errorf("pod %s/%s: write %s: %w", ref.Namespace, ref.Name, NetworkStatusAnnot, err))
 	}
 	return results[0], nil
 }
 
 // statuses builds network-status, with device-info from the delegate's file, the device
-// plugin's file, or the result's pciID/socketPath, in that order.
-func (p *Plugin) statuses(containerID string, ds []Delegate, results []*types100.Result) ([]nadv1.NetworkStatus, error) {
+// plugin's file, or the result's pciID/socketPath, in that order. podGws (from podGateways)
+// gives the pod's default-route gateways per interface: an interface whose default route was
+// removed reports none.
+func (p *Plugin) statuses(containerID string, ds []Delegate, results []*types100.Result, podGws map[string][]string) ([]nadv1.NetworkStatus, error) {
 	var out []nadv1.NetworkStatus
 	for i, d := range ds {
 		info := p.deviceInfo(containerID, d, results[i])
 		sts, err := nadutils.CreateNetworkStatuses(results[i], d.Name, d.IsDefault, info)
+		if err == nil && len(sts) == 0 {
+			// A result without pod interfaces (a pre-0.3 delegate) still attached something:
+			// one entry with its IPs, on the interface name it was given.
+			var st *nadv1.NetworkStatus
+			st, err = nadutils.CreateNetworkStatus(results[i], d.Name, d.IsDefault, info)
+			sts = []*nadv1.NetworkStatus{st}
+		}
 		if err != nil {
 			return nil, fmt.Errorf("network %s: %w", d.Name, err)
 		}
@@ -239,6 +276,12 @@ func (p *Plugin) statuses(containerID string, ds []Delegate, results []*types100
 			}
 		}
 		for _, st := range sts {
+			if st.Interface == "" {
+				st.Interface = d.IfName
+			}
+			if actual, ok := podGws[st.Interface]; ok {
+				st.Gateway = actual
+			}
 			out = append(out, statusEntry(d, st, gws))
 		}
 	}
@@ -303,7 +346,15 @@ func (p *Plugin) Del(args *skel.CmdArgs) error {
 		}
 	}
 	if entry == nil {
-		return p.delFromLibcniCache(ctx, cni, args.ContainerID, netns)
+		if err := p.delFromLibcniCache(ctx, cni, args.ContainerID, netns); err != nil {
+			return err
+		}
+		// A corrupt cache has served its turn: left behind, GC would find it forever.
+		removeCache(p.Conf.CacheDir, args.ContainerID)
+		if p.Nets != nil {
+			p.Nets.ClearStatus(args.ContainerID)
+		}
+		return nil
 	}
 	ref := podRef{Namespace: entry.PodNamespace, Name: entry.PodName, args: entry.CNIArgs}
 	var errs []error
@@ -389,6 +440,9 @@ func (p *Plugin) Check(args *skel.CmdArgs) error {
 func (p *Plugin) Status(args *skel.CmdArgs) error {
 	if err := p.Conf.ready(); err != nil {
 		return &types.Error{Code: types.ErrPluginNotAvailable, Msg: err.Error()}
+	}
+	if p.netsErr != nil {
+		return &types.Error{Code: types.ErrPluginNotAvailable, Msg: p.netsErr.Error()}
 	}
 	ctx, cancel := p.ctx()
 	defer cancel()

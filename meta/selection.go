@@ -35,7 +35,11 @@ type Selection struct {
 	DeviceID       string                 `json:"deviceID,omitempty"`
 }
 
-var dns1123Label = regexp.MustCompile(`^[a-z0-9]([-a-z0-9]*[a-z0-9])?$`)
+var (
+	dns1123Label = regexp.MustCompile(`^[a-z0-9]([-a-z0-9]*[a-z0-9])?$`)
+	// NAD names are custom-resource names: DNS-1123 subdomains, dots allowed.
+	dns1123Subdomain = regexp.MustCompile(`^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$`)
+)
 
 // ifnameOK follows the kernel's rules for a link name: 1-15 bytes, no '/', ':' or whitespace,
 // not "." or "..".
@@ -115,7 +119,7 @@ func (s *Selection) validate() error {
 	if s.Name == "" {
 		return fmt.Errorf("no network name")
 	}
-	if !dns1123Label.MatchString(s.Name) || len(s.Name) > 253 {
+	if !dns1123Subdomain.MatchString(s.Name) || len(s.Name) > 253 {
 		return fmt.Errorf("network name %q is not a DNS-1123 name", s.Name)
 	}
 	if !dns1123Label.MatchString(s.Namespace) || len(s.Namespace) > 63 {

@@ -97,7 +97,7 @@ func FuzzParseSelection(f *testing.F) {
 		}
 		for _, sel := range sels {
 			// Whatever parses must be safe to use as names and interface names.
-			if !dns1123Label.MatchString(sel.Name) || !dns1123Label.MatchString(sel.Namespace) {
+			if !dns1123Subdomain.MatchString(sel.Name) || !dns1123Label.MatchString(sel.Namespace) {
 				t.Fatalf("accepted bad name %q/%q from %q", sel.Namespace, sel.Name, s)
 			}
 			if sel.Interface != "" && !ifnameOK(sel.Interface) {
@@ -124,4 +124,24 @@ func FuzzLoadConfig(f *testing.F) {
 			t.Fatalf("defaults not applied: %+v", c)
 		}
 	})
+}
+
+// A NAD is a custom resource: its name is a DNS-1123 subdomain, dots allowed ("sriov.net-a" is
+// a valid NAD and Multus attaches it from the JSON form). Namespaces stay labels.
+func TestParseSelectionDottedNADName(t *testing.T) {
+	for _, in := range []string{`[{"name":"sriov.net-a","namespace":"telco"}]`, "telco/sriov.net-a@data0"} {
+		sels, err := ParseSelection(in, "pods")
+		if err != nil {
+			t.Errorf("%q: %v", in, err)
+			continue
+		}
+		if len(sels) != 1 || sels[0].Name != "sriov.net-a" || sels[0].Namespace != "telco" {
+			t.Errorf("%q: got %+v", in, sels)
+		}
+	}
+	for _, in := range []string{`[{"name":"a..b"}]`, `[{"name":".a"}]`, `[{"name":"a","namespace":"x.y"}]`} {
+		if _, err := ParseSelection(in, "pods"); err == nil {
+			t.Errorf("%q: accepted", in)
+		}
+	}
 }

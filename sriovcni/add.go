@@ -274,7 +274,11 @@ func moveIn(v *vfInfo, conf *NetConf, ifName string, podNS ns.NetNS) (mac, inPod
 // never taken.
 func (p *Plugin) release(log *slog.Logger, m *vfmanager.Manager, c *Cache, netnsPath string, ifNameIsOurs bool) []error {
 	var errs []error
-	if c.Original.Admin != nil {
+	if c.Original.Admin != nil && !p.Sys.Exists(c.VF) {
+		// VFs removed (sriov_numvfs lowered, a reboot before they are created again): their
+		// settings went with them, and failing here would fail DEL forever.
+		log.Warn("VF no longer exists; no admin settings to restore", "vf", c.VF, "pf", c.PF)
+	} else if c.Original.Admin != nil {
 		pfNetdev := c.PFNetdev
 		if nds, err := p.Sys.Netdevs(c.PF); err == nil && len(nds) > 0 {
 			pfNetdev = nds[0] // the PF may have been renamed since ADD (a reboot)
