@@ -14,7 +14,7 @@ bench: build deps bench-multus
 	$(BIN)/multinet-bench -tools $(BENCH_TOOLS) -multus $(CACHE_DIR)/bench/multus-$(MULTUS_VERSION) \
 	  -multus-version $(MULTUS_VERSION) -multinet-version "$$(git describe --always --dirty 2>/dev/null)" $(BENCH_FLAGS)
 	@echo "=== device plugin at scale (8 PFs x 128 VFs)"
-	$(GO) test -run '^$$' -bench . -benchmem -benchtime 10x -count 1 ./deviceplugin/ | grep -E '^(Benchmark|ok)'
+	$(GO) test -run '^$$' -bench . -benchmem -benchtime 3x -count 1 ./deviceplugin/ | grep -E '^(Benchmark|ok)'
 
 # Upstream Multus (thin plugin) from the Go module proxy, in a throwaway module outside ours.
 bench-multus:
