@@ -252,17 +252,37 @@ func moveIn(v *vfInfo, conf *NetConf, ifName string, podNS ns.NetNS) (mac, inPod
 		if err := netlink.LinkSetUp(l); err != nil {
 			return fmt.Errorf("sriov: vf %s: set %s up: %w", v.addr, ifName, err)
 		}
-		l, err = netlink.LinkByName(ifName)
-		if err != nil {
-			return fmt.Errorf("sriov: vf %s: %s in netns %s: %w", v.addr, ifName, podNS.Path(), err)
-		}
-		mac = l.Attrs().HardwareAddr.String()
-		if want := conf.EffectiveMAC; want != nil && mac != want.String() {
-			return fmt.Errorf("sriov: vf %s: %s has mac %s after setting %s", v.addr, ifName, mac, want)
-		}
-		return nil
+		mac, err = settledMAC(v.addr, ifName, conf.EffectiveMAC)
+		return err
 	})
 	return mac, inPod, err
+}
+
+// settledMAC reads the interface's MAC, waiting (bounded) for a requested one to show: iavf
+// applies a MAC through the PF's mailbox after the call has returned, so the first read can
+// still show the old one. Halfway it asks again, as the driver may have dropped the request.
+func settledMAC(vf, ifName string, want net.HardwareAddr) (string, error) {
+	const wait, step = 2 * time.Second, 50 * time.Millisecond
+	asked := false
+	for start := time.Now(); ; time.Sleep(step) {
+		l, err := netlink.LinkByName(ifName)
+		if err != nil {
+			return "", fmt.Errorf("sriov: vf %s: %s: %w", vf, ifName, err)
+		}
+		mac := l.Attrs().HardwareAddr.String()
+		if want == nil || mac == want.String() {
+			return mac, nil
+		}
+		if time.Since(start) > wait {
+			return "", fmt.Errorf("sriov: vf %s: %s has mac %s %s after setting %s", vf, ifName, mac, wait, want)
+		}
+		if !asked && time.Since(start) > wait/2 {
+			asked = true
+			if err := netlink.LinkSetHardwareAddr(l, want); err != nil {
+				return "", fmt.Errorf("sriov: vf %s: set %s mac %s: %w", vf, ifName, want, err)
+			}
+		}
+	}
 }
 
 // release puts the VF back as it was before the attachment: admin settings first (some drivers

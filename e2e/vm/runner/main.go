@@ -117,6 +117,9 @@ func buildInitramfs(work, parts, bins string, pkgs []string) (string, error) {
 		return "", fmt.Errorf("no binaries in %s: run make build", bins)
 	}
 	for _, b := range binaries {
+		if st, err := os.Stat(b); err != nil || st.IsDir() {
+			continue // bin/bench and other tool folders are not guest binaries
+		}
 		if err := copyFile(b, filepath.Join(root, "bin", filepath.Base(b)), 0o755); err != nil {
 			return "", err
 		}
