@@ -97,17 +97,13 @@ func parseCommaItem(item string) (Selection, error) {
 		if strings.Contains(name, "/") {
 			return sel, fmt.Errorf("more than one '/'")
 		}
+		// An empty namespace or interface ("/net", "net@") means "not given", as Multus reads
+		// them: annotations that worked there keep working.
 		sel.Namespace, rest = ns, name
-		if ns == "" {
-			return sel, fmt.Errorf("empty namespace before '/'")
-		}
 	}
 	if name, ifname, ok := strings.Cut(rest, "@"); ok {
 		if strings.Contains(ifname, "@") {
 			return sel, fmt.Errorf("more than one '@'")
-		}
-		if ifname == "" {
-			return sel, fmt.Errorf("empty interface name after '@'")
 		}
 		rest, sel.Interface = name, ifname
 	}

@@ -7,7 +7,7 @@ import (
 )
 
 func TestParseSelectionCommaForm(t *testing.T) {
-	sels, err := ParseSelection(" macvlan-conf, other-ns/net-b@data0 ,net-c@net9", "pods")
+	sels, err := ParseSelection(" macvlan-conf, other-ns/net-b@data0 ,net-c@net9,/net-d@", "pods")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -15,6 +15,7 @@ func TestParseSelectionCommaForm(t *testing.T) {
 		{Name: "macvlan-conf", Namespace: "pods"},
 		{Name: "net-b", Namespace: "other-ns", Interface: "data0"},
 		{Name: "net-c", Namespace: "pods", Interface: "net9"},
+		{Name: "net-d", Namespace: "pods"}, // empty namespace and interface: not given, as in Multus
 	}
 	if !reflect.DeepEqual(sels, want) {
 		t.Fatalf("got %+v\nwant %+v", sels, want)
@@ -39,9 +40,7 @@ func TestParseSelectionRejects(t *testing.T) {
 	cases := map[string]string{
 		"Upper_Case":                           "not a DNS-1123 name",
 		"a/b/c":                                "more than one '/'",
-		"net@":                                 "empty interface name",
 		"net@this-is-sixteen1":                 "interface name",
-		"/net":                                 "empty namespace",
 		`[{"name":"a","ips":["300.1.1.1"]}]`:   "ips",
 		`[{"name":"a","mac":"zz"}]`:            "mac",
 		`[{"interface":"x"}]`:                  "no network name",
