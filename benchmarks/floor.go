@@ -66,6 +66,7 @@ func (f *Floor) add(p *pod, sc Scenario) (time.Duration, error) {
 }
 
 func (f *Floor) doAdd(p *pod, sc Scenario) error {
+	// The namespace fd also places eth0's peer, so doAdd keeps it open.
 	target, err := netns.GetFromPath(p.ns.Path())
 	if err != nil {
 		return err
@@ -158,12 +159,7 @@ func (f *Floor) del(p *pod, sc Scenario) (time.Duration, error) {
 }
 
 func (f *Floor) doDel(p *pod, sc Scenario) error {
-	target, err := netns.GetFromPath(p.ns.Path())
-	if err != nil {
-		return err
-	}
-	defer target.Close()
-	h, err := netlink.NewHandleAt(target)
+	h, err := podHandle(p)
 	if err != nil {
 		return err
 	}
@@ -215,12 +211,7 @@ func (f *Floor) rescue(p *pod) {
 	if len(lost) == 0 {
 		return
 	}
-	target, err := netns.GetFromPath(p.ns.Path())
-	if err != nil {
-		return
-	}
-	defer target.Close()
-	h, err := netlink.NewHandleAt(target)
+	h, err := podHandle(p)
 	if err != nil {
 		return
 	}
@@ -253,4 +244,15 @@ func (f *Floor) rescueAll() error {
 		f.macs[name] = l.Attrs().HardwareAddr.String()
 	}
 	return nil
+}
+
+// podHandle opens a netlink handle in the pod's namespace (the namespace fd is only needed to
+// create it).
+func podHandle(p *pod) (*netlink.Handle, error) {
+	target, err := netns.GetFromPath(p.ns.Path())
+	if err != nil {
+		return nil, err
+	}
+	defer target.Close()
+	return netlink.NewHandleAt(target)
 }

@@ -155,13 +155,7 @@ func TestSRIOVCNINetdevMode(t *testing.T) {
 	if _, err := e.run("DEL", "pod1", pod.Path(), conf); err != nil {
 		t.Fatal(err)
 	}
-	if after := vfInfo(t, pfnd, 1); !sameVF(after, before) {
-		t.Errorf("after DEL the PF reports VF 1 as %s, before ADD %s", showVF(after), showVF(before))
-	}
-	back := vfNetdev(t, vf)
-	if back.Attrs().Name != origName || back.Attrs().HardwareAddr.String() != origMAC {
-		t.Errorf("after DEL the VF netdev is %s %s, was %s %s", back.Attrs().Name, back.Attrs().HardwareAddr, origName, origMAC)
-	}
+	assertVFHome(t, pfnd, 1, vf, before, origName, origMAC, "after DEL")
 	if _, err := e.run("DEL", "pod1", pod.Path(), conf); err != nil {
 		t.Errorf("second DEL: %v", err)
 	}
@@ -193,13 +187,7 @@ func TestSRIOVCNIDelAfterNetnsGone(t *testing.T) {
 	if _, err := e.run("DEL", "gone1", path, conf); err != nil {
 		t.Fatal(err)
 	}
-	if after := vfInfo(t, pfnd, 0); !sameVF(after, before) {
-		t.Errorf("after DEL the PF reports %s, before ADD %s", showVF(after), showVF(before))
-	}
-	back := vfNetdev(t, vf)
-	if back.Attrs().Name != origName || back.Attrs().HardwareAddr.String() != origMAC {
-		t.Errorf("after DEL the VF netdev is %s %s, was %s %s", back.Attrs().Name, back.Attrs().HardwareAddr, origName, origMAC)
-	}
+	assertVFHome(t, pfnd, 0, vf, before, origName, origMAC, "after DEL")
 }
 
 // TestSRIOVCNIDPDKMode: a VF on vfio-pci gets its settings through the PF, no netdev work, and
@@ -329,13 +317,7 @@ func TestSRIOVCNIFailedAddUndoesOnTheRealPF(t *testing.T) {
 		t.Fatalf("ADD with a link state igb refuses: %v", err)
 	}
 	t.Logf("refused as expected: %v", err)
-	if after := vfInfo(t, pfnd, 0); !sameVF(after, before) {
-		t.Errorf("after the failed ADD the PF reports %s, before %s", showVF(after), showVF(before))
-	}
-	back := vfNetdev(t, vf)
-	if back.Attrs().Name != host.Attrs().Name || back.Attrs().HardwareAddr.String() != host.Attrs().HardwareAddr.String() {
-		t.Errorf("VF netdev after the failed ADD: %s %s, was %s %s", back.Attrs().Name, back.Attrs().HardwareAddr, host.Attrs().Name, host.Attrs().HardwareAddr)
-	}
+	assertVFHome(t, pfnd, 0, vf, before, host.Attrs().Name, host.Attrs().HardwareAddr.String(), "after the failed ADD")
 	if st, _ := os.ReadDir(filepath.Join(e.stateDir, "sriov", "vf")); len(st) != 0 {
 		t.Errorf("ownership records left: %d", len(st))
 	}
@@ -398,11 +380,18 @@ func TestSRIOVCNIOrphanTakeover(t *testing.T) {
 	if _, err := e.run("DEL", "ctr-b", podB.Path(), confB); err != nil {
 		t.Fatal(err)
 	}
-	if after := vfInfo(t, pfnd, 0); !sameVF(after, before) {
-		t.Errorf("after B's DEL the PF reports %s, before A %s", showVF(after), showVF(before))
+	assertVFHome(t, pfnd, 0, vf, before, origName, origMAC, "after B's DEL")
+}
+
+// assertVFHome checks what an operator would after a pod let go of a VF: the PF reports the VF's
+// admin settings as before, and its netdev is back in the host under its old name and MAC.
+func assertVFHome(t *testing.T, pfnd string, index int, vf string, before netlink.VfInfo, name, mac, when string) {
+	t.Helper()
+	if after := vfInfo(t, pfnd, index); !sameVF(after, before) {
+		t.Errorf("%s the PF reports VF %d as %s, before %s", when, index, showVF(after), showVF(before))
 	}
 	back := vfNetdev(t, vf)
-	if back.Attrs().Name != origName || back.Attrs().HardwareAddr.String() != origMAC {
-		t.Errorf("after B's DEL the VF netdev is %s %s, before A %s %s", back.Attrs().Name, back.Attrs().HardwareAddr, origName, origMAC)
+	if back.Attrs().Name != name || back.Attrs().HardwareAddr.String() != mac {
+		t.Errorf("%s the VF netdev is %s %s, was %s %s", when, back.Attrs().Name, back.Attrs().HardwareAddr, name, mac)
 	}
 }
