@@ -23,7 +23,7 @@ for p in containerd runc containernetworking-plugins openssl busybox-static; do
 done
 if [ ${#missing[@]} -gt 0 ]; then
   log "installing ${missing[*]}"
-  apt-get install -y -q --no-install-recommends "${missing[@]}" >/dev/null 2>&1 || { apt-get update -q >/dev/null; apt-get install -y -q --no-install-recommends "${missing[@]}" >/dev/null; }
+  apt-get -o DPkg::Lock::Timeout=300 install -y -q --no-install-recommends "${missing[@]}" >/dev/null 2>&1 || { apt-get -o DPkg::Lock::Timeout=300 update -q >/dev/null; apt-get -o DPkg::Lock::Timeout=300 install -y -q --no-install-recommends "${missing[@]}" >/dev/null; }
 fi
 t0=$(date +%s)
 BIN=$("$here/build-tools.sh" | tail -1)
@@ -176,7 +176,7 @@ start kubelet "$BIN/kubelet" --config "$D/kubelet-config.yaml" --kubeconfig "$D/
 # token in the plugin's own kubeconfig, 00-multinet.conflist wrapping the bridge conflist.
 "$D/tools/clusterctl" apply "$D/kubeconfig" "$repo"/deploy/rbac/*.yaml
 mkdir -p "$D/multinet.d"
-sa_token=$("$D/tools/clusterctl" token "$D/kubeconfig" kube-system/multinet 48h)
+sa_token=$("$D/tools/clusterctl" token "$D/kubeconfig" kube-system/multinet 48h "$NODE")
 kubeconfig "$D/multinet.d/kubeconfig" multinet "$sa_token"
 "$D/cni-bin/multinet" config generate --conf-dir "$D/net.d" --kubeconfig "$D/multinet.d/kubeconfig" \
   --cache-dir "$D/multinet-cache" --log-file "$D/logs/multinet.log" --log-level info \

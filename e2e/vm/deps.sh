@@ -16,12 +16,12 @@ missing=()
 qemu_ok || missing+=(qemu)
 for t in cpio xz gzip; do command -v $t >/dev/null || missing+=($t); done
 if [ ${#missing[@]} -gt 0 ] || [ "$need_update" = 1 ] || [ ! -f "$CACHE_DIR/vm/kernel.version" ]; then
-  apt-get update -q >/dev/null
+  apt-get -o DPkg::Lock::Timeout=300 update -q >/dev/null
 fi
 if ! qemu_ok; then
-  apt-get install -y -q -t bookworm-backports --no-install-recommends qemu-system-x86 >/dev/null
+  apt-get -o DPkg::Lock::Timeout=300 install -y -q -t bookworm-backports --no-install-recommends qemu-system-x86 >/dev/null
 fi
-command -v cpio >/dev/null && command -v xz >/dev/null || apt-get install -y -q cpio xz-utils kmod >/dev/null
+command -v cpio >/dev/null && command -v xz >/dev/null || apt-get -o DPkg::Lock::Timeout=300 install -y -q cpio xz-utils kmod >/dev/null
 
 # The newest 6.x kernel image backports offers, pinned in the cache by its version.
 if [ ! -f "$CACHE_DIR/vm/kernel.version" ]; then

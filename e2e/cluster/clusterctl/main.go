@@ -30,7 +30,7 @@ const usage = `usage:
   clusterctl wait-node KUBECONFIG NODE TIMEOUT
   clusterctl apply KUBECONFIG FILE...
   clusterctl delete-pods KUBECONFIG TIMEOUT
-  clusterctl token KUBECONFIG NAMESPACE/SERVICEACCOUNT TTL   (prints a bound token, TokenRequest API)
+  clusterctl token KUBECONFIG NAMESPACE/SERVICEACCOUNT TTL [NODE]   (prints a token, TokenRequest API; bound to NODE if given)
   clusterctl image BINARY ENTRYPOINT TAG OUT.tar`
 
 func main() {
@@ -80,10 +80,13 @@ func run(args []string) error {
 		}
 		return nil
 	case "token":
-		if len(args) != 4 {
-			return fmt.Errorf("%s", usage)
+		switch len(args) {
+		case 4:
+			return token(cs, args[2], args[3], "")
+		case 5:
+			return token(cs, args[2], args[3], args[4])
 		}
-		return token(cs, args[2], args[3])
+		return fmt.Errorf("%s", usage)
 	case "delete-pods":
 		d, err := time.ParseDuration(args[2])
 		if err != nil {
@@ -173,6 +176,8 @@ func resourceFor(gvk schema.GroupVersionKind) schema.GroupVersionResource {
 		plural = "network-attachment-definitions"
 	case "CustomResourceDefinition":
 		plural = "customresourcedefinitions"
+	case "ValidatingAdmissionPolicy":
+		plural = "validatingadmissionpolicies"
 	case "ClusterRoleBinding", "RoleBinding", "ClusterRole", "Role", "ServiceAccount", "ConfigMap", "Namespace", "Secret", "Pod", "DaemonSet":
 		plural = strings.ToLower(gvk.Kind) + "s"
 	}
@@ -275,8 +280,10 @@ func image(binary, entrypoint, tag, out string) error {
 }
 
 // token asks the TokenRequest API for a service account token, as a node installer does for a
-// CNI plugin's kubeconfig (no controller-manager runs here to make legacy token secrets).
-func token(cs kubernetes.Interface, sa, ttl string) error {
+// CNI plugin's kubeconfig (no controller-manager runs here to make legacy token secrets). With a
+// node name the token is bound to that Node object, so the API server knows which node it speaks
+// for (deploy/rbac's node-scope policy admits only such tokens).
+func token(cs kubernetes.Interface, sa, ttl, node string) error {
 	ns, name, ok := strings.Cut(sa, "/")
 	if !ok {
 		return fmt.Errorf("service account %q: want NAMESPACE/NAME", sa)
@@ -286,8 +293,16 @@ func token(cs kubernetes.Interface, sa, ttl string) error {
 		return err
 	}
 	secs := int64(d.Seconds())
+	spec := authenticationv1.TokenRequestSpec{ExpirationSeconds: &secs}
+	if node != "" {
+		n, err := cs.CoreV1().Nodes().Get(context.Background(), node, metav1.GetOptions{})
+		if err != nil {
+			return fmt.Errorf("token for %s bound to node %s: %w", sa, node, err)
+		}
+		spec.BoundObjectRef = &authenticationv1.BoundObjectReference{Kind: "Node", APIVersion: "v1", Name: n.Name, UID: n.UID}
+	}
 	tr, err := cs.CoreV1().ServiceAccounts(ns).CreateToken(context.Background(), name,
-		&authenticationv1.TokenRequest{Spec: authenticationv1.TokenRequestSpec{ExpirationSeconds: &secs}}, metav1.CreateOptions{})
+		&authenticationv1.TokenRequest{Spec: spec}, metav1.CreateOptions{})
 	if err != nil {
 		return fmt.Errorf("token for %s: %w", sa, err)
 	}
