@@ -98,6 +98,7 @@ func (p *Plugin) add(log *slog.Logger, conf *NetConf, a Args) (_ *current.Result
 		}
 		orig.Netdev, orig.MAC, orig.MTU = l.Attrs().Name, l.Attrs().HardwareAddr.String(), l.Attrs().MTU
 		orig.Up = l.Attrs().Flags&netFlagUp != 0
+		orig.NetdevID = netdevIdentity(l)
 	}
 	if stale != nil {
 		if stale.Original.Admin != nil || admin == nil {
@@ -119,8 +120,12 @@ func (p *Plugin) add(log *slog.Logger, conf *NetConf, a Args) (_ *current.Result
 	if err := writeJSON(cachePath, c); err != nil {
 		return nil, fmt.Errorf("sriov: vf %s: %w", v.addr, err)
 	}
+	// undoFailed keeps the cache and the ownership record of an ADD whose undo did not finish:
+	// the runtime's DEL then finishes it from them, and the next pod neither takes the VF while
+	// it is still half given away nor records its leftovers as its "original" settings.
+	undoFailed := false
 	defer func() {
-		if err != nil {
+		if err != nil && !undoFailed {
 			_ = removeFile(cachePath)
 		}
 	}()
@@ -129,7 +134,7 @@ func (p *Plugin) add(log *slog.Logger, conf *NetConf, a Args) (_ *current.Result
 		return nil, fmt.Errorf("sriov: vf %s: %w", v.addr, err)
 	}
 	defer func() {
-		if err != nil {
+		if err != nil && !undoFailed {
 			_ = removeFile(ownerPath)
 		}
 	}()
@@ -140,8 +145,9 @@ func (p *Plugin) add(log *slog.Logger, conf *NetConf, a Args) (_ *current.Result
 	defer func() {
 		if err != nil {
 			if rerr := errors.Join(p.release(log, m, c, a.Netns, inPod == a.IfName)...); rerr != nil {
-				log.Error("undo of a failed ADD incomplete", "err", rerr)
-				err = fmt.Errorf("%w (undo incomplete: %v)", err, rerr)
+				undoFailed = true
+				log.Error("undo of a failed ADD incomplete; its state stays for DEL", "err", rerr, "cache", cachePath)
+				err = fmt.Errorf("%w (undo incomplete, DEL retries it: %v)", err, rerr)
 			}
 		}
 	}()
@@ -331,8 +337,14 @@ func (p *Plugin) returnNetdev(log *slog.Logger, c *Cache, podNS ns.NetNS, ifName
 		inPod = append(inPod, c.IfName)
 	}
 	if podNS != nil {
+		movedAs := tmp
 		err := podNS.Do(func(host ns.NetNS) error {
-			l := findOurs(c, inPod...)
+			// By its device, not its name: a pod with NET_ADMIN may have renamed it, and a
+			// DEL that looked for the name only would drop the record of a VF still in the pod.
+			l := findByIdentity(c.Original.NetdevID, host)
+			if c.Original.NetdevID == "" {
+				l = findOurs(c, inPod...)
+			}
 			if l == nil {
 				return nil
 			}
@@ -340,17 +352,25 @@ func (p *Plugin) returnNetdev(log *slog.Logger, c *Cache, podNS ns.NetNS, ifName
 				return fmt.Errorf("sriov: vf %s: set %s down in netns %s: %w", c.VF, l.Attrs().Name, podNS.Path(), err)
 			}
 			if l.Attrs().Name != tmp {
-				if err := netlink.LinkSetName(l, tmp); err != nil {
-					return fmt.Errorf("sriov: vf %s: rename %s to %s in netns %s: %w", c.VF, l.Attrs().Name, tmp, podNS.Path(), err)
+				// The pod may hold the temporary name itself, to make every DEL fail: then
+				// the VF moves under a name it cannot guess.
+				if o, err := netlink.LinkByName(tmp); err == nil && o.Attrs().Index != l.Attrs().Index {
+					movedAs = randomTmpName()
+				}
+				if err := netlink.LinkSetName(l, movedAs); err != nil {
+					return fmt.Errorf("sriov: vf %s: rename %s to %s in netns %s: %w", c.VF, l.Attrs().Name, movedAs, podNS.Path(), err)
 				}
 			}
 			if err := netlink.LinkSetNsFd(l, int(host.Fd())); err != nil {
-				return fmt.Errorf("sriov: vf %s: move %s back to the host: %w", c.VF, tmp, err)
+				return fmt.Errorf("sriov: vf %s: move %s back to the host: %w", c.VF, movedAs, err)
 			}
 			return nil
 		})
 		if err != nil {
 			return err
+		}
+		if movedAs != tmp {
+			tmp = movedAs
 		}
 	}
 	// In the host the netdev is under the temporary name (just moved, or a move cut short) or,

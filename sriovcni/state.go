@@ -39,6 +39,8 @@ type Original struct {
 	MAC    string `json:"mac,omitempty"`
 	MTU    int    `json:"mtu,omitempty"`
 	Up     bool   `json:"up,omitempty"`
+	// NetdevID identifies the netdev whatever it is called and wherever it is (netdevIdentity).
+	NetdevID string `json:"netdevID,omitempty"`
 }
 
 // Owner is the per-VF ownership record: which attachment holds the VF now.
