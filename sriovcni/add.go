@@ -57,6 +57,9 @@ func (p *Plugin) add(log *slog.Logger, conf *NetConf, a Args) (_ *current.Result
 		return nil, fmt.Errorf("sriov: vf %s: container %s already has interface %s (vf %s); DEL it first", conf.DeviceID, a.ContainerID, a.IfName, prev.VF)
 	}
 	owner, err := st.loadOwner(conf.DeviceID)
+	if errors.Is(err, errCorrupt) {
+		owner, err = p.ownerFromCaches(log, conf.DeviceID, err)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("sriov: vf %s: %w", conf.DeviceID, err)
 	}
@@ -450,3 +453,25 @@ var parseMAC = net.ParseMAC
 var netdevReturnWait = 5 * time.Second
 
 const netFlagUp = net.FlagUp
+
+// ownerFromCaches stands in for a VF's corrupt ownership record, which would otherwise block
+// every ADD of the VF: the record is quarantined and the attachment caches say who holds the
+// VF (the usual in-use and stale-owner rules then apply). When none does, the VF is taken as
+// free, and the problem that its settings from before may be lost is recorded.
+func (p *Plugin) ownerFromCaches(log *slog.Logger, vf string, reason error) (*Owner, error) {
+	st := p.store()
+	caches, err := st.allCaches(log)
+	if err != nil {
+		return nil, fmt.Errorf("sriov: vf %s: ownership record %w; attachment caches: %w", vf, reason, err)
+	}
+	for _, c := range caches {
+		if c.VF == vf {
+			st.quarantine(log, st.ownerPath(vf), reason, Problem{VF: vf, ContainerID: c.ContainerID, IfName: c.IfName,
+				Left: "none: the holder's attachment cache stands in for the record"})
+			return &Owner{ContainerID: c.ContainerID, IfName: c.IfName, Netns: c.Netns, Network: c.Network, Original: c.Original}, nil
+		}
+	}
+	st.quarantine(log, st.ownerPath(vf), reason, Problem{VF: vf,
+		Left: "no attachment holds the VF: it was taken as free, and the settings it had before its last pod may be lost"})
+	return nil, nil
+}

@@ -103,3 +103,124 @@ func TestSecurityFailedUndoKeepsTheRecordForDel(t *testing.T) {
 	n.assertVFHome("mnvf0", pod)
 	n.assertClean()
 }
+
+// problems returns the records left for doctor.
+func (n *node) problems() []Problem {
+	n.t.Helper()
+	var out []Problem
+	es, _ := os.ReadDir(n.p.store().problemDir())
+	for _, e := range es {
+		var p Problem
+		if ok, err := readJSON(filepath.Join(n.p.store().problemDir(), e.Name()), &p); !ok || err != nil {
+			n.t.Fatalf("problem record %s: %v", e.Name(), err)
+		}
+		out = append(out, p)
+	}
+	return out
+}
+
+func (n *node) quarantined() []string {
+	es, _ := os.ReadDir(filepath.Join(n.p.StateDir, "quarantine"))
+	var out []string
+	for _, e := range es {
+		out = append(out, e.Name())
+	}
+	return out
+}
+
+func corrupt(t *testing.T, path string) {
+	t.Helper()
+	if err := os.WriteFile(path, []byte(`{"containerID": "c1", truncated`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// A corrupt attachment cache failed DEL forever (the pod stays Terminating, the VF in it). DEL
+// now quarantines the cache, works from the VF's ownership record (found through the deviceID of
+// DEL's netconf), puts the VF back, releases the lease and records the problem for doctor.
+func TestSecurityDelWithACorruptCache(t *testing.T) {
+	n := newNode(t)
+	pod := n.pod()
+	a := n.args("c1", pod, n.conf("0000:00:12.1", "default", `,"mac":"02:00:00:00:77:08"`))
+	if _, err := n.add(a); err != nil {
+		t.Fatal(err)
+	}
+	corrupt(t, n.p.store().cachePath("c1", "net1"))
+	if err := n.del(a); err != nil {
+		t.Fatalf("DEL with a corrupt cache: %v", err)
+	}
+	n.assertVFHome("mnvf1", pod)
+	n.assertClean()
+	if q := n.quarantined(); len(q) != 1 || !strings.HasPrefix(q[0], "c1-net1.json.") {
+		t.Errorf("quarantine = %v, want the cache", q)
+	}
+	if ps := n.problems(); len(ps) != 1 || ps[0].VF != "0000:00:12.1" || ps[0].ContainerID != "c1" || !strings.Contains(ps[0].Reason, "corrupt") || ps[0].Quarantined == "" {
+		t.Errorf("problems = %+v", ps)
+	}
+}
+
+// A corrupt ownership record failed DEL and blocked every later ADD of the VF.
+func TestSecurityCorruptOwnerRecord(t *testing.T) {
+	n := newNode(t)
+	const vf = "0000:00:12.2"
+	owner := n.p.store().ownerPath(vf)
+	pod := n.pod()
+	a := n.args("c1", pod, n.conf(vf, "default", ""))
+	if _, err := n.add(a); err != nil {
+		t.Fatal(err)
+	}
+	// While c1 holds the VF, its corrupt record must not make the VF look free.
+	corrupt(t, owner)
+	if _, err := n.add(n.args("c2", n.pod(), n.conf(vf, "", ""))); err == nil || !strings.Contains(err.Error(), "in use by container c1") {
+		t.Fatalf("ADD of a held VF with a corrupt record: %v", err)
+	}
+	corrupt(t, owner)
+	if err := n.del(a); err != nil {
+		t.Fatalf("DEL with a corrupt ownership record: %v", err)
+	}
+	n.assertVFHome("mnvf2", pod)
+	n.assertClean()
+	// A corrupt record of a free VF no longer blocks it.
+	corrupt(t, owner)
+	b := n.args("c3", n.pod(), n.conf(vf, "", ""))
+	if _, err := n.add(b); err != nil {
+		t.Fatalf("ADD of a free VF with a corrupt record: %v", err)
+	}
+	if err := n.del(b); err != nil {
+		t.Fatal(err)
+	}
+	if q := n.quarantined(); len(q) != 3 {
+		t.Errorf("quarantine = %v, want the three corrupt records", q)
+	}
+	if ps := n.problems(); len(ps) != 3 {
+		t.Errorf("problems = %+v", ps)
+	}
+}
+
+// One corrupt cache failed GC for every attachment of the node.
+func TestSecurityGCSkipsACorruptCache(t *testing.T) {
+	n := newNode(t)
+	p1, p2 := n.pod(), n.pod()
+	a1 := n.args("c1", p1, n.conf("0000:00:12.0", "", ""))
+	a2 := n.args("c2", p2, n.conf("0000:00:12.1", "", ""))
+	for _, a := range []Args{a1, a2} {
+		if _, err := n.add(a); err != nil {
+			t.Fatal(err)
+		}
+	}
+	corrupt(t, n.p.store().cachePath("c1", "net1"))
+	gc := []byte(`{"cniVersion":"1.1.0","name":"sriov-net","type":"sriov","cni.dev/valid-attachments":[]}`)
+	if err := n.host.Do(func(ns.NetNS) error { return n.p.GC(Args{Path: cniBinDir, StdinData: gc}) }); err != nil {
+		t.Fatalf("GC: %v", err)
+	}
+	n.assertVFHome("mnvf1", p2)
+	if q := n.quarantined(); len(q) != 1 {
+		t.Errorf("quarantine = %v", q)
+	}
+	// The runtime's DEL of c1 still finds the VF through its ownership record.
+	if err := n.del(a1); err != nil {
+		t.Fatal(err)
+	}
+	n.assertVFHome("mnvf0", p1)
+	n.assertClean()
+}
