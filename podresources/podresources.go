@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"slices"
 	"sort"
 	"time"
 
@@ -138,13 +139,9 @@ type checkpoint struct {
 
 // FromCheckpoint reads the devices of podUID for resourceName from kubelet's checkpoint file.
 func FromCheckpoint(path, podUID, resourceName string) ([]string, error) {
-	b, err := os.ReadFile(path)
+	cp, err := readCheckpoint(path)
 	if err != nil {
 		return nil, err
-	}
-	var cp checkpoint
-	if err := json.Unmarshal(b, &cp); err != nil {
-		return nil, fmt.Errorf("%s: %w", path, err)
 	}
 	var ids []string
 	for _, e := range cp.Data.PodDeviceEntries {
@@ -159,4 +156,36 @@ func FromCheckpoint(path, podUID, resourceName string) ([]string, error) {
 		return nil, fmt.Errorf("%s: pod UID %s: %w", path, podUID, ErrNotFound)
 	}
 	return sortUnique(ids), nil
+}
+
+// DeviceOwners reads kubelet's checkpoint and returns, per device ID, the UIDs of the pods kubelet
+// allocated it to (for any resource): who a device belongs to, whatever its pods' names.
+func DeviceOwners(path string) (map[string][]string, error) {
+	cp, err := readCheckpoint(path)
+	if err != nil {
+		return nil, err
+	}
+	out := map[string][]string{}
+	for _, e := range cp.Data.PodDeviceEntries {
+		for _, l := range e.DeviceIDs {
+			for _, id := range l {
+				if !slices.Contains(out[id], e.PodUID) {
+					out[id] = append(out[id], e.PodUID)
+				}
+			}
+		}
+	}
+	return out, nil
+}
+
+func readCheckpoint(path string) (*checkpoint, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	var cp checkpoint
+	if err := json.Unmarshal(b, &cp); err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return &cp, nil
 }

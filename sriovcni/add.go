@@ -83,6 +83,9 @@ func (p *Plugin) add(log *slog.Logger, conf *NetConf, a Args) (_ *current.Result
 	if err != nil {
 		return nil, err
 	}
+	if err := p.guard(log, v, a); err != nil {
+		return nil, err
+	}
 	m, closeNL, err := newManager(p.Sys)
 	if err != nil {
 		return nil, err

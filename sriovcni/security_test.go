@@ -1,6 +1,7 @@
 package sriovcni
 
 import (
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -8,6 +9,8 @@ import (
 
 	"github.com/containernetworking/plugins/pkg/ns"
 	"github.com/vishvananda/netlink"
+
+	"github.com/multinet-io/multinet/devpools"
 )
 
 // A pod with NET_ADMIN renames its VF. DEL must still find it (by its device, not its name),
@@ -222,5 +225,154 @@ func TestSecurityGCSkipsACorruptCache(t *testing.T) {
 		t.Fatal(err)
 	}
 	n.assertVFHome("mnvf0", p1)
+	n.assertClean()
+}
+
+// The sriov plugin took any VF whose netdev was in the host namespace: also one the device
+// plugin does not advertise (kept for the host by the operator's selectors).
+func TestSecurityVFInNoDevicePluginPool(t *testing.T) {
+	n := newNode(t)
+	n.p.PoolsFile = filepath.Join(t.TempDir(), "pools.json")
+	// No pools file (no device plugin on the node): auto allows, as upstream.
+	a := n.args("c0", n.pod(), n.conf("0000:00:12.1", "", ""))
+	if _, err := n.add(a); err != nil {
+		t.Fatalf("ADD without a pools file in auto mode: %v", err)
+	}
+	if err := n.del(a); err != nil {
+		t.Fatal(err)
+	}
+	n.p.PoolCheck = PoolCheckRequire
+	if _, err := n.add(n.args("c0", n.pod(), n.conf("0000:00:12.1", "", ""))); err == nil || !strings.Contains(err.Error(), "device-plugin pool") {
+		t.Fatalf("ADD without a pools file in require mode: %v", err)
+	}
+	n.p.PoolCheck = ""
+	if err := devpools.Write(n.p.PoolsFile, map[string][]string{"intel.com/vf": {"0000:00:12.0"}}); err != nil {
+		t.Fatal(err)
+	}
+	for _, vf := range []string{"0000:00:12.1", dpdkAddr} {
+		_, err := n.add(n.args("c1", n.pod(), n.conf(vf, "", "")))
+		if err == nil || !strings.Contains(err.Error(), "vf "+vf+": in no device-plugin pool") {
+			t.Errorf("ADD of %s, in no pool: %v", vf, err)
+		}
+	}
+	if link(t, n.host, "mnvf1") == nil {
+		t.Error("the refused ADD moved mnvf1")
+	}
+	if f := n.stateFiles(); len(f) != 0 {
+		t.Errorf("state after refused ADDs: %v", f)
+	}
+	pod := n.pod()
+	b := n.args("c2", pod, n.conf("0000:00:12.0", "", ""))
+	if _, err := n.add(b); err != nil {
+		t.Fatalf("ADD of a pool member: %v", err)
+	}
+	if err := n.del(b); err != nil {
+		t.Fatal(err)
+	}
+	n.p.PoolCheck = PoolCheckOff
+	c := n.args("c3", n.pod(), n.conf("0000:00:12.1", "", ""))
+	if _, err := n.add(c); err != nil {
+		t.Fatalf("ADD with the check off: %v", err)
+	}
+	if err := n.del(c); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// A VF whose netdev the host uses (up with addresses, enslaved to a bond or bridge, carrying
+// a route) is the host's: handing it to a pod cut the host off.
+func TestSecurityVFTheHostUses(t *testing.T) {
+	n := newNode(t)
+	err := n.host.Do(func(ns.NetNS) error {
+		l0, _ := netlink.LinkByName("mnvf0")
+		if err := netlink.LinkSetUp(l0); err != nil {
+			return err
+		}
+		ad, _ := netlink.ParseAddr("192.0.2.10/24")
+		if err := netlink.AddrAdd(l0, ad); err != nil {
+			return err
+		}
+		br := &netlink.Bridge{LinkAttrs: netlink.LinkAttrs{Name: "mnbr0"}}
+		if err := netlink.LinkAdd(br); err != nil {
+			return err
+		}
+		l1, _ := netlink.LinkByName("mnvf1")
+		if err := netlink.LinkSetMaster(l1, br); err != nil {
+			return err
+		}
+		l2, _ := netlink.LinkByName("mnvf2")
+		if err := netlink.LinkSetUp(l2); err != nil {
+			return err
+		}
+		_, dst, _ := net.ParseCIDR("198.51.100.0/24")
+		return netlink.RouteAdd(&netlink.Route{LinkIndex: l2.Attrs().Index, Dst: dst, Scope: netlink.SCOPE_LINK})
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for vf, want := range map[string]string{
+		"0000:00:12.0": "up with address 192.0.2.10/24",
+		"0000:00:12.1": "enslaved to mnbr0",
+		"0000:00:12.2": "carries the route 198.51.100.0/24",
+	} {
+		_, err := n.add(n.args("c-"+vf, n.pod(), n.conf(vf, "", "")))
+		if err == nil || !strings.Contains(err.Error(), "the host uses its netdev") || !strings.Contains(err.Error(), want) {
+			t.Errorf("ADD of %s: %v, want a refusal saying %q", vf, err, want)
+		}
+	}
+	for _, name := range []string{"mnvf0", "mnvf1", "mnvf2"} {
+		if link(t, n.host, name) == nil {
+			t.Errorf("a refused ADD moved %s", name)
+		}
+	}
+	if f := n.stateFiles(); len(f) != 0 {
+		t.Errorf("state after refused ADDs: %v", f)
+	}
+	// Once the host lets go (address removed), the VF is free.
+	_ = n.host.Do(func(ns.NetNS) error {
+		l0, _ := netlink.LinkByName("mnvf0")
+		return netlink.LinkSetDown(l0)
+	})
+	a := n.args("c1", n.pod(), n.conf("0000:00:12.0", "", ""))
+	if _, err := n.add(a); err != nil {
+		t.Fatalf("ADD of a VF the host no longer uses: %v", err)
+	}
+	if err := n.del(a); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// A VF kubelet gave another pod (a DPDK pod's vfio VF, which has no ownership record of ours
+// when that pod has no sriov attachment) must not be configured for this one; one held by
+// another attachment is refused in DPDK mode as in netdev mode.
+func TestSecurityVFOfAnotherPod(t *testing.T) {
+	n := newNode(t)
+	n.p.Checkpoint = filepath.Join(t.TempDir(), "kubelet_internal_checkpoint")
+	cp := `{"Data":{"PodDeviceEntries":[{"PodUID":"uid-dpdk-pod","ContainerName":"c","ResourceName":"intel.com/dpdk","DeviceIDs":{"-1":["` + dpdkAddr + `"]}}],"RegisteredDevices":{}},"Checksum":1}`
+	if err := os.WriteFile(n.p.Checkpoint, []byte(cp), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	a := n.args("c1", n.pod(), n.conf(dpdkAddr, "", `,"vlan":100`))
+	a.Args = "IgnoreUnknown=1;K8S_POD_UID=uid-tenant"
+	if _, err := n.add(a); err == nil || !strings.Contains(err.Error(), "kubelet allocated it to pod uid-dpdk-pod, not to this pod uid-tenant") {
+		t.Fatalf("ADD of another pod's DPDK VF: %v", err)
+	}
+	if f := n.stateFiles(); len(f) != 0 {
+		t.Errorf("state after the refused ADD: %v", f)
+	}
+	own := n.args("c2", n.pod(), n.conf(dpdkAddr, "", ""))
+	own.Args = "K8S_POD_UID=uid-dpdk-pod"
+	if _, err := n.add(own); err != nil {
+		t.Fatalf("ADD by the pod kubelet gave the VF to: %v", err)
+	}
+	// While c2 holds it, nobody else gets it, whatever kubelet's checkpoint says.
+	other := n.args("c3", n.pod(), n.conf(dpdkAddr, "", ""))
+	other.Args = "K8S_POD_UID=uid-dpdk-pod"
+	if _, err := n.add(other); err == nil || !strings.Contains(err.Error(), "in use by container c2") {
+		t.Fatalf("second ADD of a held DPDK VF: %v", err)
+	}
+	if err := n.del(own); err != nil {
+		t.Fatal(err)
+	}
 	n.assertClean()
 }
