@@ -28,7 +28,7 @@ type Options struct {
 	// Interval between looks at sysfs, the config file and kubelet.sock (default 250ms): the
 	// bound on how late a health change or a kubelet restart is noticed.
 	Interval          time.Duration
-	DefaultRouteLinks func() ([]string, error) // nil: the host's IPv4 default routes
+	DefaultRouteLinks func() ([]string, error) // nil: the host's default-route links (HostDefaultRouteLinks)
 	Logger            *slog.Logger
 	// PoolsFile, when set, is where the pools' PCI addresses are published (package devpools)
 	// after every change, for the sriov CNI plugin to refuse VFs that are in no pool.
