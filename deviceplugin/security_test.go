@@ -7,6 +7,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -184,5 +185,92 @@ func TestSecurityUplinkExclusionIPv6AndBond(t *testing.T) {
 	}
 	if g := ids(got); len(g) != 1 || g[0] != "0000:00:07.0" {
 		t.Errorf("pool = %v, want only 0000:00:07.0 (mndata0): the others carry or are under a default route", g)
+	}
+}
+
+// A vhost-user slot was handed to the next pod with whatever the last one left in it, symlinks
+// included. Allocate now empties it first, removing links as links (never what they point to)
+// and keeping only a client-mode slot's socket, which the host side owns.
+func TestSecurityVhostSlotEmptiedBeforeReuse(t *testing.T) {
+	for _, mode := range []string{VhostServer, VhostClient} {
+		t.Run(mode, func(t *testing.T) {
+			dir := t.TempDir()
+			outside := t.TempDir()
+			secret := filepath.Join(outside, "secret")
+			if err := os.WriteFile(secret, []byte("host data"), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			_, pools := testPools(t, `{"resourceList":[{"resourceName":"vhost","resourcePrefix":"multinet.io","deviceType":"vhostUser","vhostUser":{"dir":"`+dir+`","count":2,"mode":"`+mode+`"}}]}`)
+			p := pools["multinet.io/vhost"]
+			allocate(t, p, "vhost-0")
+			slot := filepath.Join(dir, "vhost-0")
+			// The first pod leaves files, a directory, symlinks out of the slot, and (client
+			// mode) the host side's socket is there.
+			must := func(err error) {
+				t.Helper()
+				if err != nil {
+					t.Fatal(err)
+				}
+			}
+			must(os.WriteFile(filepath.Join(slot, "leftover"), []byte("x"), 0o644))
+			must(os.MkdirAll(filepath.Join(slot, "d", "e"), 0o755))
+			must(os.WriteFile(filepath.Join(slot, "d", "e", "f"), []byte("x"), 0o644))
+			must(os.Symlink(secret, filepath.Join(slot, "escape")))
+			must(os.Symlink(outside, filepath.Join(slot, "d", "escapedir")))
+			sock := filepath.Join(slot, "sock")
+			if mode == VhostClient {
+				l, err := net.Listen("unix", sock)
+				must(err)
+				defer l.Close()
+			} else {
+				must(os.Symlink(secret, sock)) // the next pod would bind over, or open, the host file
+			}
+
+			allocate(t, p, "vhost-0")
+			es, err := os.ReadDir(slot)
+			must(err)
+			var left []string
+			for _, e := range es {
+				left = append(left, e.Name())
+			}
+			want := 0
+			if mode == VhostClient {
+				want = 1
+			}
+			if len(left) != want || (want == 1 && left[0] != "sock") {
+				t.Errorf("slot after re-allocation holds %v", left)
+			}
+			if b, err := os.ReadFile(secret); err != nil || string(b) != "host data" {
+				t.Errorf("the file a symlink pointed at: %q, %v", b, err)
+			}
+			if es, _ := os.ReadDir(outside); len(es) != 1 {
+				t.Errorf("the directory a symlink pointed at now holds %v", es)
+			}
+		})
+	}
+}
+
+// A slot whose server-mode socket still accepts connections is in use by a live process: the
+// allocation is refused rather than the socket pulled away from it.
+func TestSecurityVhostSlotInUseNotWiped(t *testing.T) {
+	dir, err := os.MkdirTemp("", "mnvh")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	_, pools := testPools(t, `{"resourceList":[{"resourceName":"vhost","resourcePrefix":"multinet.io","deviceType":"vhostUser","vhostUser":{"dir":"`+dir+`","count":1,"mode":"server"}}]}`)
+	p := pools["multinet.io/vhost"]
+	allocate(t, p, "vhost-0")
+	l, err := net.Listen("unix", filepath.Join(dir, "vhost-0", "sock"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	_, err = p.Allocate(context.Background(), &dp.AllocateRequest{ContainerRequests: []*dp.ContainerAllocateRequest{{DevicesIds: []string{"vhost-0"}}}})
+	if err == nil || !strings.Contains(err.Error(), "a process still serves its socket") {
+		t.Fatalf("Allocate of a slot in use: %v", err)
+	}
+	if _, err := os.Lstat(filepath.Join(dir, "vhost-0", "sock")); err != nil {
+		t.Errorf("the live socket was removed: %v", err)
 	}
 }
