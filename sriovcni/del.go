@@ -184,8 +184,30 @@ func (p *Plugin) cacheFromOwner(log *slog.Logger, a Args, corrupt bool) *Cache {
 	}
 	prob.VF = conf.DeviceID
 	owner, oerr := st.loadOwner(conf.DeviceID)
-	if oerr != nil || owner == nil || owner.ContainerID != a.ContainerID || owner.IfName != a.IfName {
-		return giveUp("the VF's ownership record does not name this attachment: its settings and netdev were not restored")
+	if errors.Is(oerr, errCorrupt) && corrupt {
+		st.quarantine(log, st.ownerPath(conf.DeviceID), oerr, Problem{VF: conf.DeviceID, ContainerID: a.ContainerID, IfName: a.IfName,
+			Left: "see the record of the attachment's cache"})
+		owner, oerr = nil, nil
+	}
+	if oerr != nil {
+		return giveUp("the VF's ownership record cannot be read (" + oerr.Error() + "): its settings and netdev were not restored")
+	}
+	if owner != nil && (owner.ContainerID != a.ContainerID || owner.IfName != a.IfName) {
+		return giveUp("the VF belongs to container " + owner.ContainerID + " now: left alone")
+	}
+	if owner == nil {
+		if !corrupt {
+			return nil
+		}
+		// Nothing says what the VF was like before: still bring its netdev back from the pod,
+		// found by its PCI address, so the VF is not lost with the pod.
+		prob.Left = "no record of the VF's settings from before this pod: its netdev was brought back to the host if it was in the pod, but its name, MAC, MTU and PF settings were not restored"
+		st.quarantine(log, path, err, prob)
+		c := &Cache{ContainerID: a.ContainerID, IfName: a.IfName, Netns: a.Netns, Network: conf.Name,
+			NetConf: a.StdinData, CNIArgs: a.Args, VF: conf.DeviceID, Original: Original{NetdevID: "pci/" + conf.DeviceID}}
+		p.fillFromSysfs(c)
+		c.DPDK = userspaceDrivers[c.Driver]
+		return c
 	}
 	if corrupt {
 		prob.Left = "none if this DEL succeeds: rebuilt from the VF's ownership record"
@@ -195,12 +217,17 @@ func (p *Plugin) cacheFromOwner(log *slog.Logger, a Args, corrupt bool) *Cache {
 	}
 	c := &Cache{ContainerID: a.ContainerID, IfName: a.IfName, Netns: owner.Netns, Network: owner.Network,
 		NetConf: a.StdinData, CNIArgs: a.Args, VF: conf.DeviceID, Original: owner.Original}
-	if d, err := p.Sys.Device(conf.DeviceID); err == nil {
+	p.fillFromSysfs(c)
+	c.DPDK = owner.Original.Netdev == ""
+	return c
+}
+
+// fillFromSysfs sets a rebuilt cache's PF, VF index and driver from sysfs.
+func (p *Plugin) fillFromSysfs(c *Cache) {
+	if d, err := p.Sys.Device(c.VF); err == nil {
 		c.PF, c.VFIndex, c.Driver = d.PFAddress, d.VFIndex, d.Driver
 		if nds, err := p.Sys.Netdevs(d.PFAddress); err == nil && len(nds) > 0 {
 			c.PFNetdev = nds[0]
 		}
 	}
-	c.DPDK = owner.Original.Netdev == ""
-	return c
 }

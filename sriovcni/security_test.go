@@ -376,3 +376,33 @@ func TestSecurityVFOfAnotherPod(t *testing.T) {
 	}
 	n.assertClean()
 }
+
+// A corrupt cache of an attachment whose VF now belongs to another container: DEL succeeds
+// and leaves the holder's VF alone.
+func TestSecurityCorruptCacheOfAnotherHoldersVF(t *testing.T) {
+	n := newNode(t)
+	const vf = "0000:00:12.0"
+	holder := n.pod()
+	a2 := n.args("c2", holder, n.conf(vf, "", ""))
+	if _, err := n.add(a2); err != nil {
+		t.Fatal(err)
+	}
+	path := n.p.store().cachePath("c1", "net1")
+	corrupt(t, path)
+	if err := n.del(n.args("c1", n.pod(), n.conf(vf, "", ""))); err != nil {
+		t.Fatalf("DEL with a corrupt cache: %v", err)
+	}
+	if link(t, holder, "net1") == nil {
+		t.Fatal("DEL of c1 took c2's VF")
+	}
+	if o, err := n.p.store().loadOwner(vf); err != nil || o == nil || o.ContainerID != "c2" {
+		t.Fatalf("owner after c1's DEL: %+v, %v", o, err)
+	}
+	if ps := n.problems(); len(ps) != 1 || !strings.Contains(ps[0].Left, "belongs to container c2") {
+		t.Errorf("problems = %+v", ps)
+	}
+	if err := n.del(a2); err != nil {
+		t.Fatal(err)
+	}
+	n.assertVFHome("mnvf0", holder)
+}

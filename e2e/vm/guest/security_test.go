@@ -87,3 +87,32 @@ func TestSecuritySRIOVCNICorruptCache(t *testing.T) {
 		t.Errorf("quarantine holds %v", q)
 	}
 }
+
+// TestSecuritySRIOVCNICorruptCacheNoRecord: the cache is corrupt and the ownership record gone:
+// nothing says what the VF was like before, but DEL still finds it in the pod by its PCI address
+// and brings it back to the host, and records what it could not restore.
+func TestSecuritySRIOVCNICorruptCacheNoRecord(t *testing.T) {
+	inGuest(t)
+	_, vfs := withVFs(t, pf1, 1)
+	vf := vfs[0]
+	pod := newPodNS(t)
+	e := newCNIEnv(t)
+	conf := `{"cniVersion":"1.1.0","name":"sriov-e2e","type":"sriov","deviceID":"` + vf + `"}`
+	if _, err := e.run("ADD", "cor2", pod.Path(), conf); err != nil {
+		t.Fatal(err)
+	}
+	state := filepath.Join(e.stateDir, "sriov")
+	if err := os.WriteFile(filepath.Join(state, "cache", "cor2-net1.json"), []byte(`{"vf": trunc`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Remove(filepath.Join(state, "vf", vf+".json")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.run("DEL", "cor2", pod.Path(), conf); err != nil {
+		t.Fatal(err)
+	}
+	vfNetdev(t, vf) // fails the test unless the VF netdev is back in the host
+	if ps, _ := os.ReadDir(filepath.Join(state, "problems")); len(ps) != 1 {
+		t.Errorf("problem records: %v", ps)
+	}
+}
