@@ -8,6 +8,9 @@ import (
 
 	"github.com/containernetworking/plugins/pkg/ns"
 	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+
+	"github.com/multinet-io/multinet/pci"
 )
 
 // vethPeerID prefixes the identity of a simulated VF (see netdevIdentity).
@@ -17,12 +20,16 @@ const vethPeerID = "veth-peer/"
 // belongs to (IFLA_PARENT_DEV_NAME, the target of /sys/class/net/<if>/device: "pci/<BDF>"). A
 // pod with NET_ADMIN can rename its interface or change its MAC, not its parent device. A
 // simulated VF (a veth on a node without SR-IOV hardware) has no parent device; it is named by
-// its peer, which stays in the host. "" when the kernel reports neither (kernels before 5.14):
+// its peer, which stays in the host. Kernels before 5.14 do not report the parent device over
+// netlink: the driver's bus-info (ethtool) names the same PCI function. "" when nothing does:
 // the VF is then found by name only.
 func netdevIdentity(l netlink.Link) string {
 	a := l.Attrs()
 	if a.ParentDev != "" {
 		return a.ParentDevBus + "/" + a.ParentDev
+	}
+	if bus := busInfo(a.Name); pci.ValidAddress(bus) {
+		return "pci/" + bus
 	}
 	if _, ok := l.(*netlink.Veth); ok && a.ParentIndex > 0 {
 		return fmt.Sprintf("%s%d", vethPeerID, a.ParentIndex)
@@ -64,4 +71,19 @@ func randomTmpName() string {
 	b := make([]byte, 5)
 	_, _ = rand.Read(b)
 	return "mnvr" + hex.EncodeToString(b)
+}
+
+// busInfo is the ethtool bus-info of a netdev of the current network namespace, "" when its
+// driver reports none (veth) or the query fails.
+func busInfo(name string) string {
+	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return ""
+	}
+	defer unix.Close(fd)
+	info, err := unix.IoctlGetEthtoolDrvinfo(fd, name)
+	if err != nil {
+		return ""
+	}
+	return unix.ByteSliceToString(info.Bus_info[:])
 }
