@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"os"
 	"strings"
 
 	nadv1 "github.com/k8snetworkplumbingwg/network-attachment-definition-client/pkg/apis/k8s.cni.cncf.io/v1"
@@ -100,8 +99,9 @@ func (p *pool) allocate(ids []string) (*dp.ContainerAllocateResponse, error) {
 		var di *nadv1.DeviceInfo
 		if d.Slot != nil {
 			// Server-mode sockets are created by the container; client-mode ones by the host
-			// side, which needs the directory to exist before the pod starts.
-			if err := os.MkdirAll(d.Slot.HostDir, 0o755); err != nil {
+			// side, which needs the directory to exist before the pod starts. Whatever the
+			// slot's last pod left in it (files, symlinks out of it) must not reach this one.
+			if err := prepareSlot(d.Slot); err != nil {
 				return nil, fmt.Errorf("allocate %s: slot %s: %w", cfg.FullName(), d.ID, err)
 			}
 			r.Mounts = append(r.Mounts, &dp.Mount{HostPath: d.Slot.HostDir, ContainerPath: d.Slot.ContainerDir})

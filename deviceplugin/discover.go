@@ -54,9 +54,9 @@ type Slot struct {
 // Discoverer turns sysfs into pool members.
 type Discoverer struct {
 	Sys *pci.SysFS
-	// DefaultRouteLinks names the netdevs carrying an IPv4 default route; their devices are
-	// never pooled (upstream rule: do not hand the node's uplink to a pod). Nil: the host's
-	// routes from netlink.
+	// DefaultRouteLinks names the netdevs carrying a default route (IPv4 or IPv6, and those
+	// under a bond, bridge or VLAN that does); their devices are never pooled (upstream rule:
+	// do not hand the node's uplink to a pod). Nil: HostDefaultRouteLinks.
 	DefaultRouteLinks func() ([]string, error)
 }
 
@@ -193,28 +193,58 @@ func (d *Discoverer) defaultRouteLinks() (map[string]bool, error) {
 	return set, nil
 }
 
-// HostDefaultRouteLinks returns the interfaces of this network namespace's IPv4 default routes
-// (main table, multipath next hops included).
+// HostDefaultRouteLinks returns the interfaces of this network namespace's default routes,
+// IPv4 and IPv6 (main table, multipath next hops included), and the links under them: the
+// ports of a bond or bridge that carries a default route and the parent of a VLAN or
+// macvlan on one. Those carry the node's traffic too; a pod given one cuts the node off.
 func HostDefaultRouteLinks() ([]string, error) {
-	routes, err := netlink.RouteList(nil, netlink.FAMILY_V4)
+	routes, err := netlink.RouteList(nil, netlink.FAMILY_ALL)
 	if err != nil {
 		return nil, err
 	}
-	var names []string
-	add := func(idx int) {
-		if l, err := netlink.LinkByIndex(idx); err == nil {
-			names = append(names, l.Attrs().Name)
+	links, err := netlink.LinkList()
+	if err != nil {
+		return nil, err
+	}
+	byIndex := map[int]netlink.Link{}
+	ports := map[int][]int{} // master index -> its ports
+	for _, l := range links {
+		a := l.Attrs()
+		byIndex[a.Index] = l
+		if a.MasterIndex != 0 {
+			ports[a.MasterIndex] = append(ports[a.MasterIndex], a.Index)
 		}
 	}
+	var queue []int
 	for _, r := range routes {
-		if r.Dst != nil && !(r.Dst.IP.Equal(net.IPv4zero) && maskBits(r.Dst) == 0) {
+		if r.Dst != nil && maskBits(r.Dst) != 0 {
 			continue
 		}
 		if r.LinkIndex > 0 {
-			add(r.LinkIndex)
+			queue = append(queue, r.LinkIndex)
 		}
 		for _, nh := range r.MultiPath {
-			add(nh.LinkIndex)
+			queue = append(queue, nh.LinkIndex)
+		}
+	}
+	seen := map[int]bool{}
+	var names []string
+	for len(queue) > 0 {
+		idx := queue[0]
+		queue = queue[1:]
+		l := byIndex[idx]
+		if seen[idx] || l == nil {
+			continue
+		}
+		seen[idx] = true
+		names = append(names, l.Attrs().Name)
+		queue = append(queue, ports[idx]...)
+		switch l.(type) {
+		case *netlink.Vlan, *netlink.Macvlan, *netlink.Macvtap, *netlink.IPVlan:
+			// Their parent index is the lower device in this namespace (a veth's is its peer).
+			if pi := l.Attrs().ParentIndex; pi > 0 && l.Attrs().NetNsID < 0 {
+				queue = append(queue, pi)
+			}
 		}
 	}
 	return names, nil

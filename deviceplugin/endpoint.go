@@ -41,7 +41,7 @@ func startEndpoint(p *pool, dir string) (*endpoint, error) {
 	if err := os.Remove(path); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return nil, fmt.Errorf("endpoint %s: remove stale socket: %w", cfg.FullName(), err)
 	}
-	l, err := net.Listen("unix", path)
+	l, err := listenPrivate(path)
 	if err != nil {
 		return nil, fmt.Errorf("endpoint %s: %w", cfg.FullName(), err)
 	}
@@ -116,4 +116,32 @@ func (e *endpoint) register(ctx context.Context, dir string) error {
 		return fmt.Errorf("register %s with kubelet at %s: %w", cfg.FullName(), dir, err)
 	}
 	return nil
+}
+
+// listenPrivate listens on a unix socket at path that only root can connect to (0600), whatever
+// the process umask: the socket is made in a private directory next to path, chmodded there,
+// and only then renamed into place, so nobody can connect while it is still open to all.
+func listenPrivate(path string) (net.Listener, error) {
+	tmpDir, err := os.MkdirTemp(filepath.Dir(path), ".mn-")
+	if err != nil {
+		return nil, err
+	}
+	defer os.RemoveAll(tmpDir)
+	tmp := filepath.Join(tmpDir, "s")
+	l, err := net.Listen("unix", tmp)
+	if err != nil {
+		return nil, err
+	}
+	// The listener must not remove the socket at its temporary path when closed: it lives at
+	// path from now on, and stop removes it there.
+	l.(*net.UnixListener).SetUnlinkOnClose(false)
+	if err := os.Chmod(tmp, 0o600); err != nil {
+		l.Close()
+		return nil, err
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		l.Close()
+		return nil, err
+	}
+	return l, nil
 }

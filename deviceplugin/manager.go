@@ -16,6 +16,7 @@ import (
 
 	dp "k8s.io/kubelet/pkg/apis/deviceplugin/v1beta1"
 
+	"github.com/multinet-io/multinet/devpools"
 	"github.com/multinet-io/multinet/pci"
 )
 
@@ -27,8 +28,11 @@ type Options struct {
 	// Interval between looks at sysfs, the config file and kubelet.sock (default 250ms): the
 	// bound on how late a health change or a kubelet restart is noticed.
 	Interval          time.Duration
-	DefaultRouteLinks func() ([]string, error) // nil: the host's IPv4 default routes
+	DefaultRouteLinks func() ([]string, error) // nil: the host's default-route links (HostDefaultRouteLinks)
 	Logger            *slog.Logger
+	// PoolsFile, when set, is where the pools' PCI addresses are published (package devpools)
+	// after every change, for the sriov CNI plugin to refuse VFs that are in no pool.
+	PoolsFile string
 }
 
 // Manager keeps one pool (and its endpoint) per resource of the config, re-reads the config
@@ -50,6 +54,8 @@ type Manager struct {
 	fp      string // device fingerprint of the last discovery
 	regErrs map[string]string
 	classes map[string]bool // address -> is a network/accelerator function
+	// published is what the pools file says now.
+	published map[string][]string
 }
 
 // New reads and applies the config once; a bad config or discovery error at start is fatal
@@ -241,6 +247,32 @@ func (m *Manager) apply(cfg *Config) error {
 	}
 	m.cfg = cfg
 	m.fp = fp
+	return m.publishPoolsLocked()
+}
+
+// publishPoolsLocked writes the pools' PCI members to the pools file, when one is set and
+// its content changed.
+func (m *Manager) publishPoolsLocked() error {
+	if m.opts.PoolsFile == "" {
+		return nil
+	}
+	pools := map[string][]string{}
+	for name, p := range m.pools {
+		addrs := []string{}
+		for _, d := range p.members() {
+			if d.PCI != nil {
+				addrs = append(addrs, d.ID)
+			}
+		}
+		pools[name] = addrs
+	}
+	if reflect.DeepEqual(pools, m.published) {
+		return nil
+	}
+	if err := devpools.Write(m.opts.PoolsFile, pools); err != nil {
+		return err
+	}
+	m.published = pools
 	return nil
 }
 

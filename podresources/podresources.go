@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"slices"
 	"sort"
 	"time"
 
@@ -40,6 +41,12 @@ const apiTimeout = 5 * time.Second
 // DeviceIDs returns the device IDs kubelet allocated to the pod for resourceName, over all its
 // containers, sorted. It asks PodResources v1 Get for the pod, falls back to List, then to the
 // checkpoint file (keyed by podUID). Errors name the pod and resource.
+//
+// PodResources v1 names pods by namespace and name only (neither Get nor List carries a UID), so
+// while a deleted pod is still terminating kubelet may answer for it when a new pod of the same
+// name asks. The checkpoint is keyed by pod UID: with the UID given and the checkpoint readable,
+// its entries for this UID win over the API's answer, and devices the API gives that the
+// checkpoint records for another pod only are refused.
 func DeviceIDs(ctx context.Context, c Config, namespace, name, podUID, resourceName string) ([]string, error) {
 	if c.Socket == "" {
 		c.Socket = DefaultSocket
@@ -50,6 +57,20 @@ func DeviceIDs(ctx context.Context, c Config, namespace, name, podUID, resourceN
 	pod := namespace + "/" + name
 	ids, apiErr := fromAPI(ctx, c.Socket, namespace, name, resourceName)
 	if apiErr == nil && len(ids) > 0 {
+		if podUID == "" {
+			return ids, nil
+		}
+		cp, err := readCheckpoint(c.Checkpoint)
+		if err != nil {
+			return ids, nil // nothing keyed by UID to check against
+		}
+		if mine := cp.devices(podUID, resourceName); len(mine) > 0 {
+			return mine, nil
+		}
+		if other := cp.ownerOtherThan(ids, podUID); other != "" {
+			return nil, fmt.Errorf("pod %s (UID %s) resource %s: kubelet PodResources answered with devices %v that kubelet's checkpoint records for another pod, UID %s (a deleted pod of the same name): %w",
+				pod, podUID, resourceName, ids, other, ErrNotFound)
+		}
 		return ids, nil
 	}
 	if podUID == "" {
@@ -89,12 +110,20 @@ func fromAPI(ctx context.Context, socket, namespace, name, resourceName string) 
 	if err != nil {
 		return nil, fmt.Errorf("kubelet PodResources Get: %v; List: %w", getErr, err)
 	}
+	var match []*podresourcesv1.PodResources
 	for _, p := range list.PodResources {
 		if p.Namespace == namespace && p.Name == name {
-			return collect(p, resourceName)
+			match = append(match, p)
 		}
 	}
-	return nil, fmt.Errorf("kubelet PodResources: pod not listed: %w", ErrNotFound)
+	switch len(match) {
+	case 0:
+		return nil, fmt.Errorf("kubelet PodResources: pod not listed: %w", ErrNotFound)
+	case 1:
+		return collect(match[0], resourceName)
+	}
+	// An old pod of the same name is still there: List cannot tell which is which.
+	return nil, fmt.Errorf("kubelet PodResources: %d pods listed under that name: %w", len(match), ErrNotFound)
 }
 
 func collect(p *podresourcesv1.PodResources, resourceName string) ([]string, error) {
@@ -138,14 +167,19 @@ type checkpoint struct {
 
 // FromCheckpoint reads the devices of podUID for resourceName from kubelet's checkpoint file.
 func FromCheckpoint(path, podUID, resourceName string) ([]string, error) {
-	b, err := os.ReadFile(path)
+	cp, err := readCheckpoint(path)
 	if err != nil {
 		return nil, err
 	}
-	var cp checkpoint
-	if err := json.Unmarshal(b, &cp); err != nil {
-		return nil, fmt.Errorf("%s: %w", path, err)
+	ids := cp.devices(podUID, resourceName)
+	if len(ids) == 0 {
+		return nil, fmt.Errorf("%s: pod UID %s: %w", path, podUID, ErrNotFound)
 	}
+	return ids, nil
+}
+
+// devices returns the pod's devices of the resource, sorted; nil when there are none.
+func (cp *checkpoint) devices(podUID, resourceName string) []string {
 	var ids []string
 	for _, e := range cp.Data.PodDeviceEntries {
 		if e.PodUID != podUID || e.ResourceName != resourceName {
@@ -156,7 +190,57 @@ func FromCheckpoint(path, podUID, resourceName string) ([]string, error) {
 		}
 	}
 	if len(ids) == 0 {
-		return nil, fmt.Errorf("%s: pod UID %s: %w", path, podUID, ErrNotFound)
+		return nil
 	}
-	return sortUnique(ids), nil
+	return sortUnique(ids)
+}
+
+// ownerOtherThan returns the UID of a pod other than podUID the checkpoint gives one of ids to,
+// "" when there is none.
+func (cp *checkpoint) ownerOtherThan(ids []string, podUID string) string {
+	for _, e := range cp.Data.PodDeviceEntries {
+		if e.PodUID == podUID {
+			continue
+		}
+		for _, l := range e.DeviceIDs {
+			for _, id := range l {
+				if slices.Contains(ids, id) {
+					return e.PodUID
+				}
+			}
+		}
+	}
+	return ""
+}
+
+// DeviceOwners reads kubelet's checkpoint and returns, per device ID, the UIDs of the pods kubelet
+// allocated it to (for any resource): who a device belongs to, whatever its pods' names.
+func DeviceOwners(path string) (map[string][]string, error) {
+	cp, err := readCheckpoint(path)
+	if err != nil {
+		return nil, err
+	}
+	out := map[string][]string{}
+	for _, e := range cp.Data.PodDeviceEntries {
+		for _, l := range e.DeviceIDs {
+			for _, id := range l {
+				if !slices.Contains(out[id], e.PodUID) {
+					out[id] = append(out[id], e.PodUID)
+				}
+			}
+		}
+	}
+	return out, nil
+}
+
+func readCheckpoint(path string) (*checkpoint, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	var cp checkpoint
+	if err := json.Unmarshal(b, &cp); err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return &cp, nil
 }

@@ -96,7 +96,7 @@ func serve(t *testing.T, l *lister) string {
 func TestAPIGetThenListThenCheckpoint(t *testing.T) {
 	pods := []*podresourcesv1.PodResources{{Namespace: "ns1", Name: "p", Containers: []*podresourcesv1.ContainerResources{
 		{Name: "a", Devices: []*podresourcesv1.ContainerDevices{{ResourceName: "intel.com/sriov", DeviceIds: []string{"0000:3b:01.3"}}}},
-		{Name: "b", Devices: []*podresourcesv1.ContainerDevices{{ResourceName: "intel.com/sriov", DeviceIds: []string{"0000:3b:01.1"}}, {ResourceName: "x.io/y", DeviceIds: []string{"z"}}}},
+		{Name: "b", Devices: []*podresourcesv1.ContainerDevices{{ResourceName: "intel.com/sriov", DeviceIds: []string{"0000:3b:01.4"}}, {ResourceName: "x.io/y", DeviceIds: []string{"z"}}}},
 	}}}
 	cp := writeCheckpoint(t)
 	for _, get := range []bool{true, false} {
@@ -105,7 +105,7 @@ func TestAPIGetThenListThenCheckpoint(t *testing.T) {
 		if err != nil {
 			t.Fatalf("get=%v: %v", get, err)
 		}
-		if want := []string{"0000:3b:01.1", "0000:3b:01.3"}; !reflect.DeepEqual(ids, want) {
+		if want := []string{"0000:3b:01.3", "0000:3b:01.4"}; !reflect.DeepEqual(ids, want) {
 			t.Errorf("get=%v: ids %v, want %v", get, ids, want)
 		}
 		// A pod kubelet's API does not know yet: the checkpoint answers.
@@ -113,5 +113,45 @@ func TestAPIGetThenListThenCheckpoint(t *testing.T) {
 		if err != nil || !reflect.DeepEqual(ids, []string{"0000:3b:01.1"}) {
 			t.Errorf("get=%v: checkpoint fallback: %v %v", get, ids, err)
 		}
+	}
+}
+
+// PodResources v1 names pods by namespace/name only. While the old pod of a name is still
+// terminating, kubelet answers for it when the recreated pod of that name asks: the new pod got
+// the old one's devices. The checkpoint is keyed by UID and now decides.
+func TestSecurityRecreatedPodNeverGetsTheOldPodsDevices(t *testing.T) {
+	const cpJSON = `{"Data":{"PodDeviceEntries":[
+ {"PodUID":"uid-old","ContainerName":"app","ResourceName":"intel.com/sriov","DeviceIDs":{"-1":["0000:3b:01.2"]}},
+ {"PodUID":"uid-new","ContainerName":"app","ResourceName":"intel.com/sriov","DeviceIDs":{"-1":["0000:3b:01.5"]}}]},"Checksum":1}`
+	cp := filepath.Join(t.TempDir(), "kubelet_internal_checkpoint")
+	if err := os.WriteFile(cp, []byte(cpJSON), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	old := &podresourcesv1.PodResources{Namespace: "tenant", Name: "cnf-0", Containers: []*podresourcesv1.ContainerResources{
+		{Name: "app", Devices: []*podresourcesv1.ContainerDevices{{ResourceName: "intel.com/sriov", DeviceIds: []string{"0000:3b:01.2"}}}}}}
+	newer := &podresourcesv1.PodResources{Namespace: "tenant", Name: "cnf-0", Containers: []*podresourcesv1.ContainerResources{
+		{Name: "app", Devices: []*podresourcesv1.ContainerDevices{{ResourceName: "intel.com/sriov", DeviceIds: []string{"0000:3b:01.5"}}}}}}
+	for _, get := range []bool{true, false} {
+		// kubelet still knows the old pod first (Get answers for it, List has both).
+		sock := serve(t, &lister{get: get, pods: []*podresourcesv1.PodResources{old, newer}})
+		ids, err := DeviceIDs(context.Background(), Config{Socket: sock, Checkpoint: cp}, "tenant", "cnf-0", "uid-new", "intel.com/sriov")
+		if err != nil || !reflect.DeepEqual(ids, []string{"0000:3b:01.5"}) {
+			t.Errorf("get=%v: new pod got %v, %v; want its own 0000:3b:01.5", get, ids, err)
+		}
+	}
+	// The new pod has no devices of its own yet; the old pod's are refused, not passed on.
+	cp2 := filepath.Join(t.TempDir(), "kubelet_internal_checkpoint")
+	if err := os.WriteFile(cp2, []byte(strings.Replace(cpJSON, `"uid-new"`, `"uid-third"`, 1)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	sock := serve(t, &lister{get: true, pods: []*podresourcesv1.PodResources{old}})
+	ids, err := DeviceIDs(context.Background(), Config{Socket: sock, Checkpoint: cp2}, "tenant", "cnf-0", "uid-new", "intel.com/sriov")
+	if err == nil || !strings.Contains(err.Error(), "UID uid-old") {
+		t.Errorf("new pod without devices got %v, %v; want a refusal naming the old pod's UID", ids, err)
+	}
+	// Without the checkpoint, List with two pods of one name is ambiguous, not a guess.
+	sock = serve(t, &lister{get: false, pods: []*podresourcesv1.PodResources{old, newer}})
+	if ids, err := DeviceIDs(context.Background(), Config{Socket: sock, Checkpoint: cp + ".missing"}, "tenant", "cnf-0", "uid-new", "intel.com/sriov"); err == nil {
+		t.Errorf("List with two pods of one name and no checkpoint: %v", ids)
 	}
 }

@@ -57,6 +57,9 @@ func (p *Plugin) add(log *slog.Logger, conf *NetConf, a Args) (_ *current.Result
 		return nil, fmt.Errorf("sriov: vf %s: container %s already has interface %s (vf %s); DEL it first", conf.DeviceID, a.ContainerID, a.IfName, prev.VF)
 	}
 	owner, err := st.loadOwner(conf.DeviceID)
+	if errors.Is(err, errCorrupt) {
+		owner, err = p.ownerFromCaches(log, conf.DeviceID, err)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("sriov: vf %s: %w", conf.DeviceID, err)
 	}
@@ -80,6 +83,9 @@ func (p *Plugin) add(log *slog.Logger, conf *NetConf, a Args) (_ *current.Result
 	if err != nil {
 		return nil, err
 	}
+	if err := p.guard(log, v, a); err != nil {
+		return nil, err
+	}
 	m, closeNL, err := newManager(p.Sys)
 	if err != nil {
 		return nil, err
@@ -98,6 +104,7 @@ func (p *Plugin) add(log *slog.Logger, conf *NetConf, a Args) (_ *current.Result
 		}
 		orig.Netdev, orig.MAC, orig.MTU = l.Attrs().Name, l.Attrs().HardwareAddr.String(), l.Attrs().MTU
 		orig.Up = l.Attrs().Flags&netFlagUp != 0
+		orig.NetdevID = netdevIdentity(l)
 	}
 	if stale != nil {
 		if stale.Original.Admin != nil || admin == nil {
@@ -119,8 +126,12 @@ func (p *Plugin) add(log *slog.Logger, conf *NetConf, a Args) (_ *current.Result
 	if err := writeJSON(cachePath, c); err != nil {
 		return nil, fmt.Errorf("sriov: vf %s: %w", v.addr, err)
 	}
+	// undoFailed keeps the cache and the ownership record of an ADD whose undo did not finish:
+	// the runtime's DEL then finishes it from them, and the next pod neither takes the VF while
+	// it is still half given away nor records its leftovers as its "original" settings.
+	undoFailed := false
 	defer func() {
-		if err != nil {
+		if err != nil && !undoFailed {
 			_ = removeFile(cachePath)
 		}
 	}()
@@ -129,7 +140,7 @@ func (p *Plugin) add(log *slog.Logger, conf *NetConf, a Args) (_ *current.Result
 		return nil, fmt.Errorf("sriov: vf %s: %w", v.addr, err)
 	}
 	defer func() {
-		if err != nil {
+		if err != nil && !undoFailed {
 			_ = removeFile(ownerPath)
 		}
 	}()
@@ -140,8 +151,9 @@ func (p *Plugin) add(log *slog.Logger, conf *NetConf, a Args) (_ *current.Result
 	defer func() {
 		if err != nil {
 			if rerr := errors.Join(p.release(log, m, c, a.Netns, inPod == a.IfName)...); rerr != nil {
-				log.Error("undo of a failed ADD incomplete", "err", rerr)
-				err = fmt.Errorf("%w (undo incomplete: %v)", err, rerr)
+				undoFailed = true
+				log.Error("undo of a failed ADD incomplete; its state stays for DEL", "err", rerr, "cache", cachePath)
+				err = fmt.Errorf("%w (undo incomplete, DEL retries it: %v)", err, rerr)
 			}
 		}
 	}()
@@ -331,8 +343,14 @@ func (p *Plugin) returnNetdev(log *slog.Logger, c *Cache, podNS ns.NetNS, ifName
 		inPod = append(inPod, c.IfName)
 	}
 	if podNS != nil {
+		movedAs := tmp
 		err := podNS.Do(func(host ns.NetNS) error {
-			l := findOurs(c, inPod...)
+			// By its device, not its name: a pod with NET_ADMIN may have renamed it, and a
+			// DEL that looked for the name only would drop the record of a VF still in the pod.
+			l := findByIdentity(c.Original.NetdevID, host)
+			if c.Original.NetdevID == "" {
+				l = findOurs(c, inPod...)
+			}
 			if l == nil {
 				return nil
 			}
@@ -340,17 +358,25 @@ func (p *Plugin) returnNetdev(log *slog.Logger, c *Cache, podNS ns.NetNS, ifName
 				return fmt.Errorf("sriov: vf %s: set %s down in netns %s: %w", c.VF, l.Attrs().Name, podNS.Path(), err)
 			}
 			if l.Attrs().Name != tmp {
-				if err := netlink.LinkSetName(l, tmp); err != nil {
-					return fmt.Errorf("sriov: vf %s: rename %s to %s in netns %s: %w", c.VF, l.Attrs().Name, tmp, podNS.Path(), err)
+				// The pod may hold the temporary name itself, to make every DEL fail: then
+				// the VF moves under a name it cannot guess.
+				if o, err := netlink.LinkByName(tmp); err == nil && o.Attrs().Index != l.Attrs().Index {
+					movedAs = randomTmpName()
+				}
+				if err := netlink.LinkSetName(l, movedAs); err != nil {
+					return fmt.Errorf("sriov: vf %s: rename %s to %s in netns %s: %w", c.VF, l.Attrs().Name, movedAs, podNS.Path(), err)
 				}
 			}
 			if err := netlink.LinkSetNsFd(l, int(host.Fd())); err != nil {
-				return fmt.Errorf("sriov: vf %s: move %s back to the host: %w", c.VF, tmp, err)
+				return fmt.Errorf("sriov: vf %s: move %s back to the host: %w", c.VF, movedAs, err)
 			}
 			return nil
 		})
 		if err != nil {
 			return err
+		}
+		if movedAs != tmp {
+			tmp = movedAs
 		}
 	}
 	// In the host the netdev is under the temporary name (just moved, or a move cut short) or,
@@ -430,3 +456,25 @@ var parseMAC = net.ParseMAC
 var netdevReturnWait = 5 * time.Second
 
 const netFlagUp = net.FlagUp
+
+// ownerFromCaches stands in for a VF's corrupt ownership record, which would otherwise block
+// every ADD of the VF: the record is quarantined and the attachment caches say who holds the
+// VF (the usual in-use and stale-owner rules then apply). When none does, the VF is taken as
+// free, and the problem that its settings from before may be lost is recorded.
+func (p *Plugin) ownerFromCaches(log *slog.Logger, vf string, reason error) (*Owner, error) {
+	st := p.store()
+	caches, err := st.allCaches(log)
+	if err != nil {
+		return nil, fmt.Errorf("sriov: vf %s: ownership record %w; attachment caches: %w", vf, reason, err)
+	}
+	for _, c := range caches {
+		if c.VF == vf {
+			st.quarantine(log, st.ownerPath(vf), reason, Problem{VF: vf, ContainerID: c.ContainerID, IfName: c.IfName,
+				Left: "none: the holder's attachment cache stands in for the record"})
+			return &Owner{ContainerID: c.ContainerID, IfName: c.IfName, Netns: c.Netns, Network: c.Network, Original: c.Original}, nil
+		}
+	}
+	st.quarantine(log, st.ownerPath(vf), reason, Problem{VF: vf,
+		Left: "no attachment holds the VF: it was taken as free, and the settings it had before its last pod may be lost"})
+	return nil, nil
+}

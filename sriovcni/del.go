@@ -18,8 +18,10 @@ import (
 // so it needs neither the pod's netns nor the process that ran ADD. Without a cache there is
 // nothing to undo (ADD failed and cleaned up, or an earlier DEL finished): success.
 func (p *Plugin) Del(a Args) error {
-	c, err := p.store().loadCache(a.ContainerID, a.IfName)
-	if err != nil {
+	st := p.store()
+	c, err := st.loadCache(a.ContainerID, a.IfName)
+	corrupt := errors.Is(err, errCorrupt)
+	if err != nil && !corrupt {
 		return fmt.Errorf("sriov: DEL %s/%s: %w", a.ContainerID, a.IfName, err)
 	}
 	var conf *NetConf
@@ -30,6 +32,19 @@ func (p *Plugin) Del(a Args) error {
 	}
 	log, closeLog := p.logger(conf)
 	defer closeLog()
+	if corrupt {
+		// A cache that does not parse would fail this DEL forever and keep the pod
+		// Terminating: move it aside and work from the VF's ownership record instead.
+		if c = p.cacheFromOwner(log, a, true); c == nil {
+			return nil
+		}
+		conf, err = LoadConf(c.NetConf, c.CNIArgs)
+	} else if c == nil && err == nil {
+		// The cache was quarantined earlier (by GC): the ownership record may still name us.
+		if c = p.cacheFromOwner(log, a, false); c != nil {
+			conf, err = LoadConf(c.NetConf, c.CNIArgs)
+		}
+	}
 	if c == nil {
 		log.Debug("DEL without a cache: nothing to release", "container", a.ContainerID, "ifname", a.IfName)
 		return nil
@@ -61,6 +76,13 @@ func (p *Plugin) teardown(log *slog.Logger, c *Cache, conf *NetConf, a Args) err
 	}
 	defer lk.unlock()
 	owner, err := st.loadOwner(c.VF)
+	if errors.Is(err, errCorrupt) {
+		// The attachment's cache has what DEL needs; the unreadable record would only block
+		// this DEL and every later ADD of the VF.
+		st.quarantine(log, st.ownerPath(c.VF), err, Problem{VF: c.VF, ContainerID: c.ContainerID, IfName: c.IfName,
+			Left: "none if this DEL succeeds: the attachment's cache had the VF's original settings"})
+		owner, err = nil, nil
+	}
 	if err != nil {
 		return fmt.Errorf("sriov: vf %s: %w", c.VF, err)
 	}
@@ -111,11 +133,13 @@ func (p *Plugin) GC(a Args) error {
 	for _, v := range nc.ValidAttachments {
 		valid[[2]string{v.ContainerID, v.IfName}] = true
 	}
-	caches, err := p.store().allCaches()
-	if err != nil {
-		return fmt.Errorf("sriov: GC: %w", err)
-	}
+	gcLog, closeGCLog := p.logger(nil)
+	defer closeGCLog()
+	caches, err := p.store().allCaches(gcLog)
 	var errs []error
+	if err != nil {
+		errs = append(errs, fmt.Errorf("sriov: GC: %w", err))
+	}
 	for _, c := range caches {
 		if c.Network != nc.Name || valid[[2]string{c.ContainerID, c.IfName}] {
 			continue
@@ -134,4 +158,76 @@ func (p *Plugin) GC(a Args) error {
 		closeLog()
 	}
 	return errors.Join(errs...)
+}
+
+// cacheFromOwner quarantines the attachment's corrupt cache and rebuilds what DEL needs from the
+// VF's ownership record: the VF is the one DEL's netconf names (the runtime sends DEL the ADD's
+// netconf), and the record must say this attachment holds it. Without such a record there is
+// nothing to restore from: the problem is recorded and nil returned (DEL succeeds).
+// With corrupt false there is no cache at all (GC quarantined it): nil, quietly, unless the
+// record names this attachment.
+func (p *Plugin) cacheFromOwner(log *slog.Logger, a Args, corrupt bool) *Cache {
+	st := p.store()
+	path := st.cachePath(a.ContainerID, a.IfName)
+	_, err := readJSON(path, &Cache{})
+	prob := Problem{ContainerID: a.ContainerID, IfName: a.IfName}
+	giveUp := func(left string) *Cache {
+		if corrupt {
+			prob.Left = left
+			st.quarantine(log, path, err, prob)
+		}
+		return nil
+	}
+	conf, cerr := LoadConf(a.StdinData, a.Args)
+	if cerr != nil {
+		return giveUp("unknown VF: DEL's netconf names none (" + cerr.Error() + "); its settings, netdev and IPAM lease were not released")
+	}
+	prob.VF = conf.DeviceID
+	owner, oerr := st.loadOwner(conf.DeviceID)
+	if errors.Is(oerr, errCorrupt) && corrupt {
+		st.quarantine(log, st.ownerPath(conf.DeviceID), oerr, Problem{VF: conf.DeviceID, ContainerID: a.ContainerID, IfName: a.IfName,
+			Left: "see the record of the attachment's cache"})
+		owner, oerr = nil, nil
+	}
+	if oerr != nil {
+		return giveUp("the VF's ownership record cannot be read (" + oerr.Error() + "): its settings and netdev were not restored")
+	}
+	if owner != nil && (owner.ContainerID != a.ContainerID || owner.IfName != a.IfName) {
+		return giveUp("the VF belongs to container " + owner.ContainerID + " now: left alone")
+	}
+	if owner == nil {
+		if !corrupt {
+			return nil
+		}
+		// Nothing says what the VF was like before: still bring its netdev back from the pod,
+		// found by its PCI address, so the VF is not lost with the pod.
+		prob.Left = "no record of the VF's settings from before this pod: its netdev was brought back to the host if it was in the pod, but its name, MAC, MTU and PF settings were not restored"
+		st.quarantine(log, path, err, prob)
+		c := &Cache{ContainerID: a.ContainerID, IfName: a.IfName, Netns: a.Netns, Network: conf.Name,
+			NetConf: a.StdinData, CNIArgs: a.Args, VF: conf.DeviceID, Original: Original{NetdevID: "pci/" + conf.DeviceID}}
+		p.fillFromSysfs(c)
+		c.DPDK = userspaceDrivers[c.Driver]
+		return c
+	}
+	if corrupt {
+		prob.Left = "none if this DEL succeeds: rebuilt from the VF's ownership record"
+		st.quarantine(log, path, err, prob)
+	} else {
+		log.Warn("DEL without a cache: releasing the VF from its ownership record", "vf", conf.DeviceID, "container", a.ContainerID)
+	}
+	c := &Cache{ContainerID: a.ContainerID, IfName: a.IfName, Netns: owner.Netns, Network: owner.Network,
+		NetConf: a.StdinData, CNIArgs: a.Args, VF: conf.DeviceID, Original: owner.Original}
+	p.fillFromSysfs(c)
+	c.DPDK = owner.Original.Netdev == ""
+	return c
+}
+
+// fillFromSysfs sets a rebuilt cache's PF, VF index and driver from sysfs.
+func (p *Plugin) fillFromSysfs(c *Cache) {
+	if d, err := p.Sys.Device(c.VF); err == nil {
+		c.PF, c.VFIndex, c.Driver = d.PFAddress, d.VFIndex, d.Driver
+		if nds, err := p.Sys.Netdevs(d.PFAddress); err == nil && len(nds) > 0 {
+			c.PFNetdev = nds[0]
+		}
+	}
 }

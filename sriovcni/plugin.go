@@ -17,7 +17,9 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/multinet-io/multinet/devinfo"
+	"github.com/multinet-io/multinet/devpools"
 	"github.com/multinet-io/multinet/pci"
+	"github.com/multinet-io/multinet/podresources"
 	"github.com/multinet-io/multinet/vfmanager"
 )
 
@@ -38,11 +40,24 @@ type Plugin struct {
 	StateDir string
 	// Log, when set, is used instead of the logger the netconf's logLevel/logFile describe.
 	Log *slog.Logger
+	// PoolsFile is the device plugin's published pools (package devpools; "": none), and
+	// PoolCheck what a VF in none of them gets (PoolCheckAuto when "").
+	PoolsFile string
+	PoolCheck string
+	// Checkpoint is kubelet's device-manager checkpoint ("": not read): a VF kubelet gave
+	// another pod is refused.
+	Checkpoint string
 }
 
-// NewFromEnv returns a Plugin over MULTINET_SYSFS_ROOT and MULTINET_STATE_DIR (or their defaults).
+// NewFromEnv returns a Plugin over MULTINET_SYSFS_ROOT, MULTINET_STATE_DIR, MULTINET_POOLS_FILE,
+// MULTINET_SRIOV_POOL_CHECK and MULTINET_KUBELET_CHECKPOINT (or their defaults).
 func NewFromEnv() *Plugin {
-	return &Plugin{Sys: pci.New(pci.RootFromEnv()), StateDir: StateDirFromEnv()}
+	p := &Plugin{Sys: pci.New(pci.RootFromEnv()), StateDir: StateDirFromEnv(),
+		PoolsFile: devpools.PathFromEnv(), PoolCheck: os.Getenv(EnvPoolCheck), Checkpoint: podresources.DefaultCheckpoint}
+	if c := os.Getenv(EnvCheckpoint); c != "" {
+		p.Checkpoint = c
+	}
+	return p
 }
 
 func (p *Plugin) store() store { return store{dir: p.StateDir} }

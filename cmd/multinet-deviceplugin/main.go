@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/multinet-io/multinet/deviceplugin"
+	"github.com/multinet-io/multinet/devpools"
 	"github.com/multinet-io/multinet/pci"
 )
 
@@ -30,6 +31,7 @@ func run(args []string, stderr io.Writer) int {
 	sysfs := fs.String("sysfs-root", pci.DefaultSysfsRoot, "sysfs mount to read devices from")
 	dir := fs.String("device-plugin-dir", deviceplugin.DefaultPluginDir, "kubelet's device-plugin directory (kubelet.sock and our sockets)")
 	interval := fs.Duration("interval", 250*time.Millisecond, "how often sysfs, the config file and kubelet.sock are checked")
+	poolsFile := fs.String("pools-file", devpools.DefaultPath, "where the pools' PCI addresses are published for the sriov CNI plugin (\"\" for nowhere)")
 	check := fs.Bool("check", false, "validate the config, print the pools it selects on this node, and exit")
 	verbose := fs.Bool("v", false, "debug logging")
 	if err := fs.Parse(args); err != nil {
@@ -41,7 +43,11 @@ func run(args []string, stderr io.Writer) int {
 	}
 	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
 
-	m, err := deviceplugin.New(deviceplugin.Options{ConfigFile: *cfg, SysfsRoot: *sysfs, PluginDir: *dir, Interval: *interval, Logger: log})
+	if *check {
+		*poolsFile = "" // a dry run publishes nothing
+	}
+	m, err := deviceplugin.New(deviceplugin.Options{ConfigFile: *cfg, SysfsRoot: *sysfs, PluginDir: *dir, Interval: *interval, Logger: log,
+		PoolsFile: *poolsFile})
 	if err != nil {
 		fmt.Fprintf(stderr, "multinet-deviceplugin: %v\n", err)
 		return 1

@@ -230,7 +230,8 @@ func TestDevicePluginOnRealKubelet(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	p.cmd = exec.Command(bin, "--config", cfgPath, "--sysfs-root", tree.Root, "--device-plugin-dir", c.DevicePluginDir())
+	p.cmd = exec.Command(bin, "--config", cfgPath, "--sysfs-root", tree.Root, "--device-plugin-dir", c.DevicePluginDir(),
+		"--pools-file", filepath.Join(c.Dir, "pools.json"))
 	p.cmd.Env = append(os.Environ(), devinfo.EnvBase+"="+devinfoDir)
 	p.cmd.Stdout, p.cmd.Stderr = logf, logf
 	if err := p.cmd.Start(); err != nil {

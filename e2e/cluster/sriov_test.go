@@ -88,7 +88,8 @@ func startDevicePlugin(t *testing.T, c *clustertest.Cluster, sysfs, config strin
 	if err != nil {
 		t.Fatal(err)
 	}
-	p.cmd = exec.Command(bin, "--config", cfg, "--sysfs-root", sysfs, "--device-plugin-dir", c.DevicePluginDir())
+	p.cmd = exec.Command(bin, "--config", cfg, "--sysfs-root", sysfs, "--device-plugin-dir", c.DevicePluginDir(),
+		"--pools-file", filepath.Join(c.Dir, "pools.json")) // what containerd's sriov reads (cluster-up)
 	p.cmd.Env = append(os.Environ(), devinfo.EnvBase+"="+filepath.Join(c.Dir, "devinfo"))
 	p.cmd.Stdout, p.cmd.Stderr = logf, logf
 	if err := p.cmd.Start(); err != nil {

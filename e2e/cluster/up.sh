@@ -125,7 +125,7 @@ fi
 # The node is a simulated SR-IOV node: CNI plugins run by containerd read sysfs under
 # $D/sim-sysfs (tests link their fake trees there), keep device-info under $D/devinfo and
 # their state under $D/cni-state.
-start containerd env MULTINET_SYSFS_ROOT="$D/sim-sysfs" MULTINET_DEVINFO_DIR="$D/devinfo" MULTINET_STATE_DIR="$D/cni-state" containerd --config "$D/containerd/config.toml"
+start containerd env MULTINET_SYSFS_ROOT="$D/sim-sysfs" MULTINET_DEVINFO_DIR="$D/devinfo" MULTINET_STATE_DIR="$D/cni-state" MULTINET_POOLS_FILE="$D/pools.json" containerd --config "$D/containerd/config.toml"
 
 for i in $(seq 100); do [ -S "$sock" ] && break; sleep 0.1; done
 [ -S "$sock" ] || { echo "cluster-up: containerd did not start; see $D/logs/containerd.log" >&2; tail -20 "$D/logs/containerd.log" >&2; exit 1; }

@@ -126,7 +126,8 @@ func TestDevicePluginIgbVFs(t *testing.T) {
 	  {"resourceName":"igbvf","selectors":{"vendors":["8086"],"devices":["10ca"],"drivers":["igbvf"]}},
 	  {"resourceName":"igb_dpdk","selectors":{"vendors":["8086"],"drivers":["vfio-pci"]}}]}`), 0o644)
 	devinfoDir := filepath.Join(dir, "devinfo")
-	cmd := exec.Command("/bin/multinet-deviceplugin", "--config", cfg, "--sysfs-root", "/sys", "--device-plugin-dir", dir)
+	cmd := exec.Command("/bin/multinet-deviceplugin", "--config", cfg, "--sysfs-root", "/sys", "--device-plugin-dir", dir,
+		"--pools-file", filepath.Join(dir, "pools.json")) // not the node's: the sriov tests use VFs of no pool
 	cmd.Env = append(os.Environ(), devinfo.EnvBase+"="+devinfoDir)
 	logb := &strings.Builder{}
 	var logMu sync.Mutex

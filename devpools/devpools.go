@@ -1,0 +1,112 @@
+// Package devpools is the file through which the device plugin tells the node's CNI plugins
+// which PCI devices it advertises, in which pool: the sriov plugin refuses a VF that is in no
+// pool (one the host keeps for itself, or that no NAD's resource can have been given). The
+// device plugin writes it whenever its pools change; readers only read it.
+package devpools
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"time"
+)
+
+// DefaultPath is where the device plugin publishes its pools: on disk, so it is there for the
+// CNI plugins after a reboot before the device plugin runs again (kubelet then has given out
+// nothing new either).
+const DefaultPath = "/var/lib/multinet/deviceplugin/pools.json"
+
+// EnvPath overrides DefaultPath for the CNI plugins.
+const EnvPath = "MULTINET_POOLS_FILE"
+
+// PathFromEnv returns the pools file in effect for a CNI plugin.
+func PathFromEnv() string {
+	if p := os.Getenv(EnvPath); p != "" {
+		return p
+	}
+	return DefaultPath
+}
+
+// File is the published membership.
+type File struct {
+	// Pools maps a full resource name (prefix/name) to its devices' PCI addresses, sorted.
+	Pools   map[string][]string `json:"pools"`
+	Updated time.Time           `json:"updated"`
+}
+
+// PoolOf returns the resource whose pool holds the PCI address, "" when none does.
+func (f *File) PoolOf(addr string) string {
+	for name, addrs := range f.Pools {
+		i := sort.SearchStrings(addrs, addr)
+		if i < len(addrs) && addrs[i] == addr {
+			return name
+		}
+	}
+	return ""
+}
+
+// Write replaces the file atomically and durably: a reader sees the old or the new pools.
+func Write(path string, pools map[string][]string) error {
+	f := File{Pools: map[string][]string{}, Updated: time.Now().UTC()}
+	for name, addrs := range pools {
+		a := append([]string(nil), addrs...)
+		sort.Strings(a)
+		f.Pools[name] = a
+	}
+	b, err := json.MarshalIndent(f, "", "  ")
+	if err != nil {
+		return err
+	}
+	dir := filepath.Dir(path)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return fmt.Errorf("pools file %s: %w", path, err)
+	}
+	tmp, err := os.CreateTemp(dir, ".pools-*.tmp")
+	if err != nil {
+		return fmt.Errorf("pools file %s: %w", path, err)
+	}
+	_, werr := tmp.Write(b)
+	if werr == nil {
+		werr = tmp.Chmod(0o644)
+	}
+	if werr == nil {
+		werr = tmp.Sync()
+	}
+	if cerr := tmp.Close(); werr == nil {
+		werr = cerr
+	}
+	if werr == nil {
+		werr = os.Rename(tmp.Name(), path)
+	}
+	if werr != nil {
+		os.Remove(tmp.Name())
+		return fmt.Errorf("pools file %s: %w", path, werr)
+	}
+	if d, err := os.Open(dir); err == nil {
+		_ = d.Sync()
+		d.Close()
+	}
+	return nil
+}
+
+// Read returns the published pools; a missing file is an error wrapping fs.ErrNotExist.
+func Read(path string) (*File, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("pools file: %w", err)
+	}
+	f := &File{}
+	if err := json.Unmarshal(b, f); err != nil {
+		return nil, fmt.Errorf("pools file %s: %w", path, err)
+	}
+	if f.Pools == nil {
+		return nil, errors.New("pools file " + path + `: no "pools"`)
+	}
+	for _, a := range f.Pools {
+		sort.Strings(a)
+	}
+	return f, nil
+}
