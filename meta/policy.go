@@ -1,6 +1,7 @@
 package meta
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"net"
@@ -68,6 +69,19 @@ type VLANRule struct {
 	ResourceName string   `json:"resourceName"`
 	Namespaces   []string `json:"namespaces,omitempty"`
 	VLANs        string   `json:"vlans"`
+}
+
+// UnmarshalJSON refuses unknown fields: a misspelt lock-down setting must not pass as none.
+func (pol *Policy) UnmarshalJSON(b []byte) error {
+	type plain Policy
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.DisallowUnknownFields()
+	var p plain
+	if err := dec.Decode(&p); err != nil {
+		return fmt.Errorf("policy: %w", err)
+	}
+	*pol = Policy(p)
+	return nil
 }
 
 var sriovAdminFields = []string{"vlan", "vlanQoS", "vlanProto", "mac", "spoofchk", "trust", "link_state", "min_tx_rate", "max_tx_rate"}

@@ -342,4 +342,21 @@ func TestPolicyConfigErrors(t *testing.T) {
 	if err != nil || c.Policy.TenantTypes == nil || len(c.Policy.TenantTypes) != 0 {
 		t.Errorf("an empty tenantTypes (no type at all for tenants) must stay set: %v %#v", err, c)
 	}
+	// The README's lock-down example loads as written.
+	readme, err := os.ReadFile("../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, rest, _ := strings.Cut(string(readme), "To lock it down, set `policy`")
+	_, example, _ := strings.Cut(rest, "```json\n")
+	example, _, _ = strings.Cut(example, "```")
+	var list struct {
+		Plugins []json.RawMessage `json:"plugins"`
+	}
+	if err := json.Unmarshal([]byte(example), &list); err != nil || len(list.Plugins) != 1 {
+		t.Fatalf("README example: %v\n%s", err, example)
+	}
+	if c, err := LoadConfig(list.Plugins[0]); err != nil || len(c.Policy.Sriov.VLANs) != 3 {
+		t.Errorf("README example does not load: %v", err)
+	}
 }
