@@ -293,3 +293,55 @@ func TestSecurityPortMappingsFromAnnotation(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// Issue 12.3/12.4 on an SR-IOV node: a VF whose netdev the node itself uses (here it carries the
+// default route) is taken by no sriov NAD, whoever wrote it; and with policy.sriov a tenant's
+// NAD asking for trust on is refused before the VF is touched.
+func TestSecuritySriovNADCannotTakeHostVFOrSetTrust(t *testing.T) {
+	n := newNode(t)
+	_, macs := n.sriovNode(2)
+	err := n.host.Do(func(ns.NetNS) error {
+		vf, _ := netlink.LinkByName("mnvf1")
+		peer, _ := netlink.LinkByName("mnvf1p")
+		netlink.LinkSetUp(peer)
+		if err := netlink.LinkSetUp(vf); err != nil {
+			return err
+		}
+		a, _ := netlink.ParseAddr("198.51.100.2/24")
+		if err := netlink.AddrAdd(vf, a); err != nil {
+			return err
+		}
+		return netlink.RouteAdd(&netlink.Route{LinkIndex: vf.Attrs().Index, Gw: net.ParseIP("198.51.100.1")})
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkpoint := n.write(n.dir, "kubelet_internal_checkpoint", `{"Data":{"PodDeviceEntries":[
+	  {"PodUID":"uid-cnf","ContainerName":"app","ResourceName":"intel.com/sriov_netdevice","DeviceIDs":{"-1":["0000:00:12.0"]}}]},"Checksum":1}`)
+	n.conf = n.multinetConf(map[string]interface{}{"networkDir": n.netDir, "kubeletCheckpoint": checkpoint,
+		"podResourcesSocket": n.dir + "/no-kubelet.sock", "policy": map[string]interface{}{"sriov": map[string]interface{}{"tenantAdminFields": []string{"vlan"}}}})
+	n.nad("default", "sriov-any", `{"cniVersion": "1.0.0", "type": "sriov"}`, nil)
+	n.nad("kube-system", "sriov-admin", `{"cniVersion": "1.0.0", "type": "sriov"}`, nil)
+	n.nad("default", "sriov-trust", `{"cniVersion": "1.0.0", "type": "sriov", "trust": "on"}`,
+		map[string]string{"k8s.v1.cni.cncf.io/resourceName": "intel.com/sriov_netdevice"})
+
+	_, err = n.pod("p1", `[{"name": "sriov-any", "deviceID": "0000:00:12.1"}]`).add()
+	wantRefused(t, "tenant takes the host's VF", err, "network default/sriov-any", "plugin 1 (sriov): deviceID 0000:00:12.1 (host link mnvf1) refused",
+		"IPv4 default route; no NAD may take it")
+	_, err = n.pod("p2", `[{"name": "sriov-admin", "namespace": "kube-system", "deviceID": "0000:00:12.1"}]`).add()
+	wantRefused(t, "trusted NAD takes the host's VF", err, "network kube-system/sriov-admin", "no NAD may take it")
+	_, err = n.pod("cnf", "sriov-trust", [2]string{"K8S_POD_UID", "uid-cnf"}).add()
+	wantRefused(t, "tenant sets trust", err, "pod default/cnf", "network default/sriov-trust", "plugin 1 (sriov): trust on refused")
+
+	n.host.Do(func(ns.NetNS) error {
+		for _, vf := range []string{"mnvf0", "mnvf1"} {
+			if l, err := netlink.LinkByName(vf); err != nil || l.Attrs().HardwareAddr.String() != macs[vf] {
+				t.Errorf("VF %s not on the node with its own MAC after the refused ADDs: %v", vf, err)
+			}
+		}
+		return nil
+	})
+	if r := n.hostDefaultRoutes(); r != 1 {
+		t.Errorf("node has %d default routes, want its 1 (through mnvf1)", r)
+	}
+}
