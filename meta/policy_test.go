@@ -360,3 +360,25 @@ func TestPolicyConfigErrors(t *testing.T) {
 		t.Errorf("README example does not load: %v", err)
 	}
 }
+
+// No NAD config, device ID or annotation may panic the policy (a node agent would crash for
+// every pod): only errors come out.
+func FuzzPolicyCheckNAD(f *testing.F) {
+	f.Add(`{"plugins":[{"type":"host-device","device":"eth0","runtimeConfig":{"deviceID":"x"}},{"type":"sriov","vlan":"7","trust":1}]}`, "0000:00:12.1", "", true)
+	f.Add(`{"plugins":[{"type":"bond","links":[{"name":"s0"},3,null]},{"type":"bridge","isGateway":"yes"},{"type":"macvlan","linkInContainer":"x"}]}`, "../x", "r/x", false)
+	f.Add(`{"plugins":[null,{"type":"host-device","hwaddr":"zz","kernelpath":"/sys/devices/../x","pciBusID":7}]}`, "", "", false)
+	f.Add(`{"plugins":{"type":"x"}}`, "vhost-1", "multinet.io/vhost", true)
+	pol := &Policy{TenantTypes: []string{"sriov", "bridge"}, TenantLinks: []string{"ens1"}, ProtectedLinks: []string{"s0"},
+		Sriov:        SriovPolicy{TenantAdminFields: []string{"vlan"}, VLANs: []VLANRule{{ResourceName: "r/x", VLANs: "1-9"}}},
+		Capabilities: map[string][]string{"cni-args": nil}}
+	hv := &hostView{protected: map[string]protection{"eth0": {why: "eth0 carries the node's IPv4 default route"}, "s0": {why: "s0 is in policy.protectedLinks", operator: true}},
+		exists: map[string]bool{"eth0": true, "s0": true, "ens2": true}, byMAC: map[string][]string{}, defaultLink: "eth0", sys: pci.New(f.TempDir())}
+	f.Fuzz(func(t *testing.T, conf, deviceID, resource string, trusted bool) {
+		pod := podWith("")
+		d := &Delegate{Name: "default/x", Conf: []byte(conf), DeviceID: deviceID, ResourceName: resource,
+			CapabilityArgs: map[string]interface{}{"portMappings": []int{1}, "bandwidth": nil}}
+		sel := &Selection{Name: "x", Namespace: "default", MAC: "02:00:00:00:00:01", CNIArgs: map[string]interface{}{"a": 1}}
+		c := nadCheck{pod: pod, nad: "default/x", namespace: "default", trusted: trusted, d: d, sel: sel}
+		_ = pol.checkNAD(c, &lazyHost{hv: hv, done: true})
+	})
+}
