@@ -293,7 +293,7 @@ func (pol *Policy) checkNAD(c nadCheck, host *lazyHost) error {
 			if rc, ok := pl["runtimeConfig"].(map[string]interface{}); ok {
 				for _, k := range mapKeys(rc) {
 					if pol.capRestricted(k) && !pol.capAllowed(k, c.namespace) {
-						return c.pluginErr(i, typ, "runtimeConfig.%s refused: policy.capabilities allows it to NADs of trusted namespaces only", k)
+						return c.pluginErr(i, typ, "runtimeConfig.%s refused: namespace %s is neither trusted nor in policy.capabilities.%s", k, c.namespace, k)
 					}
 				}
 			}
@@ -310,12 +310,12 @@ func (pol *Policy) checkNAD(c nadCheck, host *lazyHost) error {
 		for i, pl := range l.Plugins {
 			if caps, _ := pl["capabilities"].(map[string]interface{}); caps[k] == true {
 				typ, _ := pl["type"].(string)
-				return c.pluginErr(i, typ, "%s from the pod's annotation refused: policy.capabilities allows it to pods of trusted namespaces only (namespace %s is not)", k, c.pod.Namespace)
+				return c.pluginErr(i, typ, "%s from the pod's annotation refused: namespace %s is neither trusted nor in policy.capabilities.%s", k, c.pod.Namespace, k)
 			}
 		}
 	}
 	if len(c.sel.CNIArgs) > 0 && pol.capRestricted("cni-args") && !pol.capAllowed("cni-args", c.pod.Namespace) {
-		return c.errorf("cni-args from the pod's annotation refused: policy.capabilities allows them to pods of trusted namespaces only")
+		return c.errorf("cni-args from the pod's annotation refused: namespace %s is neither trusted nor in policy.capabilities.cni-args", c.pod.Namespace)
 	}
 	if hasSriov && c.sel.MAC != "" {
 		if allowed := pol.adminFieldsFor(c.pod.Namespace); allowed != nil && !contains(allowed, "mac") {
