@@ -435,7 +435,8 @@ func hostLinkRefs(typ string, pl map[string]interface{}) []linkRef {
 			}
 		}
 		refs = append(refs, ref)
-	case "tap", "ovs":
+	case "ovs":
+		// (tap's bridge is looked up in the pod's namespace: not a host link.)
 		if v := str("bridge"); v != "" {
 			refs = append(refs, linkRef{field: "bridge", kind: "name", value: v})
 		}
