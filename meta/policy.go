@@ -458,12 +458,22 @@ func hostLinkRefs(typ string, pl map[string]interface{}) []linkRef {
 
 func (pol *Policy) checkLinks(c nadCheck, i int, typ string, pl map[string]interface{}, host *lazyHost) error {
 	refs := hostLinkRefs(typ, pl)
-	if len(refs) == 0 {
+	routes := !c.trusted && routesOnHost(typ, pl)
+	if len(refs) == 0 && !routes {
 		return nil
 	}
 	hv, err := host.get()
 	if err != nil {
 		return c.pluginErr(i, typ, "cannot check its host links: %v", err)
+	}
+	if routes {
+		var podIPs []string
+		if c.sel != nil {
+			podIPs = c.sel.IPs
+		}
+		if err := judgeNodeNets(ipamClaims(pl, podIPs), hv); err != nil {
+			return c.pluginErr(i, typ, "%s", err)
+		}
 	}
 	for _, r := range refs {
 		for _, name := range hv.resolve(r) {
@@ -561,6 +571,90 @@ func noChange(field string, v interface{}) bool {
 	return false
 }
 
+// nodeNet is one of the node's own networks or gateways.
+type nodeNet struct {
+	net  *net.IPNet
+	what string
+}
+
+func hostPrefix(ip net.IP) *net.IPNet {
+	if ip4 := ip.To4(); ip4 != nil {
+		return &net.IPNet{IP: ip4, Mask: net.CIDRMask(32, 32)}
+	}
+	return &net.IPNet{IP: ip, Mask: net.CIDRMask(128, 128)}
+}
+
+func overlaps(a, b *net.IPNet) bool { return a.Contains(b.IP) || b.Contains(a.IP) }
+
+// hostRoutingTypes put routes or addresses for the pod's addresses on the node: ptp a route
+// to each pod address, bridge with isGateway the gateway address and the subnet's route. A
+// subnet that overlaps the node's own networks diverts the node's traffic (a pod "at" the
+// node's gateway address gets the node's egress).
+func routesOnHost(typ string, pl map[string]interface{}) bool {
+	gw, _ := pl["isGateway"].(bool)
+	dgw, _ := pl["isDefaultGateway"].(bool)
+	return typ == "ptp" || (typ == "bridge" && (gw || dgw))
+}
+
+// ipamClaims lists the networks a plugin's IPAM (host-local ranges, static addresses) and the
+// pod's ips may give the pod.
+func ipamClaims(pl map[string]interface{}, podIPs []string) []string {
+	var out []string
+	ipam, _ := pl["ipam"].(map[string]interface{})
+	str := func(m map[string]interface{}, k string) {
+		if v, _ := m[k].(string); v != "" {
+			out = append(out, v)
+		}
+	}
+	if ipam != nil {
+		str(ipam, "subnet")
+		sets, _ := ipam["ranges"].([]interface{})
+		for _, set := range sets {
+			rs, _ := set.([]interface{})
+			for _, r := range rs {
+				if m, ok := r.(map[string]interface{}); ok {
+					str(m, "subnet")
+				}
+			}
+		}
+		addrs, _ := ipam["addresses"].([]interface{})
+		for _, a := range addrs {
+			if m, ok := a.(map[string]interface{}); ok {
+				str(m, "address")
+			}
+		}
+	}
+	return append(out, podIPs...)
+}
+
+func parsePrefix(s string) *net.IPNet {
+	if ip, n, err := net.ParseCIDR(s); err == nil {
+		n.IP = ip.Mask(n.Mask)
+		return n
+	}
+	if ip := net.ParseIP(s); ip != nil {
+		return hostPrefix(ip)
+	}
+	return nil
+}
+
+// judgeNodeNets refuses a tenant plugin that routes on the node a network overlapping one of
+// the node's own.
+func judgeNodeNets(claims []string, hv *hostView) error {
+	for _, c := range claims {
+		p := parsePrefix(c)
+		if p == nil {
+			continue
+		}
+		for _, n := range hv.nets {
+			if overlaps(p, n.net) {
+				return fmt.Errorf("address range %s refused: it overlaps %s, and the plugin routes the pod's addresses on the node", c, n.what)
+			}
+		}
+	}
+	return nil
+}
+
 // protection says why a host link is protected.
 type protection struct {
 	why      string
@@ -573,7 +667,10 @@ type hostView struct {
 	exists      map[string]bool
 	byMAC       map[string][]string
 	defaultLink string // the link macvlan/ipvlan use when given no master
-	sys         *pci.SysFS
+	// nets are the node's own networks (its addresses' prefixes) and gateways (of its default
+	// routes, as /32 or /128), with what they are.
+	nets []nodeNet
+	sys  *pci.SysFS
 }
 
 func (hv *hostView) resolve(r linkRef) []string {
@@ -672,6 +769,15 @@ func readHost(sys *pci.SysFS, operator []string) (*hostView, error) {
 			for _, nh := range r.MultiPath {
 				idx = append(idx, nh.LinkIndex)
 			}
+			gws := []net.IP{r.Gw}
+			for _, nh := range r.MultiPath {
+				gws = append(gws, nh.Gw)
+			}
+			for _, gw := range gws {
+				if gw != nil && !gw.IsLinkLocalUnicast() {
+					hv.nets = append(hv.nets, nodeNet{hostPrefix(gw), fmt.Sprintf("the node's %s default gateway %s", famName, gw)})
+				}
+			}
 			for _, i := range idx {
 				if l, ok := byIndex[i]; ok {
 					if hv.defaultLink == "" && r.Table == unix.RT_TABLE_MAIN {
@@ -681,6 +787,21 @@ func readHost(sys *pci.SysFS, operator []string) (*hostView, error) {
 				}
 			}
 		}
+	}
+	addrs, err := netlinksafe.AddrList(nil, netlink.FAMILY_ALL)
+	if err != nil {
+		return nil, fmt.Errorf("list host addresses: %w", err)
+	}
+	for _, a := range addrs {
+		if a.IPNet == nil || !a.IP.IsGlobalUnicast() {
+			continue
+		}
+		name := ""
+		if l, ok := byIndex[a.LinkIndex]; ok {
+			name = " on " + l.Attrs().Name
+		}
+		prefix := &net.IPNet{IP: a.IP.Mask(a.Mask), Mask: a.Mask}
+		hv.nets = append(hv.nets, nodeNet{prefix, fmt.Sprintf("the node's network %s (address %s%s)", prefix, a.IP, name)})
 	}
 	for _, name := range operator {
 		for _, l := range links {

@@ -345,3 +345,45 @@ func TestSecuritySriovNADCannotTakeHostVFOrSetTrust(t *testing.T) {
 		t.Errorf("node has %d default routes, want its 1 (through mnvf1)", r)
 	}
 }
+
+// A tenant's ptp NAD whose pod address is the node's gateway (198.51.100.1) makes ptp route
+// 198.51.100.1/32 on the node into the pod: the node's default route then leads to the pod.
+// Tenant ptp and gateway bridges may not route networks that overlap the node's own; the node
+// keeps reaching its gateway through uplink0.
+func TestSecurityTenantCannotRouteNodeNetworks(t *testing.T) {
+	n := newNode(t)
+	n.uplinks()
+	ptp := func(name, ipam string) string {
+		return `{"cniVersion": "1.0.0", "name": "` + name + `", "type": "ptp", "ipam": ` + ipam + `}`
+	}
+	n.nad("default", "hijack", ptp("hijack", `{"type": "static", "addresses": [{"address": "198.51.100.1/32"}]}`), nil)
+	n.nad("default", "overlap", ptp("overlap", `{"type": "host-local", "dataDir": "`+n.ipamDir+`", "ranges": [[{"subnet": "198.51.100.0/24"}]]}`), nil)
+	n.nad("default", "asked", `{"cniVersion": "1.0.0", "name": "asked", "type": "ptp", "capabilities": {"ips": true}, "ipam": {"type": "static"}}`, nil)
+	n.nad("default", "ok-ptp", ptp("ok-ptp", `{"type": "host-local", "dataDir": "`+n.ipamDir+`", "subnet": "10.77.0.0/24"}`), nil)
+	_, err := n.pod("p1", "hijack").add()
+	wantRefused(t, "pod at the node's gateway", err, "network default/hijack", "plugin 1 (ptp): address range 198.51.100.1/32 refused",
+		"the node's IPv4 default gateway 198.51.100.1")
+	_, err = n.pod("p2", "overlap").add()
+	wantRefused(t, "subnet of the node's uplink", err, "network default/overlap", "198.51.100.0/24 refused: it overlaps the node's")
+	_, err = n.pod("p3", `[{"name": "asked", "ips": ["198.51.100.1/24"]}]`).add()
+	wantRefused(t, "pod's ips", err, "network default/asked", "198.51.100.1/24 refused")
+	var via string
+	n.host.Do(func(ns.NetNS) error {
+		rs, err := netlink.RouteGet(net.ParseIP("198.51.100.1"))
+		if err == nil && len(rs) > 0 {
+			l, _ := netlink.LinkByIndex(rs[0].LinkIndex)
+			via = l.Attrs().Name
+		}
+		return nil
+	})
+	if via != "uplink0" {
+		t.Errorf("the node reaches its gateway through %q, want uplink0", via)
+	}
+	p := n.pod("p4", "ok-ptp")
+	if _, err := p.add(); err != nil {
+		t.Fatalf("a tenant ptp on its own subnet: %v", err)
+	}
+	if err := p.del(); err != nil {
+		t.Fatal(err)
+	}
+}
