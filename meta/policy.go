@@ -24,9 +24,10 @@ import (
 // (`"policy"` in the meta-plugin's netconf). NADs of the plugin's namespace and of
 // globalNamespaces are trusted (only cluster admins should write there); every other namespace
 // is a tenant's. What is on without any setting: no NAD may move a link that carries the node's
-// default routes (or its bond/bridge) out of the node, tenants may not attach to one, device IDs
-// must be PCI addresses, and only trusted pods and NADs get host port mappings and bandwidth
-// settings. Everything else is opt-in, as Multus has none of it.
+// default routes (or its bond/bridge) out of the node, none may reconfigure one, tenants may not
+// attach to one nor route the node's own networks into a pod, device IDs are PCI addresses (or
+// plain device names from kubelet), and only trusted pods and NADs get host port mappings and
+// bandwidth settings. Everything else is opt-in, as Multus has none of it.
 type Policy struct {
 	// TenantTypes, when set, are the only plugin types (IPAM types included, every plugin of a
 	// conflist) that NADs of tenant namespaces may use. Unset: any type (Multus behaviour).
