@@ -389,6 +389,8 @@ type linkRef struct {
 	take  bool
 	// reconfig names the field that would change the link's own configuration.
 	reconfig string
+	// allocated: the device is the one kubelet gave the pod, not the NAD's or pod's choice.
+	allocated bool
 }
 
 // hostLinkRefs lists the host links a plugin of a reference (or common third-party) type
@@ -477,6 +479,7 @@ func (pol *Policy) checkLinks(c nadCheck, i int, typ string, pl map[string]inter
 		}
 	}
 	for _, r := range refs {
+		r.allocated = r.kind == "pci" && c.d.ResourceName != ""
 		for _, name := range hv.resolve(r) {
 			if err := judgeLink(pol, c.trusted, r, name, hv); err != nil {
 				return c.pluginErr(i, typ, "%s", err)
@@ -508,7 +511,7 @@ func judgeLink(pol *Policy, trusted bool, r linkRef, name string, hv *hostView) 
 			return fmt.Errorf("%s with %s refused: the link %s; no NAD may reconfigure it", what, r.reconfig, pr.why)
 		}
 	}
-	if !trusted && pol.TenantLinks != nil && hv.exists[name] && !contains(pol.TenantLinks, name) {
+	if !trusted && !r.allocated && pol.TenantLinks != nil && hv.exists[name] && !contains(pol.TenantLinks, name) {
 		return fmt.Errorf("%s refused: policy.tenantLinks allows tenant NADs the host links %v only", what, pol.TenantLinks)
 	}
 	return nil

@@ -322,6 +322,13 @@ func TestSecurityReadHostProtectsWhatTheRoutesStandOn(t *testing.T) {
 	if err := judgeLink(p, false, linkRef{field: "bridge", kind: "name", value: "newbr"}, "newbr", hv); err != nil {
 		t.Errorf("a bridge the plugin will create: %v", err)
 	}
+	// A VF's netdev: the tenant's choice (a deviceID in the annotation) is limited, kubelet's is not.
+	if err := judgeLink(p, false, linkRef{field: "deviceID", kind: "pci", value: "0000:00:12.1"}, "other0", hv); err == nil {
+		t.Error("tenantLinks: a device the pod picked is not limited")
+	}
+	if err := judgeLink(p, false, linkRef{field: "deviceID", kind: "pci", value: "0000:00:12.1", allocated: true}, "other0", hv); err != nil {
+		t.Errorf("tenantLinks: the device kubelet allocated: %v", err)
+	}
 }
 
 // Policy typos fail the config load, naming the field: a policy that silently allowed more
