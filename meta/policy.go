@@ -600,8 +600,8 @@ func routesOnHost(typ string, pl map[string]interface{}) bool {
 	return typ == "ptp" || (typ == "bridge" && (gw || dgw))
 }
 
-// ipamClaims lists the networks a plugin's IPAM (host-local ranges, static addresses) and the
-// pod's ips may give the pod.
+// ipamClaims lists the networks a plugin's IPAM (host-local ranges, static addresses,
+// whereabouts ranges) and the pod's ips may give the pod.
 func ipamClaims(pl map[string]interface{}, podIPs []string) []string {
 	var out []string
 	ipam, _ := pl["ipam"].(map[string]interface{})
@@ -612,6 +612,13 @@ func ipamClaims(pl map[string]interface{}, podIPs []string) []string {
 	}
 	if ipam != nil {
 		str(ipam, "subnet")
+		str(ipam, "range") // whereabouts
+		ranges, _ := ipam["ipRanges"].([]interface{})
+		for _, r := range ranges {
+			if m, ok := r.(map[string]interface{}); ok {
+				str(m, "range")
+			}
+		}
 		sets, _ := ipam["ranges"].([]interface{})
 		for _, set := range sets {
 			rs, _ := set.([]interface{})

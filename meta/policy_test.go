@@ -314,6 +314,14 @@ func TestSecurityReadHostProtectsWhatTheRoutesStandOn(t *testing.T) {
 	if err := judgeLink(p, false, linkRef{field: "master", kind: "name", value: "m1"}, "m1", hv); err == nil {
 		t.Error("a tenant macvlan may attach to a next hop of the IPv6 default route")
 	}
+	claims := ipamClaims(map[string]interface{}{"ipam": map[string]interface{}{"type": "whereabouts", "range": "203.0.113.64/26",
+		"ipRanges": []interface{}{map[string]interface{}{"range": "fd00:9::/64"}}}}, nil)
+	if err := judgeNodeNets(claims, hv); err == nil || !strings.Contains(err.Error(), "203.0.113.64/26 refused: it overlaps the node's network 203.0.113.0/24") {
+		t.Errorf("whereabouts range inside the node's uplink network: %v", err)
+	}
+	if err := judgeNodeNets(claims[1:], hv); err != nil {
+		t.Errorf("a range the node does not have: %v", err)
+	}
 	p.TenantLinks = []string{"other0p"}
 	if err := judgeLink(p, false, linkRef{field: "master", kind: "name", value: "other0"}, "other0", hv); err == nil ||
 		!strings.Contains(err.Error(), "policy.tenantLinks") {
