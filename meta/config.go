@@ -61,6 +61,9 @@ type Config struct {
 	KubeletCheckpoint  string `json:"kubeletCheckpoint,omitempty"`
 
 	RuntimeConfig map[string]interface{} `json:"runtimeConfig,omitempty"`
+
+	// Policy limits what NADs and pod annotations may do to the node (policy.go).
+	Policy Policy `json:"policy,omitempty"`
 }
 
 // nsList accepts both a JSON list and Multus's comma-separated string.
@@ -142,6 +145,9 @@ func LoadConfig(b []byte) (*Config, error) {
 		if probe.Type == "" && len(probe.Plugins) == 0 {
 			return nil, fmt.Errorf("multinet config: delegates[%d]: no type and no plugins", i)
 		}
+	}
+	if err := c.Policy.validate(); err != nil {
+		return nil, fmt.Errorf("multinet config: %w", err)
 	}
 	switch strings.ToLower(c.LogLevel) {
 	case "", "debug", "verbose", "info", "error", "panic", "warn", "warning":

@@ -86,6 +86,8 @@ type GenerateOptions struct {
 	GlobalNamespaces       []string
 	ReadinessIndicatorFile string
 	PodResourcesSocket     string
+	// Policy is the meta-plugin's policy as JSON (policy.go), checked before it is written.
+	Policy json.RawMessage
 }
 
 // Generate writes <confDir>/00-multinet.conflist wrapping the first foreign conf, keeping its
@@ -137,6 +139,16 @@ func Generate(o GenerateOptions) (string, bool, error) {
 	set("podResourcesSocket", o.PodResourcesSocket)
 	if o.NamespaceIsolation {
 		plugin["namespaceIsolation"] = true
+	}
+	if len(o.Policy) > 0 {
+		var pol Policy
+		if err := json.Unmarshal(o.Policy, &pol); err != nil {
+			return "", false, err
+		}
+		if err := pol.validate(); err != nil {
+			return "", false, err
+		}
+		plugin["policy"] = o.Policy
 	}
 	if len(o.GlobalNamespaces) > 0 {
 		plugin["globalNamespaces"] = o.GlobalNamespaces

@@ -72,3 +72,23 @@ func mustPlugin(t *testing.T, conflist []byte) []byte {
 	}
 	return l.Plugins[0]
 }
+
+// --policy puts the operator's policy into the conflist, checked first: a typo in a lock-down
+// setting fails generate instead of installing no lock-down.
+func TestGenerateEmbedsPolicy(t *testing.T) {
+	dir := t.TempDir()
+	os.WriteFile(filepath.Join(dir, "10-bridge.conf"), []byte(`{"cniVersion":"1.0.0","name":"cbr0","type":"bridge"}`), 0o644)
+	if _, _, err := Generate(GenerateOptions{ConfDir: dir, Policy: []byte(`{"tenantType":["sriov"]}`)}); err == nil ||
+		!strings.Contains(err.Error(), `unknown field "tenantType"`) {
+		t.Fatalf("misspelt policy: err = %v", err)
+	}
+	path, _, err := Generate(GenerateOptions{ConfDir: dir, Policy: []byte(`{"tenantTypes": ["sriov"], "protectedLinks": ["eno1"]}`)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := os.ReadFile(path)
+	c, err := LoadConfig(mustPlugin(t, b))
+	if err != nil || len(c.Policy.TenantTypes) != 1 || c.Policy.ProtectedLinks[0] != "eno1" {
+		t.Fatalf("generated %s: %v", b, err)
+	}
+}

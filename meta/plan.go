@@ -218,6 +218,9 @@ func (p *planner) plan(ctx context.Context, pod *corev1.Pod, podUID, ifname stri
 	if err := p.assignDevices(ctx, pod, podUID, delegates); err != nil {
 		return nil, err
 	}
+	if err := p.enforcePolicy(pod, delegates, len(statics), sels); err != nil {
+		return nil, err
+	}
 	return delegates, nil
 }
 
@@ -391,10 +394,20 @@ func (p *planner) assignDevices(ctx context.Context, pod *corev1.Pod, podUID str
 		}
 		id := ds[i].DeviceID
 		var err error
+		// Into every plugin, as Multus does: a chained plugin must not keep a device of the NAD
+		// author's choosing. pciBusID only ever holds a PCI address (host-device reads it as a
+		// sysfs path); a vhost-user slot or auxiliary device goes as deviceID only.
 		ds[i].Conf, err = editPlugins(ds[i].Conf, func(pl map[string]interface{}, first bool) {
-			if first {
-				pl["deviceID"] = id
-				pl["pciBusID"] = id
+			pl["deviceID"] = id
+			if _, has := pl["pciBusID"]; has || first || pl["type"] == "host-device" {
+				if pciAddress(id) {
+					pl["pciBusID"] = id
+				} else {
+					delete(pl, "pciBusID")
+				}
+			}
+			if rc, ok := pl["runtimeConfig"].(map[string]interface{}); ok && rc["deviceID"] != nil {
+				rc["deviceID"] = id
 			}
 		})
 		if err != nil {

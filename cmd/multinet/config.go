@@ -4,6 +4,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"os"
 	"strings"
 
 	"github.com/multinet-io/multinet/meta"
@@ -17,7 +18,7 @@ func configCmd(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("multinet config generate", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	var o meta.GenerateOptions
-	var global string
+	var global, policy string
 	fs.StringVar(&o.ConfDir, "conf-dir", meta.DefaultConfDir, "CNI conf dir holding the cluster network's conf")
 	fs.StringVar(&o.Kubeconfig, "kubeconfig", "", "kubeconfig the plugin uses to read NADs and pods")
 	fs.StringVar(&o.CacheDir, "cache-dir", "", "delegate cache dir (default "+meta.DefaultCacheDir+")")
@@ -28,8 +29,17 @@ func configCmd(args []string, stdout, stderr io.Writer) int {
 	fs.StringVar(&global, "global-namespaces", "", "comma-separated namespaces whose NADs every pod may use")
 	fs.StringVar(&o.ReadinessIndicatorFile, "readiness-indicator-file", "", "refuse ADD until this file exists")
 	fs.StringVar(&o.PodResourcesSocket, "pod-resources-socket", "", "kubelet PodResources socket (default "+meta.DefaultPodResourcesSocket+")")
+	fs.StringVar(&policy, "policy", "", "JSON file with the meta-plugin's policy (what NADs may do to the node)")
 	if err := fs.Parse(args[1:]); err != nil {
 		return 2
+	}
+	if policy != "" {
+		b, err := os.ReadFile(policy)
+		if err != nil {
+			fmt.Fprintf(stderr, "multinet config generate: %v\n", err)
+			return 1
+		}
+		o.Policy = b
 	}
 	if global != "" {
 		o.GlobalNamespaces = strings.Split(global, ",")
