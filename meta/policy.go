@@ -24,8 +24,8 @@ import (
 // (`"policy"` in the meta-plugin's netconf). NADs of the plugin's namespace and of
 // globalNamespaces are trusted (only cluster admins should write there); every other namespace
 // is a tenant's. What is on without any setting: no NAD may move a link that carries the node's
-// default routes (or its bond/bridge) out of the node, none may reconfigure one, tenants may not
-// attach to one nor route the node's own networks into a pod, device IDs are PCI addresses (or
+// default routes (or its bond/bridge) out of the node or attach a pod to one, tenants may not
+// route the node's own networks into a pod, device IDs are PCI addresses (or
 // plain device names from kubelet), and only trusted pods and NADs get host port mappings and
 // bandwidth settings. Everything else is opt-in, as Multus has none of it.
 type Policy struct {
@@ -387,8 +387,6 @@ type linkRef struct {
 	kind  string // name, mac, kernelpath, pci, defaultRoute
 	value string
 	take  bool
-	// reconfig names the field that would change the link's own configuration.
-	reconfig string
 	// allocated: the device is the one kubelet gave the pod, not the NAD's or pod's choice.
 	allocated bool
 }
@@ -430,14 +428,7 @@ func hostLinkRefs(typ string, pl map[string]interface{}) []linkRef {
 		if br == "" {
 			br = "cni0"
 		}
-		ref := linkRef{field: "bridge", kind: "name", value: br}
-		for _, f := range []string{"isGateway", "isDefaultGateway", "forceAddress", "promiscMode"} {
-			if flag(f) {
-				ref.reconfig = f
-				break
-			}
-		}
-		refs = append(refs, ref)
+		refs = append(refs, linkRef{field: "bridge", kind: "name", value: br})
 	case "ovs":
 		// (tap's bridge is looked up in the pod's namespace: not a host link.)
 		if v := str("bridge"); v != "" {
@@ -490,8 +481,8 @@ func (pol *Policy) checkLinks(c nadCheck, i int, typ string, pl map[string]inter
 }
 
 // judgeLink is the host-link rule: nothing takes a protected link; the operator's protected
-// links are attached to by no NAD; the default-route links only by trusted NADs, without
-// reconfiguring them; tenants name only policy.tenantLinks when that is set.
+// links and the default-route links are attached to by no NAD; tenants name only
+// policy.tenantLinks when that is set.
 func judgeLink(pol *Policy, trusted bool, r linkRef, name string, hv *hostView) error {
 	what := r.field
 	if r.value != "" && r.value != name {
@@ -503,12 +494,10 @@ func judgeLink(pol *Policy, trusted bool, r linkRef, name string, hv *hostView) 
 		switch {
 		case r.take:
 			return fmt.Errorf("%s refused: the link %s; no NAD may take it from the node", what, pr.why)
-		case pr.operator:
+		default:
+			// Also for trusted NADs: a macvlan or bridge port on the node's uplink shares the
+			// node's own L2 with a pod (issue 12: "always").
 			return fmt.Errorf("%s refused: the link %s; no NAD may attach to it", what, pr.why)
-		case !trusted:
-			return fmt.Errorf("%s refused: the link %s; only NADs of trusted namespaces may attach to it", what, pr.why)
-		case r.reconfig != "":
-			return fmt.Errorf("%s with %s refused: the link %s; no NAD may reconfigure it", what, r.reconfig, pr.why)
 		}
 	}
 	if !trusted && !r.allocated && pol.TenantLinks != nil && hv.exists[name] && !contains(pol.TenantLinks, name) {

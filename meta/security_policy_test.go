@@ -155,10 +155,9 @@ func TestSecurityHostDeviceCannotTakeUplink(t *testing.T) {
 }
 
 // Issue 12.3: macvlan/ipvlan/vlan on the node's uplink put a tenant's pod on the
-// infrastructure L2. Tenants may not attach to a default-route link (also not by leaving
-// master empty, which means the default route's link); trusted NADs (the plugin's namespace,
-// globalNamespaces) still may, as under Multus, unless the operator lists the link in
-// policy.protectedLinks.
+// infrastructure L2. No NAD may attach to a default-route link (also not by leaving master
+// empty, which means the default route's link), trusted ones neither; other host links stay
+// open to trusted NADs unless the operator lists them in policy.protectedLinks.
 func TestSecurityTenantCannotAttachToUplink(t *testing.T) {
 	n := newNode(t)
 	n.uplinks()
@@ -178,9 +177,10 @@ func TestSecurityTenantCannotAttachToUplink(t *testing.T) {
 	  {"type": "macvlan", "master": "eth0", "ipam": {"type": "host-local", "dataDir": "`+n.ipamDir+`", "subnet": "192.168.8.0/24"}},
 	  {"type": "vlan", "master": "uplink0", "vlanId": 8}]}`, nil)
 	n.nad("kube-system", "mgmt", mv("mgmt", "uplink0"), nil)
+	n.nad("kube-system", "data", mv("data", "uplink0p"), nil)
 
 	for _, c := range []struct{ networks, want string }{
-		{"mv-uplink", "plugin 1 (macvlan): master uplink0 refused: the link uplink0 carries the node's IPv4 default route; only NADs of trusted namespaces"},
+		{"mv-uplink", "plugin 1 (macvlan): master uplink0 refused: the link uplink0 carries the node's IPv4 default route; no NAD may attach to it"},
 		{"mv-default", "master uplink0 refused"},
 		{"ipvlan-br", "master br-up refused: the link br-up carries the node's IPv6 default route"},
 		{"vlan-port", "master upslave0 refused: the link upslave0 is a slave of br-up"},
@@ -193,10 +193,13 @@ func TestSecurityTenantCannotAttachToUplink(t *testing.T) {
 		t.Errorf("leases after refused ADDs = %v", l)
 	}
 
-	// The admin's NAD works as under Multus...
-	p := n.pod("admin", "kube-system/mgmt")
+	// Not even the admin's NAD may share the uplink's L2 with a pod...
+	_, err := n.pod("admin", "kube-system/mgmt").add()
+	wantRefused(t, "trusted macvlan on the uplink", err, "kube-system/mgmt", "master uplink0 refused: the link uplink0 carries the node's IPv4 default route; no NAD may attach to it")
+	// ...while it may use another host link, as under Multus...
+	p := n.pod("admin", "kube-system/data")
 	if _, err := p.add(); err != nil {
-		t.Fatalf("trusted macvlan on the uplink: %v", err)
+		t.Fatalf("trusted macvlan on a data link: %v", err)
 	}
 	if got := keys(p.links()); len(got) != 2 {
 		t.Errorf("pod interfaces = %v, want eth0 and net1", got)
@@ -204,15 +207,14 @@ func TestSecurityTenantCannotAttachToUplink(t *testing.T) {
 	if err := p.del(); err != nil {
 		t.Fatal(err)
 	}
-	// ...until the operator protects the link from every NAD.
-	n.conf = n.multinetConf(map[string]interface{}{"networkDir": n.netDir, "policy": map[string]interface{}{"protectedLinks": []string{"uplink0"}}})
-	_, err := n.pod("admin2", "kube-system/mgmt").add()
-	wantRefused(t, "protectedLinks", err, "kube-system/mgmt", "uplink0 is in policy.protectedLinks; no NAD may attach to it")
+	// ...until the operator protects that link from every NAD.
+	n.conf = n.multinetConf(map[string]interface{}{"networkDir": n.netDir, "policy": map[string]interface{}{"protectedLinks": []string{"uplink0p"}}})
+	_, err = n.pod("admin2", "kube-system/data").add()
+	wantRefused(t, "protectedLinks", err, "kube-system/data", "uplink0p is in policy.protectedLinks; no NAD may attach to it")
 }
 
 // Issue 12.3: a bridge NAD onto the node's bridge with isGateway gives the bridge a gateway
-// address (forceAddress replaces the node's): no NAD may reconfigure a default-route link, and
-// tenants may not join it at all.
+// address (forceAddress replaces the node's): no NAD may join a default-route bridge at all.
 func TestSecurityBridgeCannotReconfigureHostBridge(t *testing.T) {
 	n := newNode(t)
 	n.uplinks()
@@ -227,9 +229,9 @@ func TestSecurityBridgeCannotReconfigureHostBridge(t *testing.T) {
 	n.nad("default", "join", br("join", false), nil)
 	n.nad("kube-system", "gw", br("gw", true), nil)
 	_, err := n.pod("p1", "join").add()
-	wantRefused(t, "tenant bridge", err, "default/join", "plugin 1 (bridge): bridge br-up refused", "only NADs of trusted namespaces")
+	wantRefused(t, "tenant bridge", err, "default/join", "plugin 1 (bridge): bridge br-up refused", "no NAD may attach to it")
 	_, err = n.pod("p2", "kube-system/gw").add()
-	wantRefused(t, "trusted bridge with isGateway", err, "kube-system/gw", "bridge br-up with isGateway refused", "no NAD may reconfigure it")
+	wantRefused(t, "trusted bridge with isGateway", err, "kube-system/gw", "bridge br-up refused", "no NAD may attach to it")
 	var addrs []string
 	n.host.Do(func(ns.NetNS) error {
 		l, _ := netlink.LinkByName("br-up")
