@@ -10,6 +10,8 @@ import (
 	"strings"
 
 	"github.com/containernetworking/cni/libcni"
+
+	"github.com/multinet-io/multinet/internal/fsutil"
 )
 
 // OwnConfName is the file `multinet config generate` writes.
@@ -158,9 +160,9 @@ func Generate(o GenerateOptions) (string, bool, error) {
 	if old, err := os.ReadFile(dst); err == nil && bytes.Equal(old, out) {
 		return dst, false, nil
 	}
-	if err := writeFileAtomic(dst, out); err != nil {
+	// 0644: the runtime and node tools read the conf dir.
+	if err := fsutil.WriteFileAtomic(dst, out, 0o644); err != nil {
 		return "", false, err
 	}
-	os.Chmod(dst, 0o644)
 	return dst, true, nil
 }
