@@ -82,6 +82,7 @@ type GenerateOptions struct {
 	Kubeconfig             string
 	CacheDir               string
 	BinDir                 string
+	LogDir                 string
 	LogFile                string
 	LogLevel               string
 	NamespaceIsolation     bool
@@ -133,6 +134,7 @@ func Generate(o GenerateOptions) (string, bool, error) {
 	set("kubeconfig", o.Kubeconfig)
 	set("cacheDir", o.CacheDir)
 	set("binDir", o.BinDir)
+	set("logDir", o.LogDir)
 	set("logFile", o.LogFile)
 	set("logLevel", o.LogLevel)
 	set("readinessIndicatorFile", o.ReadinessIndicatorFile)

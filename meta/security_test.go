@@ -1,0 +1,182 @@
+package meta
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/containernetworking/cni/pkg/invoke"
+	"github.com/containernetworking/cni/pkg/skel"
+	nadv1 "github.com/k8snetworkplumbingwg/network-attachment-definition-client/pkg/apis/k8s.cni.cncf.io/v1"
+	corev1 "k8s.io/api/core/v1"
+)
+
+// countingNets counts the NAD lookups that reach the store.
+type countingNets struct {
+	*dirNetworks
+	gets int
+}
+
+func (c *countingNets) NAD(ctx context.Context, ns, name string) (*nadv1.NetworkAttachmentDefinition, error) {
+	c.gets++
+	return c.dirNetworks.NAD(ctx, ns, name)
+}
+
+func nadManifest(ns, name, config string, annotations map[string]string) string {
+	nad := nadv1.NetworkAttachmentDefinition{}
+	nad.APIVersion, nad.Kind = "k8s.cni.cncf.io/v1", "NetworkAttachmentDefinition"
+	nad.Namespace, nad.Name, nad.Annotations = ns, name, annotations
+	nad.Spec.Config = config
+	b, _ := json.Marshal(nad)
+	return string(b)
+}
+
+// The issue's attack: a NAD whose conf is a nested meta-plugin, with binDir /bin and a
+// delegate of type sh. Every way a delegate conf reaches the plan (the networks annotation,
+// the default-network annotation, defaultNetworks, static delegates, a later plugin of a
+// conflist, a NAD resolving to a conf file) refuses our own types and Multus's by name.
+func TestSecurityOwnTypesNeverDelegates(t *testing.T) {
+	nested := func(typ string) string {
+		return `{"cniVersion":"1.0.0","name":"evil","type":"` + typ + `","binDir":"/bin","clusterNetwork":"/etc/cni/net.d",
+		  "delegates":[{"cniVersion":"1.0.0","name":"x","type":"sh","cmd":"$(id|tee /tmp/x)"}]}`
+	}
+	for _, typ := range []string{"multinet", "multinet-shim", "multinetd", "multus", "multus-shim"} {
+		t.Run(typ, func(t *testing.T) {
+			nads := map[string]string{
+				"evil":  nadManifest("default", "evil", nested(typ), nil),
+				"chain": nadManifest("default", "chain", `{"cniVersion":"1.0.0","name":"chain","plugins":[{"type":"bridge"},{"type":"`+typ+`","binDir":"/bin"}]}`, nil),
+				"sys":   nadManifest("kube-system", "evil-default", nested(typ), nil),
+			}
+			conf, nets := standalone(t, nads)
+			pl := &planner{conf: conf, nets: nets}
+			for _, c := range []struct {
+				what string
+				pod  *corev1.Pod
+				want string
+			}{
+				{"networks annotation", podWith("evil"), "NAD default/evil"},
+				{"later plugin of a conflist", podWith("chain"), "NAD default/chain"},
+				{"default-network annotation", &corev1.Pod{ObjectMeta: podWith("").ObjectMeta}, "NAD default/evil"},
+			} {
+				if c.what == "default-network annotation" {
+					c.pod.Annotations = map[string]string{DefaultNetworkAnnot: "default/evil"}
+				}
+				_, err := pl.plan(context.Background(), c.pod, "uid-1", "eth0")
+				if err == nil || !strings.Contains(err.Error(), c.want) || !strings.Contains(err.Error(), `plugin type "`+typ+`" refused`) {
+					t.Errorf("%s: err = %v, want refused naming %s and type %s", c.what, err, c.want, typ)
+				}
+			}
+			dconf := *conf
+			dconf.DefaultNetworks = []string{"kube-system/evil-default"}
+			_, err := (&planner{conf: &dconf, nets: nets}).plan(context.Background(), podWith(""), "uid-1", "eth0")
+			if err == nil || !strings.Contains(err.Error(), "NAD kube-system/evil-default") || !strings.Contains(err.Error(), "refused") {
+				t.Errorf("defaultNetworks: err = %v", err)
+			}
+			sconf, err := LoadConfig([]byte(`{"name":"m","type":"multinet","delegates":[{"cniVersion":"1.0.0","name":"cbr0","type":"bridge","masterplugin":true},` + nested(typ) + `]}`))
+			if err != nil {
+				t.Fatal(err)
+			}
+			_, err = (&planner{conf: sconf}).plan(context.Background(), podWith(""), "uid-1", "eth0")
+			if err == nil || !strings.Contains(err.Error(), `static delegate "evil"`) || !strings.Contains(err.Error(), "refused") {
+				t.Errorf("static delegates: err = %v", err)
+			}
+			mconf, _ := LoadConfig([]byte(`{"name":"m","type":"multinet","delegates":[` + nested(typ) + `]}`))
+			_, err = (&planner{conf: mconf}).plan(context.Background(), podWith(""), "uid-1", "eth0")
+			if err == nil || !strings.Contains(err.Error(), "cluster network") || !strings.Contains(err.Error(), "refused") {
+				t.Errorf("static master delegate: err = %v", err)
+			}
+		})
+	}
+}
+
+// Wall 1 of the self-recursion: a NAD with an empty spec named like our generated conflist
+// resolves to that conf in confDir; it is refused, naming the NAD and the conf, instead of
+// making every ADD exec multinet again.
+func TestSecurityNADResolvingToOwnConfRefused(t *testing.T) {
+	confDir := t.TempDir()
+	os.WriteFile(filepath.Join(confDir, "10-bridge.conflist"), []byte(`{"cniVersion":"1.0.0","name":"cbr0","plugins":[{"type":"bridge"}]}`), 0o644)
+	if _, _, err := Generate(GenerateOptions{ConfDir: confDir}); err != nil {
+		t.Fatal(err)
+	}
+	// A copy under another file name is recognised by its plugin type.
+	b, _ := os.ReadFile(filepath.Join(confDir, OwnConfName))
+	os.WriteFile(filepath.Join(confDir, "50-copy.conflist"), []byte(strings.Replace(string(b), "multinet-cni-network", "copy-net", 1)), 0o644)
+	nads := map[string]string{
+		"own":  nadManifest("default", "multinet-cni-network", "", nil),
+		"copy": nadManifest("default", "copy-net", "", nil),
+		"ok":   nadManifest("default", "cbr0", "", nil),
+	}
+	conf, nets := standalone(t, nads)
+	conf.ConfDir = confDir
+	for _, c := range []struct{ ann, want string }{
+		{"multinet-cni-network", `NAD default/multinet-cni-network: no spec.config, and the conf named "multinet-cni-network" in ` + confDir + ` is multinet's own (00-multinet.conflist): refused`},
+		{"copy-net", `NAD default/copy-net: no spec.config, and the conf named "copy-net" in ` + confDir + ` is multinet's own (50-copy.conflist)`},
+	} {
+		for _, annot := range []string{NetworksAnnot, DefaultNetworkAnnot} {
+			pod := podWith("")
+			pod.Annotations = map[string]string{annot: "default/" + c.ann}
+			_, err := (&planner{conf: conf, nets: nets}).plan(context.Background(), pod, "uid-1", "eth0")
+			if err == nil || !strings.Contains(err.Error(), c.want) {
+				t.Errorf("%s %s: err = %v\nwant %s", annot, c.ann, err, c.want)
+			}
+		}
+	}
+	// An empty spec naming a foreign conf still works, as with Multus.
+	ds, err := (&planner{conf: conf, nets: nets}).plan(context.Background(), podWith("cbr0"), "uid-1", "eth0")
+	if err != nil || len(ds) != 2 || ds[1].Name != "default/cbr0" {
+		t.Fatalf("empty spec naming cbr0: %v, %v", ds, err)
+	}
+}
+
+// Wall 2 of the self-recursion, alone: a meta-plugin that finds MULTINET_DEPTH set (it was
+// started as a delegate, whatever name it was installed under) attaches nothing; its DEL does
+// nothing and succeeds, so the outer DEL is never blocked by it.
+func TestSecurityDepthGuardRefusesNestedRun(t *testing.T) {
+	conf, _ := standalone(t, map[string]string{"n": nadManifest("default", "plain", `{"cniVersion":"1.0.0","type":"bridge"}`, nil)})
+	stdin, _ := json.Marshal(map[string]interface{}{"cniVersion": "1.0.0", "name": "m", "type": "multinet",
+		"clusterNetwork": conf.ClusterNetwork, "networkDir": conf.NetworkDir, "cacheDir": t.TempDir()})
+	t.Setenv(EnvDepth, "1")
+	p, err := New(stdin, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	args := &skel.CmdArgs{ContainerID: "c1", IfName: "eth0", Netns: "/proc/self/ns/net", Args: "K8S_POD_NAMESPACE=default;K8S_POD_NAME=cnf-1", StdinData: stdin}
+	if _, err := p.Add(args); err == nil || !strings.Contains(err.Error(), "ADD refused: started as a delegate of multinet (MULTINET_DEPTH=1)") {
+		t.Errorf("nested ADD: err = %v", err)
+	}
+	if _, err := os.Stat(filepath.Join(p.Conf.CacheDir, "delegates", "c1.json")); !os.IsNotExist(err) {
+		t.Errorf("nested ADD recorded delegates: %v", err)
+	}
+	for verb, f := range map[string]func(*skel.CmdArgs) error{"CHECK": p.Check, "STATUS": p.Status} {
+		if err := f(args); err == nil || !strings.Contains(err.Error(), verb+" refused") {
+			t.Errorf("nested %s: err = %v", verb, err)
+		}
+	}
+	if err := p.Del(args); err != nil {
+		t.Errorf("nested DEL: %v, want success doing nothing", err)
+	}
+	// The marker each delegate gets is one more than ours.
+	var got []string
+	rec := recordExec{env: &got}
+	outer := &Plugin{Conf: conf, Depth: 0, Exec: rec}
+	outer.exec().ExecPlugin(context.Background(), "/nonexistent", nil, []string{"PATH=/bin", EnvDepth + "=7"})
+	if strings.Join(got, " ") != "PATH=/bin "+EnvDepth+"=1" {
+		t.Errorf("delegate environment = %v, want PATH and %s=1 only", got, EnvDepth)
+	}
+}
+
+// recordExec keeps the environment a delegate would get.
+type recordExec struct {
+	invoke.Exec
+	env *[]string
+}
+
+func (r recordExec) ExecPlugin(_ context.Context, _ string, _ []byte, environ []string) ([]byte, error) {
+	*r.env = environ
+	return nil, fmt.Errorf("not run")
+}
