@@ -238,8 +238,6 @@ func (p *Plugin) recoverPanic(verb, containerID, cniArgs string, err *error) {
 		return
 	}
 	ref := parsePodRef(cniArgs)
-	if p.Log != nil {
-		p.Log.Error("panic", "verb", verb, "container", containerID, "pod", ref.Namespace+"/"+ref.Name, "panic", fmt.Sprint(r), "stack", string(debug.Stack()))
-	}
+	p.logger().Error("panic", "verb", verb, "container", containerID, "pod", ref.Namespace+"/"+ref.Name, "panic", fmt.Sprint(r), "stack", string(debug.Stack()))
 	*err = fmt.Errorf("pod %s/%s (container %s): multinet %s: internal error: %v", ref.Namespace, ref.Name, containerID, verb, r)
 }

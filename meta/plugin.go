@@ -88,6 +88,14 @@ func New(stdin []byte, cniArgs string) (p *Plugin, err error) {
 	return p, nil
 }
 
+// logger is Log, or warnings to stderr for a Plugin built without one.
+func (p *Plugin) logger() *slog.Logger {
+	if p.Log == nil {
+		p.Log = slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})).With("plugin", "multinet")
+	}
+	return p.Log
+}
+
 // Close releases the log file.
 func (p *Plugin) Close() error {
 	if p.logFile == nil {
@@ -174,6 +182,9 @@ func (p *Plugin) pod(ctx context.Context, ref podRef) (*corev1.Pod, error) {
 	if err != nil {
 		return nil, err
 	}
+	if pod == nil {
+		return nil, fmt.Errorf("get pod %s/%s: no pod and no error", ref.Namespace, ref.Name)
+	}
 	if ref.UID != "" && pod.UID != "" && string(pod.UID) != ref.UID {
 		if _, mirror := pod.Annotations["kubernetes.io/config.mirror"]; !mirror {
 			return nil, fmt.Errorf("pod %s/%s: the runtime's K8S_POD_UID %s is not the API pod's UID %s (the pod was deleted and recreated)",
@@ -207,7 +218,7 @@ func (p *Plugin) Add(args *skel.CmdArgs) (_ types.Result, err error) {
 	ctx, cancel := p.ctx()
 	defer cancel()
 	ref := parsePodRef(args.Args)
-	log := p.Log.With("container", args.ContainerID, "pod", ref.Namespace+"/"+ref.Name)
+	log := p.logger().With("container", args.ContainerID, "pod", ref.Namespace+"/"+ref.Name)
 	pod, err := p.pod(ctx, ref)
 	if err != nil {
 		return nil, err
@@ -373,14 +384,12 @@ func (p *Plugin) Del(args *skel.CmdArgs) (err error) {
 	if p.Depth > 0 {
 		// A nested ADD attached nothing (it refused), so there is nothing to remove; failing
 		// would only make the outer DEL, and so the pod, undeletable.
-		if p.Log != nil {
-			p.Log.Error("DEL as a delegate of multinet: nothing to do", "container", args.ContainerID, EnvDepth, p.Depth)
-		}
+		p.logger().Error("DEL as a delegate of multinet: nothing to do", "container", args.ContainerID, EnvDepth, p.Depth)
 		return nil
 	}
 	ctx, cancel := p.ctx()
 	defer cancel()
-	log := p.Log.With("container", args.ContainerID)
+	log := p.logger().With("container", args.ContainerID)
 	entry, err := loadCache(p.Conf.CacheDir, args.ContainerID)
 	if err != nil {
 		// A corrupt cache must not block pod deletion forever; libcni's cache still knows
