@@ -367,3 +367,9 @@ func TestSecurityLogFileOnlyUnderLogDir(t *testing.T) {
 		t.Errorf("open fds %d -> %d after 50 New+Close: log files leak", before, after)
 	}
 }
+
+func nadFixture(ns, name, config string) *nadv1.NetworkAttachmentDefinition {
+	nad := &nadv1.NetworkAttachmentDefinition{}
+	nad.Namespace, nad.Name, nad.Spec.Config = ns, name, config
+	return nad
+}
