@@ -179,23 +179,6 @@ func LoadConfig(b []byte) (*Config, error) {
 	return c, nil
 }
 
-// logPath is LogFile relative to LogDir; ok is false when LogFile points outside LogDir.
-func (c *Config) logPath() (rel string, ok bool) {
-	rel = c.LogFile
-	if filepath.IsAbs(rel) {
-		r, err := filepath.Rel(filepath.Clean(c.LogDir), filepath.Clean(rel))
-		if err != nil {
-			return "", false
-		}
-		rel = r
-	}
-	rel = filepath.Clean(rel)
-	if rel == "." || rel == ".." || strings.HasPrefix(rel, "../") {
-		return "", false
-	}
-	return rel, true
-}
-
 // binPath is where delegates are looked up: binDir first, then the runtime's CNI_PATH.
 func (c *Config) binPath(cniPath string) []string {
 	var p []string

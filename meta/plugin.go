@@ -124,9 +124,7 @@ func newLogger(c *Config) (*slog.Logger, io.Closer) {
 	var f *os.File
 	var why error
 	if c.LogFile != "" {
-		if rel, ok := c.logPath(); !ok {
-			why = fmt.Errorf("logFile %s is outside logDir %s", c.LogFile, c.LogDir)
-		} else if f, why = fsutil.OpenAppendInDir(c.LogDir, rel); why == nil {
+		if f, why = fsutil.OpenLogFile(c.LogDir, c.LogFile); why == nil {
 			w = f
 		}
 	}

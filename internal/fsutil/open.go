@@ -69,3 +69,21 @@ func OpenAppendInDir(dir, rel string) (*os.File, error) {
 	}
 	return os.NewFile(uintptr(ffd), full), nil
 }
+
+// OpenLogFile opens a configured log file: file is relative to dir or an absolute path inside
+// it; anything outside dir is refused. See OpenAppendInDir for what is never followed.
+func OpenLogFile(dir, file string) (*os.File, error) {
+	rel := file
+	if filepath.IsAbs(file) {
+		r, err := filepath.Rel(filepath.Clean(dir), filepath.Clean(file))
+		if err != nil {
+			return nil, fmt.Errorf("log file %s is outside the log dir %s", file, dir)
+		}
+		rel = r
+	}
+	rel = filepath.Clean(rel)
+	if rel == "." || rel == ".." || strings.HasPrefix(rel, "../") {
+		return nil, fmt.Errorf("log file %s is outside the log dir %s", file, dir)
+	}
+	return OpenAppendInDir(dir, rel)
+}

@@ -76,3 +76,25 @@ func TestSecurityOpenAppendInDirModes(t *testing.T) {
 		t.Errorf("hard-linked file: err = %v, want refused", err)
 	}
 }
+
+func TestSecurityOpenLogFileOnlyInsideDir(t *testing.T) {
+	dir := t.TempDir()
+	logDir := filepath.Join(dir, "log")
+	for _, file := range []string{filepath.Join(dir, "x.log"), logDir + "/../x.log", "../x.log", logDir, "/etc/nologin"} {
+		if f, err := OpenLogFile(logDir, file); err == nil {
+			f.Close()
+			t.Errorf("%s: opened, want refused as outside %s", file, logDir)
+		}
+	}
+	for _, file := range []string{"a.log", filepath.Join(logDir, "a.log"), "sub/../a.log"} {
+		f, err := OpenLogFile(logDir, file)
+		if err != nil {
+			t.Errorf("%s: %v", file, err)
+			continue
+		}
+		if f.Name() != filepath.Join(logDir, "a.log") {
+			t.Errorf("%s opened as %s", file, f.Name())
+		}
+		f.Close()
+	}
+}
