@@ -17,6 +17,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/multinet-io/multinet/devinfo"
+	"github.com/multinet-io/multinet/internal/fsutil"
 	"github.com/multinet-io/multinet/pci"
 	"github.com/multinet-io/multinet/vfmanager"
 )
@@ -38,11 +39,20 @@ type Plugin struct {
 	StateDir string
 	// Log, when set, is used instead of the logger the netconf's logLevel/logFile describe.
 	Log *slog.Logger
+	// LogDir is the only place the netconf's logFile may be (default DefaultLogDir): the
+	// netconf is a tenant's NAD, and we write as root.
+	LogDir string
 }
+
+// DefaultLogDir is where log files may be; EnvLogDir overrides it.
+const (
+	DefaultLogDir = "/var/log/multinet"
+	EnvLogDir     = "MULTINET_LOG_DIR"
+)
 
 // NewFromEnv returns a Plugin over MULTINET_SYSFS_ROOT and MULTINET_STATE_DIR (or their defaults).
 func NewFromEnv() *Plugin {
-	return &Plugin{Sys: pci.New(pci.RootFromEnv()), StateDir: StateDirFromEnv()}
+	return &Plugin{Sys: pci.New(pci.RootFromEnv()), StateDir: StateDirFromEnv(), LogDir: os.Getenv(EnvLogDir)}
 }
 
 func (p *Plugin) store() store { return store{dir: p.StateDir} }
@@ -56,6 +66,7 @@ func (p *Plugin) logger(c *NetConf) (*slog.Logger, func()) {
 	level := slog.LevelWarn
 	var out io.Writer = os.Stderr
 	closeFn := func() {}
+	var why error
 	if c != nil {
 		switch strings.ToLower(c.LogLevel) {
 		case "debug":
@@ -66,12 +77,24 @@ func (p *Plugin) logger(c *NetConf) (*slog.Logger, func()) {
 			level = slog.LevelError
 		}
 		if c.LogFile != "" {
-			if f, err := os.OpenFile(c.LogFile, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600); err == nil {
+			dir := p.LogDir
+			if dir == "" {
+				dir = DefaultLogDir
+			}
+			// Under dir only, no symlink followed, 0600; else stderr: a log setting must not
+			// fail ADD or DEL.
+			if f, err := fsutil.OpenLogFile(dir, c.LogFile); err == nil {
 				out, closeFn = f, func() { f.Close() }
+			} else {
+				why = err
 			}
 		}
 	}
-	return slog.New(slog.NewTextHandler(out, &slog.HandlerOptions{Level: level})).With("plugin", "sriov"), closeFn
+	log := slog.New(slog.NewTextHandler(out, &slog.HandlerOptions{Level: level})).With("plugin", "sriov")
+	if why != nil {
+		log.Warn("logFile ignored, logging to stderr", "err", why.Error())
+	}
+	return log, closeFn
 }
 
 // vfInfo is what sysfs says about the VF now.
