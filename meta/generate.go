@@ -131,6 +131,11 @@ func Generate(o GenerateOptions) (string, bool, error) {
 			plugin[k] = v
 		}
 	}
+	// The plugin resolves NADs with an empty spec.config in its confDir: it must be the dir
+	// this conf is in, or it would find a different conf set (or none) than the runtime.
+	if abs, err := filepath.Abs(o.ConfDir); err == nil && abs != DefaultConfDir {
+		set("confDir", abs)
+	}
 	set("kubeconfig", o.Kubeconfig)
 	set("cacheDir", o.CacheDir)
 	set("binDir", o.BinDir)

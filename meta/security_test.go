@@ -102,8 +102,18 @@ func TestSecurityNADResolvingToOwnConfRefused(t *testing.T) {
 	if _, _, err := Generate(GenerateOptions{ConfDir: confDir}); err != nil {
 		t.Fatal(err)
 	}
-	// A copy under another file name is recognised by its plugin type.
+	// The generated conf points the plugin at the conf dir it is in: that is where an empty
+	// spec.config is resolved.
 	b, _ := os.ReadFile(filepath.Join(confDir, OwnConfName))
+	var own struct {
+		Plugins []struct {
+			ConfDir string `json:"confDir"`
+		} `json:"plugins"`
+	}
+	if json.Unmarshal(b, &own); len(own.Plugins) != 1 || own.Plugins[0].ConfDir != confDir {
+		t.Fatalf("generated conf's confDir = %+v, want %s", own, confDir)
+	}
+	// A copy under another file name is recognised by its plugin type.
 	os.WriteFile(filepath.Join(confDir, "50-copy.conflist"), []byte(strings.Replace(string(b), "multinet-cni-network", "copy-net", 1)), 0o644)
 	nads := map[string]string{
 		"own":  nadManifest("default", "multinet-cni-network", "", nil),
