@@ -33,23 +33,34 @@ func ownType(t string) bool {
 	return strings.HasPrefix(t, "multinet") || strings.HasPrefix(t, "multus")
 }
 
-// ownPluginType returns the first plugin type of a conf or conflist that is ours ("" if none).
+// ownPluginType returns the first plugin type in a conf or conflist that is ours ("" if none).
+// Every "type" anywhere counts, not only the plugins': a plugin execs others by type too (IPAM
+// as "ipam": {"type": ...}, flannel's "delegate"), with the same conf on stdin.
 func ownPluginType(conf []byte) string {
-	var probe struct {
-		Type    string `json:"type"`
-		Plugins []struct {
-			Type string `json:"type"`
-		} `json:"plugins"`
-	}
-	if json.Unmarshal(conf, &probe) != nil {
+	var v interface{}
+	if json.Unmarshal(conf, &v) != nil {
 		return ""
 	}
-	if ownType(probe.Type) {
-		return probe.Type
-	}
-	for _, p := range probe.Plugins {
-		if ownType(p.Type) {
-			return p.Type
+	return ownTypeIn(v)
+}
+
+func ownTypeIn(v interface{}) string {
+	switch v := v.(type) {
+	case map[string]interface{}:
+		for k, x := range v {
+			// encoding/json matches keys case-insensitively, and so do plugins built on it.
+			if t, ok := x.(string); ok && strings.EqualFold(k, "type") && ownType(t) {
+				return t
+			}
+			if t := ownTypeIn(x); t != "" {
+				return t
+			}
+		}
+	case []interface{}:
+		for _, x := range v {
+			if t := ownTypeIn(x); t != "" {
+				return t
+			}
 		}
 	}
 	return ""

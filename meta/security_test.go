@@ -50,6 +50,7 @@ func TestSecurityOwnTypesNeverDelegates(t *testing.T) {
 				"evil":  nadManifest("default", "evil", nested(typ), nil),
 				"chain": nadManifest("default", "chain", `{"cniVersion":"1.0.0","name":"chain","plugins":[{"type":"bridge"},{"type":"`+typ+`","binDir":"/bin"}]}`, nil),
 				"sys":   nadManifest("kube-system", "evil-default", nested(typ), nil),
+				"ipam":  nadManifest("default", "ipam", `{"cniVersion":"1.0.0","name":"ipam","type":"macvlan","ipam":{"type":"`+typ+`","binDir":"/bin"}}`, nil),
 			}
 			conf, nets := standalone(t, nads)
 			pl := &planner{conf: conf, nets: nets}
@@ -60,6 +61,7 @@ func TestSecurityOwnTypesNeverDelegates(t *testing.T) {
 			}{
 				{"networks annotation", podWith("evil"), "NAD default/evil"},
 				{"later plugin of a conflist", podWith("chain"), "NAD default/chain"},
+				{"IPAM of a plugin", podWith("ipam"), "NAD default/ipam"},
 				{"default-network annotation", &corev1.Pod{ObjectMeta: podWith("").ObjectMeta}, "NAD default/evil"},
 			} {
 				if c.what == "default-network annotation" {
