@@ -83,3 +83,29 @@ func TestSecurityDepthGuardStopsRenamedMultinet(t *testing.T) {
 		t.Errorf("leases = %v", l)
 	}
 }
+
+// The marker reaches what delegates exec in turn: a NAD whose macvlan takes its IPAM from a
+// renamed multinet gets the nested instance refused too (MULTINET_DEPTH passes through the
+// delegate's environment to its IPAM plugin).
+func TestSecurityDepthGuardThroughIPAM(t *testing.T) {
+	n := newNode(t)
+	wrapDir := filepath.Join(n.dir, "wrapbin")
+	os.MkdirAll(wrapDir, 0o755)
+	if err := os.Symlink(multinetBin, filepath.Join(wrapDir, "wrapper-ipam")); err != nil {
+		t.Fatal(err)
+	}
+	n.conf = n.multinetConf(map[string]interface{}{"networkDir": n.netDir, "binDir": wrapDir})
+	n.nad("default", "via-ipam", `{"cniVersion":"1.0.0","name":"via-ipam","type":"macvlan","master":"eth0","mode":"bridge",
+	  "clusterNetwork":"/nonexistent","ipam":{"type":"wrapper-ipam"}}`, nil)
+	p := n.pod("p1", "via-ipam")
+	_, err := p.add()
+	if err == nil || !strings.Contains(err.Error(), "network default/via-ipam on net1") || !strings.Contains(err.Error(), "started as a delegate of multinet") {
+		t.Fatalf("ADD with a renamed multinet as IPAM: err = %v, want the nested run refused", err)
+	}
+	if links := keys(p.links()); len(links) != 0 {
+		t.Errorf("pod interfaces after refused ADD = %v", links)
+	}
+	if err := p.del(); err != nil {
+		t.Errorf("DEL: %v", err)
+	}
+}
