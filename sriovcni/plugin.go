@@ -17,7 +17,6 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/multinet-io/multinet/devinfo"
-	"github.com/multinet-io/multinet/internal/fsutil"
 	"github.com/multinet-io/multinet/pci"
 	"github.com/multinet-io/multinet/vfmanager"
 )
@@ -35,24 +34,18 @@ type Args struct {
 // Plugin runs the CNI commands on one host. The host's network namespace is the caller's
 // current one (a daemon's, or the runtime's for the binary).
 type Plugin struct {
+	// LogDir is the only place the netconf's logFile may be (see logDir): the netconf is a
+	// tenant's NAD, and we write as root.
+	LogDir   string
 	Sys      *pci.SysFS
 	StateDir string
 	// Log, when set, is used instead of the logger the netconf's logLevel/logFile describe.
 	Log *slog.Logger
-	// LogDir is the only place the netconf's logFile may be (default DefaultLogDir): the
-	// netconf is a tenant's NAD, and we write as root.
-	LogDir string
 }
-
-// DefaultLogDir is where log files may be; EnvLogDir overrides it.
-const (
-	DefaultLogDir = "/var/log/multinet"
-	EnvLogDir     = "MULTINET_LOG_DIR"
-)
 
 // NewFromEnv returns a Plugin over MULTINET_SYSFS_ROOT and MULTINET_STATE_DIR (or their defaults).
 func NewFromEnv() *Plugin {
-	return &Plugin{Sys: pci.New(pci.RootFromEnv()), StateDir: StateDirFromEnv(), LogDir: os.Getenv(EnvLogDir)}
+	return &Plugin{Sys: pci.New(pci.RootFromEnv()), StateDir: StateDirFromEnv()}
 }
 
 func (p *Plugin) store() store { return store{dir: p.StateDir} }
@@ -77,13 +70,9 @@ func (p *Plugin) logger(c *NetConf) (*slog.Logger, func()) {
 			level = slog.LevelError
 		}
 		if c.LogFile != "" {
-			dir := p.LogDir
-			if dir == "" {
-				dir = DefaultLogDir
-			}
-			// Under dir only, no symlink followed, 0600; else stderr: a log setting must not
-			// fail ADD or DEL.
-			if f, err := fsutil.OpenLogFile(dir, c.LogFile); err == nil {
+			// Under logDir only, no symlink followed, 0600; else stderr: a log setting must
+			// not fail ADD or DEL.
+			if f, err := openLogFile(p.logDir(), c.LogFile); err == nil {
 				out, closeFn = f, func() { f.Close() }
 			} else {
 				why = err
