@@ -9,9 +9,9 @@ CACHE_DIR ?= $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/multinet
 export CACHE_DIR
 
 CMDS := $(notdir $(wildcard cmd/*))
-TEST_TIERS := lint unit
+TEST_TIERS := lint unit security
 
-.PHONY: all build lint unit deps test demo clean
+.PHONY: all build lint unit security deps test demo clean
 all: build
 
 build:
@@ -26,6 +26,11 @@ lint:
 # Unit and netns integration tests: tests that need root skip with a message when not root.
 unit: deps
 	$(GO) test -count=1 ./...
+
+# The reproduced attacks of the security review (issue 12), by name, on their own: every such
+# test is called TestSecurity... in its package.
+security: deps
+	$(GO) test -count=1 -run 'Security' ./...
 
 deps:
 	@./hack/deps.sh

@@ -18,6 +18,8 @@ import (
 	"strings"
 
 	nadv1 "github.com/k8snetworkplumbingwg/network-attachment-definition-client/pkg/apis/k8s.cni.cncf.io/v1"
+
+	"github.com/multinet-io/multinet/internal/fsutil"
 )
 
 // DefaultBase is where upstream components put device-info files.
@@ -53,22 +55,19 @@ func PCI(address, pfAddress string) *nadv1.DeviceInfo {
 }
 
 // Save writes the file atomically (replacing an older one: a retried ADD must not fail on the
-// leftover of its first attempt).
+// leftover of its first attempt). Readers (the meta-plugin, the workload) see the old file or
+// the new one, never a half-written one, also across a crash.
 func Save(path string, info *nadv1.DeviceInfo) error {
 	b, err := json.Marshal(info)
 	if err != nil {
 		return err
 	}
+	// Other components (and the workload, through a mount) read these: the base stays 0755.
 	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 		return fmt.Errorf("device-info %s: %w", path, err)
 	}
-	tmp := path + ".tmp"
-	if err := os.WriteFile(tmp, b, 0o644); err != nil {
-		return fmt.Errorf("device-info %s: %w", path, err)
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		os.Remove(tmp)
-		return fmt.Errorf("device-info %s: %w", path, err)
+	if err := fsutil.WriteFileAtomic(path, b, 0o644); err != nil {
+		return fmt.Errorf("device-info: %w", err)
 	}
 	return nil
 }
@@ -91,7 +90,7 @@ func Load(path string) (*nadv1.DeviceInfo, error) {
 
 // Remove deletes a file; a missing one is not an error (DEL is idempotent).
 func Remove(path string) error {
-	if err := os.Remove(path); err != nil && !errors.Is(err, fs.ErrNotExist) {
+	if err := fsutil.Remove(path); err != nil {
 		return fmt.Errorf("device-info %s: %w", path, err)
 	}
 	return nil

@@ -1,6 +1,7 @@
 package devinfo
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"testing"
@@ -39,5 +40,39 @@ func TestPathsAndRoundTrip(t *testing.T) {
 	os.WriteFile(p, []byte("{"), 0o644)
 	if _, err := Load(p); err == nil {
 		t.Fatal("corrupt file loaded")
+	}
+}
+
+// Two Saves of one attachment's file at once (a retried ADD racing its first attempt) used to
+// share the fixed temp name <path>.tmp: one rename found the other's temp file gone and the
+// ADD failed. Each writer now has its own temp file; the file is always a whole device-info.
+func TestSecurityDevinfoConcurrentSaves(t *testing.T) {
+	t.Setenv(EnvBase, t.TempDir())
+	p := CNIPath("sriov-net", "abc123", "net1")
+	errs := make(chan error, 400)
+	done := make(chan struct{})
+	for w := 0; w < 4; w++ {
+		go func(w int) {
+			defer func() { done <- struct{}{} }()
+			for i := 0; i < 100; i++ {
+				if err := Save(p, PCI(fmt.Sprintf("0000:3b:02.%d", w), "0000:3b:00.0")); err != nil {
+					errs <- err
+				}
+			}
+		}(w)
+	}
+	for w := 0; w < 4; w++ {
+		<-done
+	}
+	close(errs)
+	for err := range errs {
+		t.Fatalf("concurrent Save: %v", err)
+	}
+	if info, err := Load(p); err != nil || info == nil || info.Pci == nil {
+		t.Fatalf("after concurrent saves: %+v, %v", info, err)
+	}
+	entries, _ := os.ReadDir(filepath.Dir(p))
+	if len(entries) != 1 {
+		t.Errorf("%d entries in %s, want the device-info file only (temp files left)", len(entries), filepath.Dir(p))
 	}
 }

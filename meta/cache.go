@@ -7,6 +7,8 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+
+	"github.com/multinet-io/multinet/internal/fsutil"
 )
 
 // cacheEntry is what ADD records, before running any delegate, so that DEL can undo it after a
@@ -31,7 +33,7 @@ func saveCache(cacheDir string, e *cacheEntry) error {
 	if err != nil {
 		return err
 	}
-	if err := writeFileAtomic(cachePath(cacheDir, e.ContainerID), b); err != nil {
+	if err := fsutil.WriteFileAtomic(cachePath(cacheDir, e.ContainerID), b, 0o600); err != nil {
 		return fmt.Errorf("delegate cache: %w", err)
 	}
 	return nil
@@ -53,8 +55,10 @@ func loadCache(cacheDir, containerID string) (*cacheEntry, error) {
 	return &e, nil
 }
 
+// removeCache drops the record and fsyncs the directory: a DEL reported done must not find
+// its record back after a crash and run the delegates' DEL again.
 func removeCache(cacheDir, containerID string) {
-	os.Remove(cachePath(cacheDir, containerID))
+	fsutil.Remove(cachePath(cacheDir, containerID))
 }
 
 // cachedContainers lists the container IDs with a delegate cache (for GC).

@@ -21,6 +21,12 @@ const (
 	DefaultNamespace          = "kube-system"
 	DefaultPodResourcesSocket = "/var/lib/kubelet/pod-resources/kubelet.sock"
 	DefaultKubeletCheckpoint  = "/var/lib/kubelet/device-plugins/kubelet_internal_checkpoint"
+	DefaultLogDir             = "/var/log/multinet"
+	// A pod with more attachments than this is a mistake or an attack (each one is a NAD
+	// lookup and a delegate exec, repeated on every kubelet retry).
+	DefaultMaxAttachments = 32
+	// The API server allows 256 KiB for all annotations; a real networks annotation is < 4 KiB.
+	DefaultMaxAnnotationBytes = 64 << 10
 )
 
 // Config is the meta-plugin's netconf (`"type": "multinet"`).
@@ -55,7 +61,14 @@ type Config struct {
 
 	ReadinessIndicatorFile string `json:"readinessIndicatorFile,omitempty"`
 	LogLevel               string `json:"logLevel,omitempty"`
-	LogFile                string `json:"logFile,omitempty"`
+	// LogFile is relative to LogDir or an absolute path inside it; anything else is ignored
+	// (logs go to stderr) so that the conf can never make us write elsewhere as root.
+	LogFile string `json:"logFile,omitempty"`
+	LogDir  string `json:"logDir,omitempty"`
+
+	// Limits on what one pod may ask for; 0 takes the default.
+	MaxAttachments     int `json:"maxAttachments,omitempty"`
+	MaxAnnotationBytes int `json:"maxAnnotationBytes,omitempty"`
 
 	PodResourcesSocket string `json:"podResourcesSocket,omitempty"`
 	KubeletCheckpoint  string `json:"kubeletCheckpoint,omitempty"`
@@ -124,6 +137,21 @@ func LoadConfig(b []byte) (*Config, error) {
 	}
 	if c.KubeletCheckpoint == "" {
 		c.KubeletCheckpoint = DefaultKubeletCheckpoint
+	}
+	if c.LogDir == "" {
+		c.LogDir = DefaultLogDir
+	}
+	if !filepath.IsAbs(c.LogDir) {
+		return nil, fmt.Errorf("multinet config: logDir %q: want an absolute path", c.LogDir)
+	}
+	if c.MaxAttachments < 0 || c.MaxAnnotationBytes < 0 {
+		return nil, fmt.Errorf("multinet config: maxAttachments %d, maxAnnotationBytes %d: want 0 (default) or more", c.MaxAttachments, c.MaxAnnotationBytes)
+	}
+	if c.MaxAttachments == 0 {
+		c.MaxAttachments = DefaultMaxAttachments
+	}
+	if c.MaxAnnotationBytes == 0 {
+		c.MaxAnnotationBytes = DefaultMaxAnnotationBytes
 	}
 	if c.ClusterNetwork == "" && len(c.Delegates) == 0 {
 		return nil, fmt.Errorf("multinet config %q: needs clusterNetwork or delegates", c.Name)

@@ -10,6 +10,8 @@ import (
 	"strings"
 
 	"github.com/containernetworking/cni/libcni"
+
+	"github.com/multinet-io/multinet/internal/fsutil"
 )
 
 // OwnConfName is the file `multinet config generate` writes.
@@ -80,6 +82,7 @@ type GenerateOptions struct {
 	Kubeconfig             string
 	CacheDir               string
 	BinDir                 string
+	LogDir                 string
 	LogFile                string
 	LogLevel               string
 	NamespaceIsolation     bool
@@ -130,9 +133,15 @@ func Generate(o GenerateOptions) (string, bool, error) {
 			plugin[k] = v
 		}
 	}
+	// The plugin resolves NADs with an empty spec.config in its confDir: it must be the dir
+	// this conf is in, or it would find a different conf set (or none) than the runtime.
+	if abs, err := filepath.Abs(o.ConfDir); err == nil && abs != DefaultConfDir {
+		set("confDir", abs)
+	}
 	set("kubeconfig", o.Kubeconfig)
 	set("cacheDir", o.CacheDir)
 	set("binDir", o.BinDir)
+	set("logDir", o.LogDir)
 	set("logFile", o.LogFile)
 	set("logLevel", o.LogLevel)
 	set("readinessIndicatorFile", o.ReadinessIndicatorFile)
@@ -170,9 +179,9 @@ func Generate(o GenerateOptions) (string, bool, error) {
 	if old, err := os.ReadFile(dst); err == nil && bytes.Equal(old, out) {
 		return dst, false, nil
 	}
-	if err := writeFileAtomic(dst, out); err != nil {
+	// 0644: the runtime and node tools read the conf dir.
+	if err := fsutil.WriteFileAtomic(dst, out, 0o644); err != nil {
 		return "", false, err
 	}
-	os.Chmod(dst, 0o644)
 	return dst, true, nil
 }

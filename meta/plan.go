@@ -51,6 +51,7 @@ type planner struct {
 	conf    *Config
 	nets    Networks
 	devices DeviceLookup
+	nads    map[string]nadResult // this request's NAD lookups (see nad)
 }
 
 // asConfList parses a conf or conflist and returns conflist bytes, so every delegate runs the
@@ -127,9 +128,9 @@ func (p *planner) clusterConf(ctx context.Context, ref string) ([]byte, error) {
 	}
 	// A NAD in the plugin's namespace first, then a conf in confDir with that name.
 	if p.nets != nil {
-		nad, err := p.nets.NAD(ctx, p.conf.MultinetNamespace, ref)
+		nad, err := p.nad(ctx, p.conf.MultinetNamespace, ref)
 		if err == nil {
-			return nadutils.GetCNIConfig(nad, p.conf.ConfDir)
+			return nadConfig(nad, p.conf.ConfDir)
 		}
 		if !errors.Is(err, ErrNADNotFound) {
 			return nil, fmt.Errorf("clusterNetwork %s: %w", ref, err)
@@ -146,6 +147,9 @@ func (p *planner) clusterConf(ctx context.Context, ref string) ([]byte, error) {
 // networks and the pod's selection on net<i> or the requested names.
 func (p *planner) plan(ctx context.Context, pod *corev1.Pod, podUID, ifname string) ([]Delegate, error) {
 	var delegates []Delegate
+	if err := p.checkAnnotationSize(pod); err != nil {
+		return nil, err
+	}
 	cluster, statics, err := p.clusterDelegate(ctx, pod, ifname)
 	if err != nil {
 		return nil, err
@@ -171,6 +175,9 @@ func (p *planner) plan(ctx context.Context, pod *corev1.Pod, podUID, ifname stri
 			return nil, fmt.Errorf("pod %s/%s: network %s/%s refused: namespaceIsolation allows only the pod's namespace and %v",
 				pod.Namespace, pod.Name, s.Namespace, s.Name, p.conf.GlobalNamespaces)
 		}
+	}
+	if err := p.checkAttachmentCount(pod, len(statics), len(sels), len(podSels)); err != nil {
+		return nil, err
 	}
 	sels = append(sels, podSels...)
 
@@ -240,12 +247,12 @@ func (p *planner) clusterDelegate(ctx context.Context, pod *corev1.Pod, ifname s
 			return Delegate{}, nil, fmt.Errorf("pod %s/%s: annotation %s: network %s/%s refused: namespaceIsolation allows only the pod's namespace, %s and %v",
 				pod.Namespace, pod.Name, DefaultNetworkAnnot, ns, name, p.conf.MultinetNamespace, p.conf.GlobalNamespaces)
 		}
-		nad, nerr := p.nets.NAD(ctx, ns, name)
+		nad, nerr := p.nad(ctx, ns, name)
 		if nerr != nil {
 			return Delegate{}, nil, fmt.Errorf("pod %s/%s: annotation %s: %w", pod.Namespace, pod.Name, DefaultNetworkAnnot, nerr)
 		}
-		if raw, err = nadutils.GetCNIConfig(nad, p.conf.ConfDir); err != nil {
-			return Delegate{}, nil, fmt.Errorf("network %s/%s: %w", ns, name, err)
+		if raw, err = nadConfig(nad, p.conf.ConfDir); err != nil {
+			return Delegate{}, nil, fmt.Errorf("pod %s/%s: annotation %s: %w", pod.Namespace, pod.Name, DefaultNetworkAnnot, err)
 		}
 	}
 	if len(p.conf.Delegates) > 0 {
@@ -267,6 +274,9 @@ func (p *planner) clusterDelegate(ctx context.Context, pod *corev1.Pod, ifname s
 				continue
 			}
 			conf, name, err := asConfList(d)
+			if err == nil {
+				err = refuseOwnTypes(fmt.Sprintf("static delegate %q", name), conf)
+			}
 			if err != nil {
 				return Delegate{}, nil, fmt.Errorf("delegates[%d]: %w", i, err)
 			}
@@ -279,6 +289,9 @@ func (p *planner) clusterDelegate(ctx context.Context, pod *corev1.Pod, ifname s
 		}
 	}
 	conf, name, err := asConfList(raw)
+	if err == nil {
+		err = refuseOwnTypes(fmt.Sprintf("conf %q", name), conf)
+	}
 	if err != nil {
 		return Delegate{}, nil, fmt.Errorf("cluster network: %w", err)
 	}
@@ -286,13 +299,13 @@ func (p *planner) clusterDelegate(ctx context.Context, pod *corev1.Pod, ifname s
 }
 
 func (p *planner) attachment(ctx context.Context, s Selection) (Delegate, error) {
-	nad, err := p.nets.NAD(ctx, s.Namespace, s.Name)
+	nad, err := p.nad(ctx, s.Namespace, s.Name)
 	if err != nil {
 		return Delegate{}, err
 	}
-	raw, err := nadutils.GetCNIConfig(nad, p.conf.ConfDir)
+	raw, err := nadConfig(nad, p.conf.ConfDir)
 	if err != nil {
-		return Delegate{}, fmt.Errorf("network %s/%s: %w", s.Namespace, s.Name, err)
+		return Delegate{}, err
 	}
 	conf, _, err := asConfList(raw)
 	if err != nil {

@@ -113,7 +113,8 @@ func (u uidNets) Pod(ctx context.Context, ns, name string) (*corev1.Pod, error) 
 // of the same name.
 func TestAddRefusesStalePodUID(t *testing.T) {
 	conf, nets := standalone(t, nil)
-	p := &Plugin{Conf: conf, Nets: uidNets{nets}, Log: newLogger(conf)}
+	log, _ := newLogger(conf)
+	p := &Plugin{Conf: conf, Nets: uidNets{nets}, Log: log}
 	_, err := p.Add(&skel.CmdArgs{ContainerID: "c1", IfName: "eth0", Netns: "/proc/self/ns/net",
 		Args: "K8S_POD_NAMESPACE=default;K8S_POD_NAME=cnf-1;K8S_POD_UID=old-uid"})
 	if err == nil || !strings.Contains(err.Error(), "K8S_POD_UID old-uid is not the API pod's UID api-uid") {

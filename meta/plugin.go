@@ -23,6 +23,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/multinet-io/multinet/devinfo"
+	"github.com/multinet-io/multinet/internal/fsutil"
 	"github.com/multinet-io/multinet/pci"
 	"github.com/multinet-io/multinet/podresources"
 )
@@ -40,11 +41,15 @@ type Plugin struct {
 	Sys     *pci.SysFS
 	Log     *slog.Logger
 	Timeout time.Duration
+	// Depth is how many meta-plugins run above this one (EnvDepth); above 0 nothing is attached.
+	Depth int
 
 	// netsErr is why the API client could not be built. Only DEL goes on without it: it works
 	// from the cache, and an unreadable kubeconfig (multinet uninstalled with its conf left
 	// behind) must not block pod deletion.
 	netsErr error
+	// logFile is the file Log writes to, closed by Close.
+	logFile io.Closer
 }
 
 // kubeletDevices asks kubelet (PodResources, then its checkpoint file) which devices a pod got.
@@ -55,13 +60,19 @@ func kubeletDevices(c *Config) DeviceLookup {
 	}
 }
 
-// New builds a Plugin from the netconf and CNI_ARGS.
-func New(stdin []byte, cniArgs string) (*Plugin, error) {
+// New builds a Plugin from the netconf and CNI_ARGS. Close it when done.
+func New(stdin []byte, cniArgs string) (p *Plugin, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			p, err = nil, fmt.Errorf("multinet config: internal error: %v", r)
+		}
+	}()
 	conf, err := LoadConfig(stdin)
 	if err != nil {
 		return nil, err
 	}
-	p := &Plugin{Conf: conf, Sys: pci.New(pci.RootFromEnv()), Log: newLogger(conf), Timeout: 2 * time.Minute}
+	log, logFile := newLogger(conf)
+	p = &Plugin{Conf: conf, Sys: pci.New(pci.RootFromEnv()), Log: log, logFile: logFile, Timeout: 2 * time.Minute, Depth: depthFromEnv()}
 	switch {
 	case conf.Kubeconfig != "":
 		nets, err := newAPINetworks(conf.Kubeconfig)
@@ -77,7 +88,29 @@ func New(stdin []byte, cniArgs string) (*Plugin, error) {
 	return p, nil
 }
 
-func newLogger(c *Config) *slog.Logger {
+// logger is Log, or warnings to stderr for a Plugin built without one.
+func (p *Plugin) logger() *slog.Logger {
+	if p.Log == nil {
+		p.Log = slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})).With("plugin", "multinet")
+	}
+	return p.Log
+}
+
+// Close releases the log file.
+func (p *Plugin) Close() error {
+	if p.logFile == nil {
+		return nil
+	}
+	err := p.logFile.Close()
+	p.logFile = nil
+	return err
+}
+
+// newLogger logs to logFile under logDir, or to stderr. A logFile that is outside logDir or
+// cannot be opened safely is not fatal: refusing would fail every ADD and DEL on the node (pods
+// neither start nor go away) over a log setting, so we log to stderr, which the runtime keeps,
+// and say why there first.
+func newLogger(c *Config) (*slog.Logger, io.Closer) {
 	level := slog.LevelWarn
 	switch strings.ToLower(c.LogLevel) {
 	case "debug", "verbose":
@@ -88,12 +121,21 @@ func newLogger(c *Config) *slog.Logger {
 		level = slog.LevelError
 	}
 	var w io.Writer = os.Stderr
+	var f *os.File
+	var why error
 	if c.LogFile != "" {
-		if f, err := os.OpenFile(c.LogFile, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600); err == nil {
+		if f, why = fsutil.OpenLogFile(c.LogDir, c.LogFile); why == nil {
 			w = f
 		}
 	}
-	return slog.New(slog.NewJSONHandler(w, &slog.HandlerOptions{Level: level})).With("plugin", "multinet")
+	log := slog.New(slog.NewJSONHandler(w, &slog.HandlerOptions{Level: level})).With("plugin", "multinet")
+	if why != nil {
+		log.Warn("logFile ignored, logging to stderr", "err", why.Error())
+	}
+	if f == nil {
+		return log, nil
+	}
+	return log, f
 }
 
 // podRef is the pod as the runtime names it in CNI_ARGS.
@@ -119,7 +161,7 @@ func parsePodRef(cniArgs string) podRef {
 }
 
 func (p *Plugin) cni(path string) *libcni.CNIConfig {
-	return libcni.NewCNIConfigWithCacheDir(p.Conf.binPath(path), p.Conf.CacheDir+"/results", p.Exec)
+	return libcni.NewCNIConfigWithCacheDir(p.Conf.binPath(path), p.Conf.CacheDir+"/results", p.exec())
 }
 
 func (p *Plugin) ctx() (context.Context, context.CancelFunc) {
@@ -137,6 +179,9 @@ func (p *Plugin) pod(ctx context.Context, ref podRef) (*corev1.Pod, error) {
 	pod, err := p.Nets.Pod(ctx, ref.Namespace, ref.Name)
 	if err != nil {
 		return nil, err
+	}
+	if pod == nil {
+		return nil, fmt.Errorf("get pod %s/%s: no pod and no error", ref.Namespace, ref.Name)
 	}
 	if ref.UID != "" && pod.UID != "" && string(pod.UID) != ref.UID {
 		if _, mirror := pod.Annotations["kubernetes.io/config.mirror"]; !mirror {
@@ -157,7 +202,11 @@ func (p *Plugin) runtimeConf(args *skel.CmdArgs, ref podRef, d Delegate, netns s
 
 // Add attaches the cluster network and every selected network; on any failure it removes
 // what it added, in reverse, and returns an error naming the network and interface.
-func (p *Plugin) Add(args *skel.CmdArgs) (types.Result, error) {
+func (p *Plugin) Add(args *skel.CmdArgs) (_ types.Result, err error) {
+	defer p.recoverPanic("ADD", args.ContainerID, args.Args, &err)
+	if err := p.nested("ADD"); err != nil {
+		return nil, err
+	}
 	if err := p.Conf.ready(); err != nil {
 		return nil, err
 	}
@@ -167,7 +216,7 @@ func (p *Plugin) Add(args *skel.CmdArgs) (types.Result, error) {
 	ctx, cancel := p.ctx()
 	defer cancel()
 	ref := parsePodRef(args.Args)
-	log := p.Log.With("container", args.ContainerID, "pod", ref.Namespace+"/"+ref.Name)
+	log := p.logger().With("container", args.ContainerID, "pod", ref.Namespace+"/"+ref.Name)
 	pod, err := p.pod(ctx, ref)
 	if err != nil {
 		return nil, err
@@ -328,10 +377,17 @@ func marshalStatus(st []nadv1.NetworkStatus) ([]byte, error) { return json.Marsh
 // Del removes every attachment, in reverse, and reports all failures. A missing cache or netns
 // is not an error: the kubelet retries DEL until it succeeds, and a pod that was never fully
 // attached must still be deletable.
-func (p *Plugin) Del(args *skel.CmdArgs) error {
+func (p *Plugin) Del(args *skel.CmdArgs) (err error) {
+	defer p.recoverPanic("DEL", args.ContainerID, args.Args, &err)
+	if p.Depth > 0 {
+		// A nested ADD attached nothing (it refused), so there is nothing to remove; failing
+		// would only make the outer DEL, and so the pod, undeletable.
+		p.logger().Error("DEL as a delegate of multinet: nothing to do", "container", args.ContainerID, EnvDepth, p.Depth)
+		return nil
+	}
 	ctx, cancel := p.ctx()
 	defer cancel()
-	log := p.Log.With("container", args.ContainerID)
+	log := p.logger().With("container", args.ContainerID)
 	entry, err := loadCache(p.Conf.CacheDir, args.ContainerID)
 	if err != nil {
 		// A corrupt cache must not block pod deletion forever; libcni's cache still knows
@@ -360,6 +416,12 @@ func (p *Plugin) Del(args *skel.CmdArgs) error {
 	var errs []error
 	for i := len(entry.Delegates) - 1; i >= 0; i-- {
 		d := entry.Delegates[i]
+		if t := ownPluginType(d.Conf); t != "" {
+			// Recorded by a version that still ran them: running it now would hand the nested
+			// instance the tenant's settings again.
+			log.Error("not running a meta-plugin delegate on DEL", "network", d.Name, "type", t)
+			continue
+		}
 		list, err := d.list()
 		if err == nil {
 			err = cni.DelNetworkList(ctx, list, p.runtimeConf(args, ref, d, netns))
@@ -389,6 +451,9 @@ func (p *Plugin) delFromLibcniCache(ctx context.Context, cni *libcni.CNIConfig, 
 	}
 	var errs []error
 	for _, a := range atts {
+		if ownPluginType(a.Config) != "" {
+			continue
+		}
 		list, err := libcni.ConfListFromBytes(a.Config)
 		if err != nil {
 			if pc, perr := libcni.NetworkPluginConfFromBytes(a.Config); perr == nil {
@@ -406,7 +471,11 @@ func (p *Plugin) delFromLibcniCache(ctx context.Context, cni *libcni.CNIConfig, 
 }
 
 // Check runs CHECK on every attachment that supports it.
-func (p *Plugin) Check(args *skel.CmdArgs) error {
+func (p *Plugin) Check(args *skel.CmdArgs) (err error) {
+	defer p.recoverPanic("CHECK", args.ContainerID, args.Args, &err)
+	if err := p.nested("CHECK"); err != nil {
+		return err
+	}
 	ctx, cancel := p.ctx()
 	defer cancel()
 	entry, err := loadCache(p.Conf.CacheDir, args.ContainerID)
@@ -437,7 +506,11 @@ func (p *Plugin) Check(args *skel.CmdArgs) error {
 
 // Status reports whether pods can be attached: the readiness indicator exists and the cluster
 // network's plugins answer STATUS.
-func (p *Plugin) Status(args *skel.CmdArgs) error {
+func (p *Plugin) Status(args *skel.CmdArgs) (err error) {
+	defer p.recoverPanic("STATUS", args.ContainerID, args.Args, &err)
+	if err := p.nested("STATUS"); err != nil {
+		return err
+	}
 	if err := p.Conf.ready(); err != nil {
 		return &types.Error{Code: types.ErrPluginNotAvailable, Msg: err.Error()}
 	}
@@ -463,7 +536,11 @@ func (p *Plugin) Status(args *skel.CmdArgs) error {
 
 // GC deletes the attachments of containers the runtime no longer knows (a missed DEL), so their
 // IPs and devices come back.
-func (p *Plugin) GC(args *skel.CmdArgs) error {
+func (p *Plugin) GC(args *skel.CmdArgs) (err error) {
+	defer p.recoverPanic("GC", args.ContainerID, args.Args, &err)
+	if err := p.nested("GC"); err != nil {
+		return err
+	}
 	var in struct {
 		Valid []types.GCAttachment `json:"cni.dev/valid-attachments"`
 	}

@@ -5,7 +5,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"path/filepath"
 	"sort"
@@ -23,6 +22,8 @@ import (
 	"k8s.io/client-go/tools/clientcmd"
 	"k8s.io/client-go/util/retry"
 	"sigs.k8s.io/yaml"
+
+	"github.com/multinet-io/multinet/internal/fsutil"
 )
 
 // ErrNADNotFound is returned (wrapped) when a selected network has no NAD.
@@ -202,35 +203,10 @@ func (d *dirNetworks) SetStatus(_ context.Context, _ *corev1.Pod, containerID st
 	if err != nil {
 		return err
 	}
-	return writeFileAtomic(d.statusPath(containerID), b)
+	return fsutil.WriteFileAtomic(d.statusPath(containerID), b, 0o600)
 }
 
-func (d *dirNetworks) ClearStatus(containerID string) { os.Remove(d.statusPath(containerID)) }
-
-func writeFileAtomic(path string, b []byte) error {
-	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
-		return err
-	}
-	f, err := os.CreateTemp(filepath.Dir(path), ".tmp-*")
-	if err != nil {
-		return err
-	}
-	_, err = io.Copy(f, bytes.NewReader(b))
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(f.Name(), path)
-	}
-	if err != nil {
-		os.Remove(f.Name())
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	return nil
-}
+func (d *dirNetworks) ClearStatus(containerID string) { fsutil.Remove(d.statusPath(containerID)) }
 
 // parseCNIArgs splits CNI_ARGS ("K=V;K=V"); values may contain '=' and ',' (the annotation
 // syntax does), so only the first '=' separates.

@@ -36,6 +36,9 @@ type Args struct {
 // Plugin runs the CNI commands on one host. The host's network namespace is the caller's
 // current one (a daemon's, or the runtime's for the binary).
 type Plugin struct {
+	// LogDir is the only place the netconf's logFile may be (see logDir): the netconf is a
+	// tenant's NAD, and we write as root.
+	LogDir   string
 	Sys      *pci.SysFS
 	StateDir string
 	// Log, when set, is used instead of the logger the netconf's logLevel/logFile describe.
@@ -71,6 +74,7 @@ func (p *Plugin) logger(c *NetConf) (*slog.Logger, func()) {
 	level := slog.LevelWarn
 	var out io.Writer = os.Stderr
 	closeFn := func() {}
+	var why error
 	if c != nil {
 		switch strings.ToLower(c.LogLevel) {
 		case "debug":
@@ -81,12 +85,20 @@ func (p *Plugin) logger(c *NetConf) (*slog.Logger, func()) {
 			level = slog.LevelError
 		}
 		if c.LogFile != "" {
-			if f, err := os.OpenFile(c.LogFile, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600); err == nil {
+			// Under logDir only, no symlink followed, 0600; else stderr: a log setting must
+			// not fail ADD or DEL.
+			if f, err := openLogFile(p.logDir(), c.LogFile); err == nil {
 				out, closeFn = f, func() { f.Close() }
+			} else {
+				why = err
 			}
 		}
 	}
-	return slog.New(slog.NewTextHandler(out, &slog.HandlerOptions{Level: level})).With("plugin", "sriov"), closeFn
+	log := slog.New(slog.NewTextHandler(out, &slog.HandlerOptions{Level: level})).With("plugin", "sriov")
+	if why != nil {
+		log.Warn("logFile ignored, logging to stderr", "err", why.Error())
+	}
+	return log, closeFn
 }
 
 // vfInfo is what sysfs says about the VF now.

@@ -22,6 +22,7 @@ func main() {
 			if err != nil {
 				return err
 			}
+			defer p.Close()
 			res, err := p.Add(args)
 			if err != nil {
 				return withContext(err)
@@ -41,6 +42,7 @@ func run(f func(*meta.Plugin, *skel.CmdArgs) error) func(*skel.CmdArgs) error {
 		if err != nil {
 			return err
 		}
+		defer p.Close()
 		return withContext(f(p, args))
 	}
 }
@@ -57,7 +59,7 @@ func withContext(err error) error {
 
 func usage() string {
 	return "usage: multinet config generate --conf-dir DIR [--kubeconfig FILE] [--cache-dir DIR] [--bin-dir DIR]\n" +
-		"         [--log-file FILE] [--log-level LEVEL] [--namespace-isolation] [--global-namespaces a,b]\n" +
+		"         [--log-dir DIR] [--log-file FILE] [--log-level LEVEL] [--namespace-isolation] [--global-namespaces a,b]\n" +
 		"         [--readiness-indicator-file FILE] [--pod-resources-socket FILE]\n" +
 		"       (run with CNI_COMMAND set, multinet is the CNI plugin)\n"
 }

@@ -179,7 +179,7 @@ mkdir -p "$D/multinet.d"
 sa_token=$("$D/tools/clusterctl" token "$D/kubeconfig" kube-system/multinet 48h "$NODE")
 kubeconfig "$D/multinet.d/kubeconfig" multinet "$sa_token"
 "$D/cni-bin/multinet" config generate --conf-dir "$D/net.d" --kubeconfig "$D/multinet.d/kubeconfig" \
-  --cache-dir "$D/multinet-cache" --log-file "$D/logs/multinet.log" --log-level info \
+  --cache-dir "$D/multinet-cache" --log-dir "$D/logs" --log-file multinet.log --log-level info \
   --namespace-isolation --global-namespaces default \
   --pod-resources-socket "$D/kubelet/pod-resources/kubelet.sock" >/dev/null
 log "node $NODE Ready in $(( $(date +%s) - t0 ))s; KUBECONFIG=$D/kubeconfig"

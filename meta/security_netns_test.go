@@ -1,0 +1,111 @@
+package meta_test
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// The issue's reproduction, through the built binary as a runtime runs it: a tenant NAD that is
+// a nested multinet with binDir /bin and a delegate of type sh. Before, /bin/sh ran as root and
+// its output came back in the CNI error. Now ADD is refused naming the NAD and the type, sh
+// never runs, and the pod is left with nothing.
+func TestSecurityNestedMultinetNADDoesNotRunSh(t *testing.T) {
+	n := newNode(t)
+	marker := filepath.Join(n.dir, "pwned")
+	for _, typ := range []string{"multinet", "multus"} {
+		n.nad("default", "evil-"+typ, fmt.Sprintf(`{"cniVersion":"1.0.0","name":"evil","type":%q,"binDir":"/bin",
+		  "cacheDir":%q,
+		  "delegates":[{"cniVersion":"1.0.0","name":"x","type":"sh","cmd":"$(id|tee -a %s)"}]}`,
+			typ, filepath.Join(n.dir, "evil-cache"), marker), nil)
+		p := n.pod("p-"+typ, "evil-"+typ)
+		_, err := p.add()
+		if err == nil || !strings.Contains(err.Error(), "NAD default/evil-"+typ) || !strings.Contains(err.Error(), `plugin type "`+typ+`" refused`) {
+			t.Errorf("ADD with a nested %s NAD: err = %v, want refused naming the NAD and the type", typ, err)
+		}
+		if err != nil && strings.Contains(err.Error(), "uid=") {
+			t.Errorf("command output in the CNI error: %v", err)
+		}
+		if links := keys(p.links()); len(links) != 0 {
+			t.Errorf("pod interfaces after refused ADD = %v", links)
+		}
+		if err := p.del(); err != nil {
+			t.Errorf("DEL after refused ADD: %v", err)
+		}
+	}
+	if b, err := os.ReadFile(marker); err == nil {
+		t.Fatalf("the tenant's command ran: %s", b)
+	}
+	if l := n.leases(); len(l) != 0 {
+		t.Errorf("leases = %v", l)
+	}
+	if c := n.cacheFiles(); len(c) != 0 {
+		t.Errorf("delegate cache = %v", c)
+	}
+}
+
+// Wall 2 through the binary: multinet installed under another name ("wrapper", which no type
+// check knows) and named by a NAD with the same nested payload. The nested instance sees
+// MULTINET_DEPTH and refuses; sh never runs and the pod keeps nothing.
+func TestSecurityDepthGuardStopsRenamedMultinet(t *testing.T) {
+	n := newNode(t)
+	wrapDir := filepath.Join(n.dir, "wrapbin")
+	os.MkdirAll(wrapDir, 0o755)
+	if err := os.Symlink(multinetBin, filepath.Join(wrapDir, "wrapper")); err != nil {
+		t.Fatal(err)
+	}
+	n.conf = n.multinetConf(map[string]interface{}{"networkDir": n.netDir, "binDir": wrapDir})
+	marker := filepath.Join(n.dir, "pwned")
+	n.nad("default", "wrapped", fmt.Sprintf(`{"cniVersion":"1.0.0","name":"wrapped","type":"wrapper","binDir":"/bin",
+	  "cacheDir":%q,
+	  "delegates":[{"cniVersion":"1.0.0","name":"x","type":"sh","cmd":"$(id|tee -a %s)"}]}`,
+		filepath.Join(n.dir, "nested-cache"), marker), nil)
+	p := n.pod("p1", "wrapped")
+	_, err := p.add()
+	if err == nil || !strings.Contains(err.Error(), "network default/wrapped on net1") || !strings.Contains(err.Error(), "started as a delegate of multinet (MULTINET_DEPTH=1)") {
+		t.Fatalf("ADD through a renamed multinet: err = %v, want the nested run refused", err)
+	}
+	if b, err := os.ReadFile(marker); err == nil {
+		t.Fatalf("the tenant's command ran: %s", b)
+	}
+	if _, err := os.Stat(filepath.Join(n.dir, "nested-cache")); !os.IsNotExist(err) {
+		t.Errorf("the nested instance wrote its cache: %v", err)
+	}
+	if links := keys(p.links()); len(links) != 0 {
+		t.Errorf("pod interfaces after refused ADD = %v", links)
+	}
+	if err := p.del(); err != nil {
+		t.Errorf("DEL: %v", err)
+	}
+	if l := n.leases(); len(l) != 0 {
+		t.Errorf("leases = %v", l)
+	}
+}
+
+// The marker reaches what delegates exec in turn: a NAD whose macvlan takes its IPAM from a
+// renamed multinet gets the nested instance refused too (MULTINET_DEPTH passes through the
+// delegate's environment to its IPAM plugin).
+func TestSecurityDepthGuardThroughIPAM(t *testing.T) {
+	n := newNode(t)
+	wrapDir := filepath.Join(n.dir, "wrapbin")
+	os.MkdirAll(wrapDir, 0o755)
+	if err := os.Symlink(multinetBin, filepath.Join(wrapDir, "wrapper-ipam")); err != nil {
+		t.Fatal(err)
+	}
+	n.conf = n.multinetConf(map[string]interface{}{"networkDir": n.netDir, "binDir": wrapDir})
+	n.nad("default", "via-ipam", `{"cniVersion":"1.0.0","name":"via-ipam","type":"macvlan","master":"eth0","mode":"bridge",
+	  "clusterNetwork":"/nonexistent","ipam":{"type":"wrapper-ipam"}}`, nil)
+	p := n.pod("p1", "via-ipam")
+	_, err := p.add()
+	if err == nil || !strings.Contains(err.Error(), "network default/via-ipam on net1") || !strings.Contains(err.Error(), "started as a delegate of multinet") {
+		t.Fatalf("ADD with a renamed multinet as IPAM: err = %v, want the nested run refused", err)
+	}
+	if links := keys(p.links()); len(links) != 0 {
+		t.Errorf("pod interfaces after refused ADD = %v", links)
+	}
+	if err := p.del(); err != nil {
+		t.Errorf("DEL: %v", err)
+	}
+}

@@ -1,0 +1,28 @@
+package sriovcni
+
+import (
+	"os"
+
+	"github.com/multinet-io/multinet/internal/fsutil"
+)
+
+// Log files may only be under the log dir: DefaultLogDir, or EnvLogDir set by the operator in
+// the runtime's environment (never by a netconf).
+const (
+	DefaultLogDir = "/var/log/multinet"
+	EnvLogDir     = "MULTINET_LOG_DIR"
+)
+
+func (p *Plugin) logDir() string {
+	if p.LogDir != "" {
+		return p.LogDir
+	}
+	if d := os.Getenv(EnvLogDir); d != "" {
+		return d
+	}
+	return DefaultLogDir
+}
+
+// openLogFile opens the netconf's logFile (relative to dir or inside it) without following
+// symlinks, 0600.
+func openLogFile(dir, file string) (*os.File, error) { return fsutil.OpenLogFile(dir, file) }
