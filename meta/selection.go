@@ -33,6 +33,9 @@ type Selection struct {
 	Bandwidth      *nadv1.BandwidthEntry  `json:"bandwidth,omitempty"`
 	CNIArgs        map[string]interface{} `json:"cni-args,omitempty"`
 	DeviceID       string                 `json:"deviceID,omitempty"`
+	// InterfaceRequest is the pre-3.2 spelling of interface that Multus still honours; ParseSelection
+	// folds it into Interface ("interface" wins when both are given).
+	InterfaceRequest string `json:"interfaceRequest,omitempty"`
 }
 
 var (
@@ -80,6 +83,10 @@ func ParseSelection(annotation, defaultNamespace string) ([]Selection, error) {
 		}
 	}
 	for i := range sels {
+		if sels[i].Interface == "" {
+			sels[i].Interface = sels[i].InterfaceRequest
+		}
+		sels[i].InterfaceRequest = ""
 		if sels[i].Namespace == "" {
 			sels[i].Namespace = defaultNamespace
 		}
@@ -99,15 +106,16 @@ func parseCommaItem(item string) (Selection, error) {
 		}
 		// An empty namespace or interface ("/net", "net@") means "not given", as Multus reads
 		// them: annotations that worked there keep working.
-		sel.Namespace, rest = ns, name
+		sel.Namespace, rest = strings.TrimSpace(ns), name
 	}
 	if name, ifname, ok := strings.Cut(rest, "@"); ok {
 		if strings.Contains(ifname, "@") {
 			return sel, fmt.Errorf("more than one '@'")
 		}
-		rest, sel.Interface = name, ifname
+		rest, sel.Interface = name, strings.TrimSpace(ifname)
 	}
-	sel.Name = rest
+	// Multus trims every part, so " ns1 / net1 @ eth1 " names ns1, net1 and eth1.
+	sel.Name = strings.TrimSpace(rest)
 	return sel, nil
 }
 
@@ -132,6 +140,12 @@ func (s *Selection) validate() error {
 	if s.MAC != "" {
 		if _, err := net.ParseMAC(s.MAC); err != nil {
 			return fmt.Errorf("mac %q: %w", s.MAC, err)
+		}
+	}
+	if s.InfinibandGUID != "" {
+		// Multus validates the GUID as net.ParseMAC does (EUI-48/EUI-64/20-byte forms).
+		if _, err := net.ParseMAC(s.InfinibandGUID); err != nil {
+			return fmt.Errorf("infiniband-guid %q: %w", s.InfinibandGUID, err)
 		}
 	}
 	for _, gw := range s.DefaultRoute {
