@@ -44,6 +44,22 @@ type Config struct {
 	ResourceList []Pool `json:"resourceList"`
 	// Warnings lists fields Parse ignored (upstream ignores unknown fields; so do we, loudly).
 	Warnings []string `json:"-"`
+	// Refused lists the pools Parse left out of ResourceList, each with its reason. One pool
+	// this node cannot serve must not take the others down with it (upstream, too, drops only
+	// the resource it cannot use).
+	Refused []Refusal `json:"-"`
+}
+
+// Refusal is a pool of the config file that is not served, and why.
+type Refusal struct {
+	Index    int    // position in the file's resourceList
+	Name     string // resourceName as written
+	Resource string // <prefix>/<name>, the prefix defaulted as for a served pool
+	Reason   string
+}
+
+func (r Refusal) String() string {
+	return fmt.Sprintf("resourceList[%d] %q: %s", r.Index, r.Name, r.Reason)
 }
 
 // Pool is one resource: its devices all go under one name like intel.com/sriov_netdevice.
@@ -135,28 +151,61 @@ const maxVFIndex = 4095
 // maxVhostSlots bounds a vhostUser pool's count for the same reason.
 const maxVhostSlots = 1024
 
-// Parse decodes and validates config.json. Errors name the pool (by index and name) and field.
+// Parse decodes and validates config.json. A file that is not a JSON object with a
+// resourceList is an error; a pool that is invalid or that this node cannot serve is left out
+// and listed in Refused, naming the pool (by index and name) and the field.
 func Parse(data []byte) (*Config, error) {
-	var c Config
-	if err := decodeOne(data, &c); err != nil {
+	var raw struct {
+		ResourceList []json.RawMessage `json:"resourceList"`
+	}
+	if err := decodeOne(data, &raw); err != nil {
 		return nil, fmt.Errorf("config: %w", err)
 	}
-	if c.ResourceList == nil {
+	if raw.ResourceList == nil {
 		return nil, errors.New("config: no resourceList")
 	}
-	c.Warnings = unknownFields(data)
+	c := &Config{ResourceList: []Pool{}, Warnings: unknownFields(data)}
 	seen := map[string]int{}
-	for i := range c.ResourceList {
-		p := &c.ResourceList[i]
+	for i, rp := range raw.ResourceList {
+		var p Pool
+		refuse := func(err error) {
+			prefix := p.ResourcePrefix
+			if prefix == "" {
+				prefix = DefaultPrefix
+			}
+			c.Refused = append(c.Refused, Refusal{Index: i, Name: p.ResourceName, Resource: prefix + "/" + p.ResourceName, Reason: err.Error()})
+		}
+		if err := json.Unmarshal(rp, &p); err != nil {
+			_ = json.Unmarshal(rp, &struct {
+				Name *string `json:"resourceName"`
+			}{&p.ResourceName})
+			refuse(err)
+			continue
+		}
 		if err := p.validate(); err != nil {
-			return nil, fmt.Errorf("config: resourceList[%d] %q: %w", i, p.ResourceName, err)
+			refuse(err)
+			continue
 		}
 		if j, dup := seen[p.FullName()]; dup {
-			return nil, fmt.Errorf("config: resourceList[%d] %q: resource %s already defined by resourceList[%d]", i, p.ResourceName, p.FullName(), j)
+			refuse(fmt.Errorf("resource %s already defined by resourceList[%d]", p.FullName(), j))
+			continue
 		}
 		seen[p.FullName()] = i
+		c.ResourceList = append(c.ResourceList, p)
 	}
-	return &c, nil
+	return c, nil
+}
+
+// Err is nil when every pool of the file is served, else an error listing the refused ones.
+func (c *Config) Err() error {
+	if len(c.Refused) == 0 {
+		return nil
+	}
+	msgs := make([]string, len(c.Refused))
+	for i, r := range c.Refused {
+		msgs[i] = r.String()
+	}
+	return fmt.Errorf("config: %s", strings.Join(msgs, "; "))
 }
 
 // decodeOne decodes exactly one JSON value (no trailing data).

@@ -92,10 +92,16 @@ func TestConfigErrorsNamePoolAndField(t *testing.T) {
 		{pool(`"resourceName":"ok"`), `resourceList[1] "ok": resource intel.com/ok already defined by resourceList[0]`},
 	}
 	for _, tc := range cases {
-		_, err := Parse([]byte(tc.cfg))
+		c, err := Parse([]byte(tc.cfg))
 		if err == nil {
-			t.Errorf("accepted: %s", tc.cfg)
-			continue
+			// A bad pool is refused alone: the good one keeps serving.
+			if err = c.Err(); err == nil {
+				t.Errorf("accepted: %s", tc.cfg)
+				continue
+			}
+			if len(c.ResourceList) != 1 || c.ResourceList[0].ResourceName != "ok" || len(c.Refused) != 1 {
+				t.Errorf("%s: pools %+v, refused %+v; want only the good pool served", tc.cfg, c.ResourceList, c.Refused)
+			}
 		}
 		if !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%s\n  error %q\n  want it to contain %q", tc.cfg, err, tc.want)

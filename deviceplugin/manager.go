@@ -76,6 +76,10 @@ func New(o Options) (*Manager, error) {
 	if err := m.applyBytes(b); err != nil {
 		return nil, fmt.Errorf("config %s: %w", o.ConfigFile, err)
 	}
+	if len(m.cfg.ResourceList) == 0 && len(m.cfg.Refused) > 0 {
+		// Nothing to serve at all: fail where the operator looks first (the pod's restarts).
+		return nil, fmt.Errorf("config %s: every pool refused: %w", o.ConfigFile, m.cfg.Err())
+	}
 	return m, nil
 }
 
@@ -163,11 +167,54 @@ func (m *Manager) Reload() error {
 	return nil
 }
 
-// ConfigError is why the config file's current content is not in effect (nil when it is).
+// ConfigError is why the config file's current content is not in effect (nil when it is): the
+// whole file's error, or the pools of it that are refused.
 func (m *Manager) ConfigError() error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	if m.cfgErr == nil && m.cfg != nil {
+		return m.cfg.Err()
+	}
 	return m.cfgErr
+}
+
+// Refused lists the pools of the config in effect that are not served as written, with why.
+func (m *Manager) Refused() []Refusal {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.cfg == nil {
+		return nil
+	}
+	return append([]Refusal(nil), m.cfg.Refused...)
+}
+
+// keepLastGood puts back, for a pool the new file refuses, the version of it in effect now:
+// a typo in one pool's edit must not take that pool's devices away from new pods either.
+func (m *Manager) keepLastGood(cfg *Config) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.cfg == nil {
+		return
+	}
+	for _, r := range cfg.Refused {
+		if m.poolServed(cfg, r.Resource) {
+			continue
+		}
+		for _, old := range m.cfg.ResourceList {
+			if old.FullName() == r.Resource {
+				cfg.ResourceList = append(cfg.ResourceList, old)
+			}
+		}
+	}
+}
+
+func (m *Manager) poolServed(cfg *Config, resource string) bool {
+	for _, p := range cfg.ResourceList {
+		if p.FullName() == resource {
+			return true
+		}
+	}
+	return false
 }
 
 // Rescan rediscovers devices with the config in effect.
@@ -183,6 +230,11 @@ func (m *Manager) applyBytes(b []byte) error {
 	if err == nil {
 		for _, w := range cfg.Warnings {
 			m.log.Warn("config", "file", m.opts.ConfigFile, "warning", w)
+		}
+		m.keepLastGood(cfg)
+		for _, r := range cfg.Refused {
+			m.log.Error("pool refused: not served, the other pools are", "file", m.opts.ConfigFile, "index", r.Index,
+				"resource", r.Resource, "reason", r.Reason, "serving-last-good", m.poolServed(cfg, r.Resource))
 		}
 		err = m.apply(cfg)
 	}

@@ -432,3 +432,43 @@ func TestManagerStopRemovesSockets(t *testing.T) {
 		}
 	}
 }
+
+// One pool this node cannot serve (upstream's documented ddpProfiles config) is refused alone:
+// the others register and list their devices, the refused one is reported with its reason. An
+// edit that breaks one pool later keeps that pool's last good version while the others change.
+func TestManagerRefusesOnePoolServesTheOthers(t *testing.T) {
+	cfg := `{"resourceList":[
+	  {"resourceName":"iavf","selectors":{"drivers":["iavf"]}},
+	  {"resourceName":"ddp","selectors":{"vendors":["8086"],"ddpProfiles":["GTPv1-C/U IPv4/IPv6 payload"]}},
+	  {"resourceName":"dpdk","resourcePrefix":"nvidia.com","selectors":{"drivers":["vfio-pci"],"vendors":["15b3"]}}]}`
+	e, _ := startManager(t, cfg)
+	eventually(t, "the servable pools listed", func() bool {
+		return e.k.health("intel.com/iavf") == healthString([]string{vf0(0), vf0(1), vf0(2), vf0(3)}) &&
+			e.k.health("nvidia.com/dpdk") == healthString([]string{vf1(2), vf1(3)})
+	})
+	if got := e.k.health("intel.com/ddp"); got != "<no list>" {
+		t.Errorf("the refused pool was advertised: %s", got)
+	}
+	ref := e.m.Refused()
+	if len(ref) != 1 || ref[0].Resource != "intel.com/ddp" || !strings.Contains(ref[0].Reason, "ddpProfiles") {
+		t.Fatalf("refused = %+v, want intel.com/ddp with a ddpProfiles reason", ref)
+	}
+	if err := e.m.ConfigError(); err == nil || !strings.Contains(err.Error(), `"ddp": selectors[0].ddpProfiles`) {
+		t.Errorf("ConfigError = %v, want the ddp pool named", err)
+	}
+
+	// Narrow iavf and break dpdk in the same edit: iavf changes, dpdk keeps serving as it was.
+	next := `{"resourceList":[
+	  {"resourceName":"iavf","selectors":{"drivers":["iavf"],"pfNames":["ens1f0#0-1"]}},
+	  {"resourceName":"dpdk","resourcePrefix":"nvidia.com","selectors":{"drivers":["vfio-pci"],"vendors":["15b3x"]}}]}`
+	if err := os.WriteFile(e.cfg, []byte(next), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "iavf narrowed", func() bool { return e.k.health("intel.com/iavf") == healthString([]string{vf0(0), vf0(1)}) })
+	if got := e.k.health("nvidia.com/dpdk"); got != healthString([]string{vf1(2), vf1(3)}) {
+		t.Errorf("the pool whose edit was refused lost its devices: %s", got)
+	}
+	if ref := e.m.Refused(); len(ref) != 1 || ref[0].Resource != "nvidia.com/dpdk" || !strings.Contains(ref[0].Reason, `vendors: "15b3x"`) {
+		t.Errorf("refused = %+v, want nvidia.com/dpdk with its vendors reason", ref)
+	}
+}

@@ -50,6 +50,13 @@ func run(args []string, stderr io.Writer) int {
 		for _, p := range m.Status() {
 			fmt.Fprintf(os.Stdout, "%s: %d devices %v\n", p.Resource, len(p.Devices), p.Devices)
 		}
+		refused := m.Refused()
+		for _, r := range refused {
+			fmt.Fprintf(os.Stdout, "%s: refused: %s\n", r.Resource, r)
+		}
+		if len(refused) > 0 {
+			return 1
+		}
 		return 0
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
