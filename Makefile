@@ -9,9 +9,9 @@ CACHE_DIR ?= $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/multinet
 export CACHE_DIR
 
 CMDS := $(notdir $(wildcard cmd/*))
-TEST_TIERS := lint unit
+TEST_TIERS := lint unit conformance
 
-.PHONY: all build lint unit deps test demo clean
+.PHONY: all build lint unit conformance deps test demo clean
 all: build
 
 build:
@@ -26,6 +26,10 @@ lint:
 # Unit and netns integration tests: tests that need root skip with a message when not root.
 unit: deps
 	$(GO) test -count=1 ./...
+
+# Upstream's own test inputs (../shared/conformance) through our code; see conformance/.
+conformance:
+	@GO=$(GO) ./hack/conformance.sh
 
 deps:
 	@./hack/deps.sh

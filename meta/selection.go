@@ -65,12 +65,13 @@ func ParseSelection(annotation, defaultNamespace string) ([]Selection, error) {
 	var sels []Selection
 	if strings.ContainsAny(s, "[{\"") {
 		if err := json.Unmarshal([]byte(s), &sels); err != nil {
-			// A single object is accepted too: users write it by mistake often enough.
-			var one Selection
-			if err1 := json.Unmarshal([]byte(s), &one); err1 != nil {
-				return nil, fmt.Errorf("annotation %s: not a JSON list of network selections: %w", NetworksAnnot, err)
+			// A bare object is refused, as Multus refuses it: a manifest that works here must
+			// work there too.
+			hint := ""
+			if s[0] == '{' {
+				hint = " (a single object must be wrapped in [ ])"
 			}
-			sels = []Selection{one}
+			return nil, fmt.Errorf("annotation %s: not a JSON list of network selections%s: %w", NetworksAnnot, hint, err)
 		}
 	} else {
 		for i, item := range strings.Split(s, ",") {

@@ -179,3 +179,11 @@ func TestParseSelectionInfinibandGUID(t *testing.T) {
 		t.Fatalf("a 7-byte GUID: err = %v, want an infiniband-guid error", err)
 	}
 }
+
+// Multus refuses a bare object; a manifest that works here must work there too.
+func TestParseSelectionRefusesBareObject(t *testing.T) {
+	_, err := ParseSelection(`{"name":"net1"}`, "pods")
+	if err == nil || !strings.Contains(err.Error(), "wrapped in [ ]") {
+		t.Fatalf("err = %v, want a refusal that says to wrap it in a list", err)
+	}
+}
