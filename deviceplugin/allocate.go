@@ -44,8 +44,10 @@ type infoEntry struct {
 		Mount    string `json:"mount"`
 		DevMount string `json:"dev-mount"`
 	} `json:"vfio,omitempty"`
+	// Vhost names the two nodes needVhostNet adds, with upstream's keys.
 	Vhost *struct {
-		Mount string `json:"mount"`
+		NetMount string `json:"net-mount"`
+		TunMount string `json:"tun-mount"`
 	} `json:"vhost,omitempty"`
 	VhostUser *struct {
 		Mode string `json:"mode"`
@@ -138,8 +140,9 @@ func (p *pool) allocate(ids []string) (*dp.ContainerAllocateResponse, error) {
 				addDev(vhostNetDev)
 				addDev(tunDev)
 				e.Vhost = &struct {
-					Mount string `json:"mount"`
-				}{vhostNetDev}
+					NetMount string `json:"net-mount"`
+					TunMount string `json:"tun-mount"`
+				}{vhostNetDev, tunDev}
 				di.Pci.Vhostnet = vhostNetDev
 			}
 		}

@@ -322,6 +322,11 @@ func (p *Pool) validate() error {
 		if p.VhostUser != nil {
 			return fmt.Errorf("vhostUser: only for deviceType %q, not %q", TypeVhostUser, p.DeviceType)
 		}
+		if len(p.Selectors) == 0 {
+			// Upstream panics on a missing or null selectors and skips an empty list: either
+			// way the pool could never hold a device.
+			return errors.New("selectors: missing or empty (want at least one selector object; {} takes every device)")
+		}
 		for i := range p.Selectors {
 			if err := p.Selectors[i].validate(); err != nil {
 				return fmt.Errorf("selectors[%d].%w", i, err)

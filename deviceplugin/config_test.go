@@ -62,7 +62,7 @@ func TestEnvNames(t *testing.T) {
 }
 
 func TestConfigErrorsNamePoolAndField(t *testing.T) {
-	pool := func(body string) string { return `{"resourceList":[{"resourceName":"ok"},{` + body + `}]}` }
+	pool := func(body string) string { return `{"resourceList":[{"resourceName":"ok","selectors":{}},{` + body + `}]}` }
 	cases := []struct{ cfg, want string }{
 		{`{`, "unexpected EOF"},
 		{`{"resourceList":{}}`, "resourceList"},
@@ -89,7 +89,10 @@ func TestConfigErrorsNamePoolAndField(t *testing.T) {
 		{pool(`"resourceName":"p","deviceType":"vhostUser","vhostUser":{"dir":"/` + strings.Repeat("d", 110) + `","count":1}`), `over the 107`},
 		{pool(`"resourceName":"p","deviceType":"vhostUser","vhostUser":{"dir":"/v","count":1},"selectors":{}`), `"p": selectors: a vhostUser pool`},
 		{pool(`"resourceName":"p","vhostUser":{"dir":"/v","count":1}`), `"p": vhostUser: only for deviceType`},
-		{pool(`"resourceName":"ok"`), `resourceList[1] "ok": resource intel.com/ok already defined by resourceList[0]`},
+		{pool(`"resourceName":"ok","selectors":{}`), `resourceList[1] "ok": resource intel.com/ok already defined by resourceList[0]`},
+		{pool(`"resourceName":"p"`), `"p": selectors: missing`},
+		{pool(`"resourceName":"p","selectors":null`), `"p": selectors: missing`},
+		{pool(`"resourceName":"p","selectors":[]`), `"p": selectors: missing`},
 	}
 	for _, tc := range cases {
 		c, err := Parse([]byte(tc.cfg))
