@@ -62,7 +62,9 @@ func TestEnvNames(t *testing.T) {
 }
 
 func TestConfigErrorsNamePoolAndField(t *testing.T) {
-	pool := func(body string) string { return `{"resourceList":[{"resourceName":"ok","selectors":{}},{` + body + `}]}` }
+	pool := func(body string) string {
+		return `{"resourceList":[{"resourceName":"ok","selectors":{}},{` + body + `}]}`
+	}
 	cases := []struct{ cfg, want string }{
 		{`{`, "unexpected EOF"},
 		{`{"resourceList":{}}`, "resourceList"},
