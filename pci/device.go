@@ -181,6 +181,10 @@ func (s *SysFS) linkType(addr, netdev string) string {
 	if err != nil {
 		return ""
 	}
+	return arphrdName(t)
+}
+
+func arphrdName(t string) string {
 	switch t {
 	case "1":
 		return "ether"
