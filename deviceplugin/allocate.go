@@ -49,6 +49,10 @@ type infoEntry struct {
 		NetMount string `json:"net-mount"`
 		TunMount string `json:"tun-mount"`
 	} `json:"vhost,omitempty"`
+	// Vdpa names a vhost-vdpa member's char device.
+	Vdpa *struct {
+		Mount string `json:"mount"`
+	} `json:"vdpa,omitempty"`
 	VhostUser *struct {
 		Mode string `json:"mode"`
 		Path string `json:"path"`
@@ -114,6 +118,14 @@ func (p *pool) allocate(ids []string) (*dp.ContainerAllocateResponse, error) {
 			}{d.Slot.Mode, d.Slot.ContainerSocket}
 			di = &nadv1.DeviceInfo{Type: nadv1.DeviceInfoTypeVHostUser, Version: nadv1.DeviceInfoVersion,
 				VhostUser: &nadv1.VhostDevice{Mode: d.Slot.Mode, Path: d.Slot.HostSocket}}
+		} else if d.Aux != nil {
+			// A subfunction is its netdev (moved into the pod by the CNI) and, for RDMA, its
+			// own verbs device: no PCI node to mount and no device-info type for it upstream.
+			addrs = append(addrs, d.ID)
+			e.Generic = &struct {
+				DeviceID string `json:"deviceID"`
+			}{d.ID}
+			continue
 		} else {
 			addrs = append(addrs, d.ID)
 			e.Generic = &struct {
@@ -136,7 +148,17 @@ func (p *pool) allocate(ids []string) (*dp.ContainerAllocateResponse, error) {
 				}{vfioContainer, dev}
 			}
 			di = devinfo.PCI(d.ID, d.PCI.PFAddress)
-			if d.VhostNet {
+			if v := d.Vdpa; v != nil {
+				if v.CharDev != "" {
+					addDev(v.CharDev)
+					e.Vdpa = &struct {
+						Mount string `json:"mount"`
+					}{v.CharDev}
+				}
+				di = &nadv1.DeviceInfo{Type: nadv1.DeviceInfoTypeVDPA, Version: nadv1.DeviceInfoVersion,
+					Vdpa: &nadv1.VdpaDevice{ParentDevice: v.Name, Driver: v.Type(), Path: v.CharDev, PciAddress: d.ID, PfPciAddress: d.PCI.PFAddress}}
+			}
+			if d.VhostNet && di.Pci != nil {
 				addDev(vhostNetDev)
 				addDev(tunDev)
 				e.Vhost = &struct {

@@ -24,9 +24,10 @@ import (
 
 // Device types a pool can have.
 const (
-	TypeNetDevice   = "netDevice"
-	TypeAccelerator = "accelerator"
-	TypeVhostUser   = "vhostUser"
+	TypeNetDevice    = "netDevice"
+	TypeAccelerator  = "accelerator"
+	TypeAuxNetDevice = "auxNetDevice" // auxiliary-bus devices (subfunctions) of network PCI functions
+	TypeVhostUser    = "vhostUser"
 )
 
 // DefaultPrefix is the resource prefix upstream uses when a pool names none.
@@ -98,10 +99,16 @@ type Selector struct {
 	ACPIIndexes  []string `json:"acpiIndexes,omitempty"`
 	IsRdma       bool     `json:"isRdma,omitempty"`
 	NeedVhostNet bool     `json:"needVhostNet,omitempty"`
-	// Upstream fields we accept but cannot evaluate from sysfs; a non-empty value is an error
-	// so a pool never silently matches more than its author meant.
+	// VdpaType takes a VF only with a vDPA device bound to that type's driver: "vhost"
+	// (vhost_vdpa, a /dev/vhost-vdpa-N for the pod) or "virtio" (virtio_vdpa, a kernel netdev).
+	VdpaType string `json:"vdpaType,omitempty"`
+	// AuxTypes (auxNetDevice pools) names the auxiliary device types taken; upstream serves
+	// only "sf" (subfunctions), and so do we.
+	AuxTypes []string `json:"auxTypes,omitempty"`
+	// DDPProfiles is upstream's; we accept it but cannot evaluate it from sysfs (the loaded
+	// DDP package is read with the NIC vendor's tool), so a non-empty value refuses the pool
+	// rather than have it silently match more than its author meant.
 	DDPProfiles []string `json:"ddpProfiles,omitempty"`
-	VdpaType    string   `json:"vdpaType,omitempty"`
 
 	pfNames     []vfRange
 	rootDevices []vfRange
@@ -318,7 +325,7 @@ func (p *Pool) validate() error {
 		p.DeviceType = TypeNetDevice
 	}
 	switch p.DeviceType {
-	case TypeNetDevice, TypeAccelerator:
+	case TypeNetDevice, TypeAccelerator, TypeAuxNetDevice:
 		if p.VhostUser != nil {
 			return fmt.Errorf("vhostUser: only for deviceType %q, not %q", TypeVhostUser, p.DeviceType)
 		}
@@ -328,7 +335,7 @@ func (p *Pool) validate() error {
 			return errors.New("selectors: missing or empty (want at least one selector object; {} takes every device)")
 		}
 		for i := range p.Selectors {
-			if err := p.Selectors[i].validate(); err != nil {
+			if err := p.Selectors[i].validate(p.DeviceType); err != nil {
 				return fmt.Errorf("selectors[%d].%w", i, err)
 			}
 		}
@@ -340,10 +347,8 @@ func (p *Pool) validate() error {
 			return errors.New("vhostUser: missing (want {\"dir\": ..., \"count\": N})")
 		}
 		return p.VhostUser.validate(p.ResourceName)
-	case "auxNetDevice":
-		return fmt.Errorf("deviceType %q: not supported (sysfs-only discovery of auxiliary devices is not implemented)", p.DeviceType)
 	default:
-		return fmt.Errorf("deviceType %q: want %s, %s or %s", p.DeviceType, TypeNetDevice, TypeAccelerator, TypeVhostUser)
+		return fmt.Errorf("deviceType %q: want %s, %s, %s or %s", p.DeviceType, TypeNetDevice, TypeAccelerator, TypeAuxNetDevice, TypeVhostUser)
 	}
 	return nil
 }
@@ -386,7 +391,7 @@ func (v *VhostUser) validate(name string) error {
 	return nil
 }
 
-func (s *Selector) validate() error {
+func (s *Selector) validate(deviceType string) error {
 	for _, v := range s.Vendors {
 		if !hexIDRe.MatchString(v) {
 			return fmt.Errorf("vendors: %q is not a 4-digit hex vendor id", v)
@@ -420,8 +425,30 @@ func (s *Selector) validate() error {
 	if len(s.DDPProfiles) > 0 {
 		return errors.New("ddpProfiles: not supported (needs the NIC vendor's tool, not sysfs)")
 	}
-	if s.VdpaType != "" {
-		return errors.New("vdpaType: not supported")
+	switch {
+	case s.VdpaType == "":
+	case deviceType != TypeNetDevice:
+		return fmt.Errorf("vdpaType: only for deviceType %q", TypeNetDevice)
+	case s.VdpaType != pci.VdpaTypeVhost && s.VdpaType != pci.VdpaTypeVirtio:
+		return fmt.Errorf("vdpaType %q: want %q or %q", s.VdpaType, pci.VdpaTypeVhost, pci.VdpaTypeVirtio)
+	case s.IsRdma:
+		// As upstream: a vDPA device and the VF's RDMA device are different ways to use it.
+		return errors.New("vdpaType: not with isRdma in the same selector")
+	}
+	if deviceType == TypeAuxNetDevice {
+		if len(s.AuxTypes) == 0 {
+			return errors.New("auxTypes: missing (want [\"sf\"])")
+		}
+		for _, t := range s.AuxTypes {
+			if t != "sf" {
+				return fmt.Errorf("auxTypes: %q: only \"sf\" (subfunctions) can be handed to a pod", t)
+			}
+		}
+		if s.NeedVhostNet {
+			return errors.New("needVhostNet: not for auxiliary devices")
+		}
+	} else if len(s.AuxTypes) > 0 {
+		return fmt.Errorf("auxTypes: only for deviceType %q", TypeAuxNetDevice)
 	}
 	s.pfNames = s.pfNames[:0]
 	for _, e := range s.PFNames {

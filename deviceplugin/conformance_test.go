@@ -244,10 +244,6 @@ func buildTable(t *testing.T, deviceType string, devs []tableDevice, keys map[st
 			return nil, nil, fmt.Errorf("%s: DDP profile %q is not in sysfs", d.ID, d.DDPProfile)
 		case keys["pkeys"] && d.PKey != "":
 			return nil, nil, fmt.Errorf("%s: PKey %q is not in sysfs", d.ID, d.PKey)
-		case keys["vdpatype"] && d.VdpaType != nil:
-			return nil, nil, fmt.Errorf("%s: vdpaType %q needs a vdpa device", d.ID, *d.VdpaType)
-		case keys["auxtypes"] && d.AuxType != "":
-			return nil, nil, fmt.Errorf("%s: auxType %q needs an auxiliary device", d.ID, d.AuxType)
 		case keys["linktypes"] && d.LinkType != "" && d.LinkType != "ether" && d.LinkType != "infiniband":
 			return nil, nil, fmt.Errorf("%s: link type %q has no ARPHRD number", d.ID, d.LinkType)
 		case keys["linktypes"] && d.LinkType != "" && userspace[d.Driver]:
@@ -304,6 +300,7 @@ func buildTable(t *testing.T, deviceType string, devs []tableDevice, keys map[st
 		}
 		return "t" + strings.NewReplacer("[", "", "]", "", ":", "", ".", "").Replace(d.ID)
 	}
+	vdpaIndex := 0
 	finish := func(addr, netdev string, d tableDevice) {
 		if d.ACPIIndex != "" {
 			var n int
@@ -315,6 +312,10 @@ func buildTable(t *testing.T, deviceType string, devs []tableDevice, keys map[st
 		}
 		if d.LinkType == "infiniband" && netdev != "" {
 			tr.SetLinkType(addr, netdev, 32)
+		}
+		if d.VdpaType != nil && *d.VdpaType != "" {
+			tr.AddVdpa(pcitest.Vdpa{Parent: addr, Index: vdpaIndex, Driver: *d.VdpaType + "_vdpa", Netdev: fmt.Sprintf("vdpa%dnet", vdpaIndex)})
+			vdpaIndex++
 		}
 	}
 	or := func(s, def string) string {
@@ -395,8 +396,15 @@ func judgeSelection(t *testing.T, c conformance.Case, deviceType string, sels js
 	}
 	if deviceType == "" {
 		deviceType = TypeNetDevice
+		if selectorKeys(sels)["auxtypes"] {
+			deviceType = TypeAuxNetDevice
+		}
 	}
-	sys, ids, err := buildTable(t, deviceType, devs, selectorKeys(sels))
+	build := buildTable
+	if deviceType == TypeAuxNetDevice {
+		build = buildAuxTable
+	}
+	sys, ids, err := build(t, deviceType, devs, selectorKeys(sels))
 	if err != nil {
 		return conformance.Differs("device table not representable in sysfs: %v", err)
 	}
@@ -640,4 +648,52 @@ func judgeSelectorOrder(t *testing.T, c conformance.Case) conformance.Outcome {
 		return conformance.Differs("needVhostNet per device %v; upstream: only the 8086 device the first selector does not take", vhost)
 	}
 	return conformance.Same()
+}
+
+// buildAuxTable lays an auxiliary-device table out: each row is an auxiliary device
+// <driver>.<auxType>.<n> of the PCI function rootDevice (vendor, device, driver and pfName are
+// that parent's), with its own netdev, link type and RDMA device.
+func buildAuxTable(t *testing.T, _ string, devs []tableDevice, keys map[string]bool) (*pci.SysFS, map[string]string, error) {
+	tr := pcitest.New(t)
+	parents := map[string]tableDevice{}
+	ids := map[string]string{}
+	next := 0
+	for i, d := range devs {
+		if d.AuxType == "" {
+			continue // not an auxiliary device: nothing an auxNetDevice pool can see
+		}
+		if keys["linktypes"] && d.LinkType != "ether" && d.LinkType != "infiniband" {
+			return nil, nil, fmt.Errorf("%s: link type %q has no ARPHRD number", d.ID, d.LinkType)
+		}
+		addr := d.RootDevice
+		if !pci.ValidAddress(addr) {
+			addr = fmt.Sprintf("0000:d1:00.%d", i%8)
+		}
+		if p, ok := parents[addr]; ok {
+			if p.Vendor != d.Vendor || p.Device != d.Device || p.Driver != d.Driver || p.PFName != d.PFName {
+				return nil, nil, fmt.Errorf("%s: parent %s described twice, differently", d.ID, addr)
+			}
+		} else {
+			parents[addr] = d
+			tr.AddNIC(pcitest.NIC{Address: addr, Vendor: or(d.Vendor, "ffff"), Device: or(d.Device, "ffff"), Driver: or(d.Driver, "tdrv"), Netdev: d.PFName})
+		}
+		name := fmt.Sprintf("%s.%s.%d", or(d.Driver, "tdrv"), d.AuxType, next)
+		a := pcitest.Aux{Parent: addr, Name: name, Driver: or(d.Driver, "tdrv") + "." + d.AuxType, SFNum: -1, Netdev: fmt.Sprintf("aux%dnet", next)}
+		if d.AuxType == "sf" {
+			a.SFNum = next
+			if d.FuncID != nil && *d.FuncID >= 0 {
+				a.SFNum = *d.FuncID
+			}
+		}
+		if d.LinkType == "infiniband" {
+			a.ARPHRD = 32
+		}
+		if d.IsRdma {
+			a.RDMA = fmt.Sprintf("mlx5_%d", next)
+		}
+		next++
+		tr.AddAux(a)
+		ids[name] = d.ID
+	}
+	return pci.New(tr.Root), ids, nil
 }

@@ -430,6 +430,14 @@ func (m *Manager) look() (*nodeState, string) {
 			delete(m.classes, a) // the address may come back as another function
 		}
 	}
+	// Subfunctions and vDPA devices come and go without any PCI change.
+	for _, bus := range []string{"auxiliary", "vdpa"} {
+		devs, _ := os.ReadDir(filepath.Join(m.sys.Root, "bus", bus, "devices"))
+		for _, e := range devs {
+			drv, _ := os.Readlink(filepath.Join(m.sys.Root, "bus", bus, "devices", e.Name(), "driver"))
+			fmt.Fprintf(&sb, "%s:%s=%s;", bus, e.Name(), filepath.Base(drv))
+		}
+	}
 	return n, sb.String()
 }
 

@@ -2,6 +2,8 @@ package pcitest
 
 import (
 	"fmt"
+	"os"
+	"path/filepath"
 	"strconv"
 )
 
@@ -95,4 +97,18 @@ func (t *Tree) AddVdpa(v Vdpa) {
 			t.symlink(nd, "class/net/"+v.Netdev)
 		}
 	}
+}
+
+// RemoveAux deletes an auxiliary device, as `devlink port del` does for a subfunction.
+func (t *Tree) RemoveAux(name string) {
+	t.tb.Helper()
+	real, err := filepath.EvalSymlinks(t.abs("bus/auxiliary/devices/" + name))
+	if err != nil {
+		t.tb.Fatalf("pcitest: %v", err)
+	}
+	if drv, err := os.Readlink(filepath.Join(real, "driver")); err == nil {
+		_ = os.Remove(filepath.Join(filepath.Dir(filepath.Join(real, drv)), name))
+	}
+	_ = os.RemoveAll(real)
+	_ = os.Remove(t.abs("bus/auxiliary/devices/" + name))
 }
