@@ -49,6 +49,8 @@ type infoEntry struct {
 		NetMount string `json:"net-mount"`
 		TunMount string `json:"tun-mount"`
 	} `json:"vhost,omitempty"`
+	// RDMA names an isRdma member's /dev/infiniband nodes by kind (uverbs, umad, issm, rdma_cm).
+	RDMA map[string]string `json:"rdma,omitempty"`
 	// Vdpa names a vhost-vdpa member's char device.
 	Vdpa *struct {
 		Mount string `json:"mount"`
@@ -157,6 +159,14 @@ func (p *pool) allocate(ids []string) (*dp.ContainerAllocateResponse, error) {
 				}
 				di = &nadv1.DeviceInfo{Type: nadv1.DeviceInfoTypeVDPA, Version: nadv1.DeviceInfoVersion,
 					Vdpa: &nadv1.VdpaDevice{ParentDevice: v.Name, Driver: v.Type(), Path: v.CharDev, PciAddress: d.ID, PfPciAddress: d.PCI.PFAddress}}
+			}
+			if d.RDMA && di.Pci != nil {
+				e.RDMA = map[string]string{}
+				for _, node := range p.sys.RDMACharDevices(d.ID) {
+					addDev(node)
+					e.RDMA[strings.TrimRight(strings.TrimPrefix(node, "/dev/infiniband/"), "0123456789")] = node
+				}
+				di.Pci.RdmaDevice = p.sys.RDMADevice(d.ID)
 			}
 			if d.VhostNet && di.Pci != nil {
 				addDev(vhostNetDev)

@@ -97,6 +97,9 @@ type Selector struct {
 	RootDevices  []string `json:"rootDevices,omitempty"`
 	LinkTypes    []string `json:"linkTypes,omitempty"`
 	ACPIIndexes  []string `json:"acpiIndexes,omitempty"`
+	// PKeys takes an InfiniBand function whose port 1 has one of these partition keys at
+	// index 0 (hex, "0x8001"; compared as numbers).
+	PKeys        []string `json:"pKeys,omitempty"`
 	IsRdma       bool     `json:"isRdma,omitempty"`
 	NeedVhostNet bool     `json:"needVhostNet,omitempty"`
 	// VdpaType takes a VF only with a vDPA device bound to that type's driver: "vhost"
@@ -112,6 +115,7 @@ type Selector struct {
 
 	pfNames     []vfRange
 	rootDevices []vfRange
+	pkeys       []uint16
 }
 
 // Selectors is one selector object or a list of them (upstream accepts both).
@@ -416,6 +420,14 @@ func (s *Selector) validate(deviceType string) error {
 		if _, err := strconv.ParseUint(a, 10, 32); err != nil {
 			return fmt.Errorf("acpiIndexes: %q is not a number", a)
 		}
+	}
+	s.pkeys = s.pkeys[:0]
+	for _, k := range s.PKeys {
+		n, err := strconv.ParseUint(strings.TrimPrefix(strings.ToLower(k), "0x"), 16, 16)
+		if err != nil || !strings.HasPrefix(strings.ToLower(k), "0x") {
+			return fmt.Errorf("pKeys: %q is not a 16-bit hex partition key (want 0x8001)", k)
+		}
+		s.pkeys = append(s.pkeys, uint16(n))
 	}
 	for _, l := range s.LinkTypes {
 		if l == "" {

@@ -77,6 +77,7 @@ func TestConfigErrorsNamePoolAndField(t *testing.T) {
 		{pool(`"resourceName":"p","deviceType":"auxNetDevice","selectors":{"vendors":["15b3"]}`), `"p": selectors[0].auxTypes: missing`},
 		{pool(`"resourceName":"p","deviceType":"auxNetDevice","selectors":{"auxTypes":["eth"]}`), `"p": selectors[0].auxTypes: "eth": only "sf"`},
 		{pool(`"resourceName":"p","selectors":{"auxTypes":["sf"]}`), `"p": selectors[0].auxTypes: only for deviceType "auxNetDevice"`},
+		{pool(`"resourceName":"p","selectors":{"pKeys":["8001"]}`), `"p": selectors[0].pKeys: "8001" is not a 16-bit hex`},
 		{pool(`"resourceName":"p","selectors":{"vdpaType":"vhost","isRdma":true}`), `"p": selectors[0].vdpaType: not with isRdma`},
 		{pool(`"resourceName":"p","selectors":{"vdpaType":"bogus"}`), `"p": selectors[0].vdpaType "bogus": want "vhost" or "virtio"`},
 		{pool(`"resourceName":"p","deviceType":"accelerator","selectors":{"vdpaType":"vhost"}`), `"p": selectors[0].vdpaType: only for deviceType "netDevice"`},

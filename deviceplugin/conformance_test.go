@@ -242,8 +242,8 @@ func buildTable(t *testing.T, deviceType string, devs []tableDevice, keys map[st
 		switch {
 		case keys["ddpprofiles"] && d.DDPProfile != "":
 			return nil, nil, fmt.Errorf("%s: DDP profile %q is not in sysfs", d.ID, d.DDPProfile)
-		case keys["pkeys"] && d.PKey != "":
-			return nil, nil, fmt.Errorf("%s: PKey %q is not in sysfs", d.ID, d.PKey)
+		case keys["pkeys"] && keys["isrdma"] && d.PKey != "" && !d.IsRdma:
+			return nil, nil, fmt.Errorf("%s: a PKey %q lives on an RDMA device, but the row has none", d.ID, d.PKey)
 		case keys["linktypes"] && d.LinkType != "" && d.LinkType != "ether" && d.LinkType != "infiniband":
 			return nil, nil, fmt.Errorf("%s: link type %q has no ARPHRD number", d.ID, d.LinkType)
 		case keys["linktypes"] && d.LinkType != "" && userspace[d.Driver]:
@@ -307,8 +307,14 @@ func buildTable(t *testing.T, deviceType string, devs []tableDevice, keys map[st
 			fmt.Sscan(d.ACPIIndex, &n)
 			tr.SetACPIIndex(addr, n)
 		}
-		if d.IsRdma {
-			tr.SetRDMA(addr, "mlx5_"+strings.ReplaceAll(addr, ":", ""))
+		ib := "mlx5_" + strings.NewReplacer(":", "", ".", "").Replace(addr)
+		if d.IsRdma || (keys["pkeys"] && d.PKey != "") {
+			tr.SetRDMA(addr, ib)
+		}
+		if keys["pkeys"] && d.PKey != "" {
+			var k uint16
+			fmt.Sscanf(d.PKey, "0x%x", &k)
+			tr.SetPKey(addr, ib, k)
 		}
 		if d.LinkType == "infiniband" && netdev != "" {
 			tr.SetLinkType(addr, netdev, 32)
@@ -472,7 +478,7 @@ func judgeDeviceSpec(t *testing.T, c conformance.Case) conformance.Outcome {
 	for i, r := range rows {
 		tr.AddNIC(pcitest.NIC{Address: r.ID, Vendor: "15b3", Device: "1018", Driver: r.Driver, Netdev: fmt.Sprintf("t%d", i)})
 		if r.RDMA {
-			tr.SetRDMA(r.ID, fmt.Sprintf("mlx5_%d", i))
+			tr.SetRDMAVerbs(r.ID, fmt.Sprintf("mlx5_%d", i), i)
 		}
 	}
 	sys := pci.New(tr.Root)

@@ -5,6 +5,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 
 	"github.com/vishvananda/netlink"
@@ -20,6 +21,7 @@ type Device struct {
 	PCI      *pci.Device
 	PFNetdev string // the PF's netdev, for VFs whose PF has one
 	VhostNet bool   // the selector that took the device asked for /dev/vhost-net
+	RDMA     bool   // the selector that took the device asked for its RDMA device (isRdma)
 	Slot     *Slot
 	// Aux is set for a member of an auxNetDevice pool: ID is its name, PCI its parent.
 	Aux *pci.AuxDevice
@@ -74,6 +76,7 @@ type candidate struct {
 	acpiIndex string
 	rdma      bool
 	vdpa      []pci.VdpaDevice // read only when a selector asks for a vdpaType
+	pkey      int              // port 1's partition key at index 0, -1 none; read only for pKeys
 	aux       *pci.AuxDevice   // auxNetDevice candidates
 }
 
@@ -82,7 +85,7 @@ type candidate struct {
 func (d *Discoverer) Discover(c *Config) (map[string][]*Device, error) {
 	out := map[string][]*Device{}
 	var pciPools, auxPools []*Pool
-	wantVdpa := false
+	wantVdpa, wantPKey := false, false
 	for i := range c.ResourceList {
 		p := &c.ResourceList[i]
 		switch p.DeviceType {
@@ -97,6 +100,7 @@ func (d *Discoverer) Discover(c *Config) (map[string][]*Device, error) {
 		out[p.FullName()] = nil
 		for _, s := range p.Selectors {
 			wantVdpa = wantVdpa || s.VdpaType != ""
+			wantPKey = wantPKey || len(s.PKeys) > 0
 		}
 	}
 	if len(pciPools) > 0 {
@@ -109,6 +113,9 @@ func (d *Discoverer) Discover(c *Config) (map[string][]*Device, error) {
 				if cd.vdpa, err = d.Sys.VdpaDevices(cd.dev.Address); err != nil {
 					return nil, err
 				}
+			}
+			if wantPKey {
+				cd.pkey = d.Sys.PKey(cd.dev.Address)
 			}
 		}
 		if err := assign(cands, pciPools, out); err != nil {
@@ -147,7 +154,7 @@ func assign(cands []*candidate, pools []*Pool, out map[string][]*Device) error {
 				return fmt.Errorf("device %s is selected by two pools, %s and %s: make their selectors disjoint", id, owner.FullName(), p.FullName())
 			}
 			owner = p
-			dev := &Device{ID: id, PCI: cd.dev, PFNetdev: cd.pfNetdev, VhostNet: sel.NeedVhostNet, Aux: cd.aux}
+			dev := &Device{ID: id, PCI: cd.dev, PFNetdev: cd.pfNetdev, VhostNet: sel.NeedVhostNet, RDMA: sel.IsRdma && cd.rdma, Aux: cd.aux}
 			if sel.VdpaType != "" {
 				dev.Vdpa = vdpaOfType(cd.vdpa, sel.VdpaType)
 			}
@@ -329,6 +336,9 @@ func (s *Selector) matches(c *candidate) bool {
 		return false
 	}
 	if s.IsRdma && !c.rdma {
+		return false
+	}
+	if len(s.pkeys) > 0 && (c.pkey < 0 || !slices.Contains(s.pkeys, uint16(c.pkey))) {
 		return false
 	}
 	if s.VdpaType != "" && vdpaOfType(c.vdpa, s.VdpaType) == nil {

@@ -104,3 +104,59 @@ func TestAuxNetDevicePools(t *testing.T) {
 		t.Errorf("after removal listed %v", resp.Devices)
 	}
 }
+
+// isRdma members get their verbs node and rdma_cm mounted, named in _INFO and device-info (an
+// RDMA application in the pod needs them, as with upstream).
+func TestAllocateRDMA(t *testing.T) {
+	t.Setenv(devinfo.EnvBase, t.TempDir())
+	tr := pcitest.New(t)
+	tr.AddPF(pcitest.PF{Address: "0000:86:00.0", Vendor: "15b3", Device: "1017", Driver: "mlx5_core", Netdev: "p1", TotalVFs: 8})
+	tr.AddVF(pcitest.VF{PF: "0000:86:00.0", Index: 0, Address: "0000:86:00.2", Vendor: "15b3", Device: "1018", Driver: "mlx5_core", Netdev: "p1v0"})
+	tr.AddVF(pcitest.VF{PF: "0000:86:00.0", Index: 1, Address: "0000:86:00.3", Vendor: "15b3", Device: "1018", Driver: "mlx5_core", Netdev: "p1v1"})
+	tr.SetRDMAVerbs("0000:86:00.2", "mlx5_4", 4)
+	cfg := mustParse(t, `{"resourceList":[{"resourceName":"rdma","resourcePrefix":"nvidia.com","selectors":{"vendors":["15b3"],"isRdma":true}}]}`)
+	d := &Discoverer{Sys: pci.New(tr.Root), DefaultRouteLinks: noUplinks}
+	found, err := d.Discover(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := ids(found["nvidia.com/rdma"]); !reflect.DeepEqual(got, []string{"0000:86:00.2"}) {
+		t.Fatalf("pool %v, want only the VF with an RDMA device", got)
+	}
+	p := newPool(cfg.ResourceList[0], d.Sys, slog.Default())
+	p.set(cfg.ResourceList[0], found["nvidia.com/rdma"])
+	r := allocate(t, p, "0000:86:00.2")
+	if got := devSpecs(r); !reflect.DeepEqual(got, []string{"/dev/infiniband/rdma_cm", "/dev/infiniband/uverbs4"}) {
+		t.Errorf("device specs %v", got)
+	}
+	var info map[string]map[string]map[string]string
+	_ = json.Unmarshal([]byte(r.Envs["PCIDEVICE_NVIDIA_COM_RDMA_INFO"]), &info)
+	if rd := info["0000:86:00.2"]["rdma"]; rd["uverbs"] != "/dev/infiniband/uverbs4" || rd["rdma_cm"] != "/dev/infiniband/rdma_cm" {
+		t.Errorf("_INFO rdma %v", rd)
+	}
+	if di, _ := devinfo.Load(devinfo.DPPath("nvidia.com/rdma", "0000:86:00.2")); di == nil || di.Pci.RdmaDevice != "mlx5_4" {
+		t.Errorf("device-info %+v", di)
+	}
+}
+
+// pKeys selects InfiniBand functions by the partition key their port 1 carries.
+func TestPKeysSelector(t *testing.T) {
+	tr := pcitest.New(t)
+	tr.AddPF(pcitest.PF{Address: "0000:86:00.0", Vendor: "15b3", Device: "1017", Driver: "mlx5_core", Netdev: "ib0", TotalVFs: 8})
+	for i, k := range []uint16{0x8001, 0x8002, 0} {
+		a := "0000:86:00." + string(rune('2'+i))
+		tr.AddVF(pcitest.VF{PF: "0000:86:00.0", Index: i, Address: a, Vendor: "15b3", Device: "1018", Driver: "mlx5_core", Netdev: "ib0v" + string(rune('0'+i))})
+		if k != 0 {
+			tr.SetRDMA(a, "mlx5_"+string(rune('4'+i)))
+			tr.SetPKey(a, "mlx5_"+string(rune('4'+i)), k)
+		}
+	}
+	cfg := mustParse(t, `{"resourceList":[{"resourceName":"ib","selectors":{"pKeys":["0x8001","0X8003"]}}]}`)
+	found, err := (&Discoverer{Sys: pci.New(tr.Root), DefaultRouteLinks: noUplinks}).Discover(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := ids(found["intel.com/ib"]); !reflect.DeepEqual(got, []string{"0000:86:00.2"}) {
+		t.Fatalf("pool %v, want only the VF with pkey 0x8001", got)
+	}
+}

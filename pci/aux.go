@@ -5,6 +5,7 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"strconv"
 	"strings"
 )
 
@@ -101,4 +102,55 @@ func (s *SysFS) AuxLinkType(d *AuxDevice) string {
 		return ""
 	}
 	return arphrdName(t)
+}
+
+// RDMACharDevices returns the /dev/infiniband nodes a process needs to use the function's RDMA
+// device: its verbs (uverbs<N>) and MAD (umad<N>, issm<N>) nodes, which the kernel lists under
+// the function's infiniband_verbs/ and infiniband_mad/, and the shared rdma_cm when that misc
+// device exists. Empty when the function has no RDMA device.
+func (s *SysFS) RDMACharDevices(addr string) []string {
+	var out []string
+	for _, class := range []string{"infiniband_verbs", "infiniband_mad"} {
+		entries, _ := os.ReadDir(s.devPath(addr, class))
+		for _, e := range entries {
+			if n := e.Name(); strings.HasPrefix(n, "uverbs") || strings.HasPrefix(n, "umad") || strings.HasPrefix(n, "issm") {
+				out = append(out, "/dev/infiniband/"+n)
+			}
+		}
+	}
+	if len(out) == 0 {
+		return nil
+	}
+	if _, err := os.Stat(s.path("class", "misc", "rdma_cm")); err == nil {
+		out = append(out, "/dev/infiniband/rdma_cm")
+	}
+	sort.Strings(out)
+	return out
+}
+
+// RDMADevice is the name of the function's RDMA (infiniband/) device, "" without one.
+func (s *SysFS) RDMADevice(addr string) string {
+	entries, _ := os.ReadDir(s.devPath(addr, "infiniband"))
+	if len(entries) == 0 {
+		return ""
+	}
+	return entries[0].Name()
+}
+
+// PKey is the partition key at index 0 of port 1 of the function's RDMA device (what an
+// InfiniBand VF is given), -1 when it has none.
+func (s *SysFS) PKey(addr string) int {
+	ib := s.RDMADevice(addr)
+	if ib == "" {
+		return -1
+	}
+	v, err := readTrimmed(s.devPath(addr, "infiniband", ib, "ports", "1", "pkeys", "0"))
+	if err != nil {
+		return -1
+	}
+	n, err := strconv.ParseUint(strings.TrimPrefix(strings.ToLower(v), "0x"), 16, 16)
+	if err != nil {
+		return -1
+	}
+	return int(n)
 }
