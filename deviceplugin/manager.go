@@ -29,6 +29,10 @@ type Options struct {
 	Interval          time.Duration
 	DefaultRouteLinks func() ([]string, error) // nil: the host's IPv4 default routes
 	Logger            *slog.Logger
+	// OnRefused, when set, is called with the refused pools each time a config takes effect
+	// whose refusals differ from the last ones reported (an empty list: every pool served). It
+	// must not block: the command posts Events on the Node from it.
+	OnRefused func([]Refusal)
 }
 
 // Manager keeps one pool (and its endpoint) per resource of the config, re-reads the config
@@ -50,6 +54,8 @@ type Manager struct {
 	fp      string // device fingerprint of the last discovery
 	regErrs map[string]string
 	classes map[string]bool // address -> is a network/accelerator function
+	// reported is the refusals last passed to OnRefused (nil: none reported yet).
+	reported *string
 }
 
 // New reads and applies the config once; a bad config or discovery error at start is fatal
@@ -240,7 +246,18 @@ func (m *Manager) applyBytes(b []byte) error {
 	}
 	m.mu.Lock()
 	m.cfgErr = err
+	var report []Refusal
+	notify := false
+	if err == nil && m.opts.OnRefused != nil {
+		key := fmt.Sprint(cfg.Refused)
+		if m.reported == nil || *m.reported != key {
+			m.reported, report, notify = &key, append([]Refusal(nil), cfg.Refused...), true
+		}
+	}
 	m.mu.Unlock()
+	if notify {
+		m.opts.OnRefused(report)
+	}
 	return err
 }
 

@@ -472,3 +472,38 @@ func TestManagerRefusesOnePoolServesTheOthers(t *testing.T) {
 		t.Errorf("refused = %+v, want nvidia.com/dpdk with its vendors reason", ref)
 	}
 }
+
+// OnRefused hears of each new set of refusals once, and of the file being fixed.
+func TestManagerReportsRefusalChanges(t *testing.T) {
+	var mu sync.Mutex
+	var got []string
+	_, d := fixture(t)
+	cfg := filepath.Join(t.TempDir(), "config.json")
+	write := func(s string) {
+		if err := os.WriteFile(cfg, []byte(s), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write(`{"resourceList":[{"resourceName":"iavf","selectors":{"drivers":["iavf"]}},{"resourceName":"gtp","selectors":{"ddpProfiles":["GTP"]}}]}`)
+	m, err := New(Options{ConfigFile: cfg, SysfsRoot: d.Sys.Root, DefaultRouteLinks: d.DefaultRouteLinks, Logger: slog.New(slog.NewTextHandler(testWriter{t}, nil)),
+		OnRefused: func(r []Refusal) {
+			mu.Lock()
+			defer mu.Unlock()
+			got = append(got, fmt.Sprint(len(r), " ", r))
+		}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := m.Reload(); err != nil { // same content: nothing new to report
+		t.Fatal(err)
+	}
+	write(`{"resourceList":[{"resourceName":"iavf","selectors":{"drivers":["iavf"]}}]}`)
+	if err := m.Reload(); err != nil {
+		t.Fatal(err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(got) != 2 || !strings.HasPrefix(got[0], "1 ") || !strings.Contains(got[0], `"gtp": selectors[0].ddpProfiles`) || got[1] != "0 []" {
+		t.Fatalf("reports %q, want the gtp refusal once, then an empty list", got)
+	}
+}
