@@ -150,6 +150,14 @@ func (p *pool) allocate(ids []string) (*dp.ContainerAllocateResponse, error) {
 				}{vfioContainer, dev}
 			}
 			di = devinfo.PCI(d.ID, d.PCI.PFAddress)
+			rep := ""
+			if d.PCI.PFAddress != "" {
+				// A VF of a switchdev PF: the host side of its port, for OVS and friends.
+				if rep, err = p.sys.Representor(d.ID); err != nil {
+					p.log.Warn("representor lookup", "device", d.ID, "err", err)
+				}
+				di.Pci.RepresentorDevice = rep
+			}
 			if v := d.Vdpa; v != nil {
 				if v.CharDev != "" {
 					addDev(v.CharDev)
@@ -158,7 +166,7 @@ func (p *pool) allocate(ids []string) (*dp.ContainerAllocateResponse, error) {
 					}{v.CharDev}
 				}
 				di = &nadv1.DeviceInfo{Type: nadv1.DeviceInfoTypeVDPA, Version: nadv1.DeviceInfoVersion,
-					Vdpa: &nadv1.VdpaDevice{ParentDevice: v.Name, Driver: v.Type(), Path: v.CharDev, PciAddress: d.ID, PfPciAddress: d.PCI.PFAddress}}
+					Vdpa: &nadv1.VdpaDevice{ParentDevice: v.Name, Driver: v.Type(), Path: v.CharDev, PciAddress: d.ID, PfPciAddress: d.PCI.PFAddress, RepresentorDevice: rep}}
 			}
 			if d.RDMA && di.Pci != nil {
 				e.RDMA = map[string]string{}

@@ -160,3 +160,30 @@ func TestPKeysSelector(t *testing.T) {
 		t.Fatalf("pool %v, want only the VF with pkey 0x8001", got)
 	}
 }
+
+// A VF of a switchdev PF is allocated with its representor in device-info (representor-device),
+// found through sriovnet; a legacy-mode VF has none.
+func TestAllocateRepresentor(t *testing.T) {
+	t.Setenv(devinfo.EnvBase, t.TempDir())
+	tr := pcitest.New(t)
+	tr.AddPF(pcitest.PF{Address: "0000:03:00.0", Vendor: "15b3", Device: "101d", Driver: "mlx5_core", Netdev: "p0", TotalVFs: 8})
+	tr.AddVF(pcitest.VF{PF: "0000:03:00.0", Index: 0, Address: "0000:03:00.2", Vendor: "15b3", Device: "101e", Driver: "mlx5_core", Netdev: "p0v0"})
+	tr.AddVF(pcitest.VF{PF: "0000:03:00.0", Index: 1, Address: "0000:03:00.3", Vendor: "15b3", Device: "101e", Driver: "mlx5_core", Netdev: "p0v1"})
+	tr.AddRepresentor("0000:03:00.0", "p0", "p0", "b8cef6fffe000001")
+	tr.AddRepresentor("0000:03:00.0", "pf0vf1rep", "pf0vf1", "b8cef6fffe000001")
+	cfg := mustParse(t, `{"resourceList":[{"resourceName":"sw","resourcePrefix":"nvidia.com","selectors":{"devices":["101e"]}}]}`)
+	d := &Discoverer{Sys: pci.New(tr.Root), DefaultRouteLinks: noUplinks}
+	found, err := d.Discover(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := newPool(cfg.ResourceList[0], d.Sys, slog.Default())
+	p.set(cfg.ResourceList[0], found["nvidia.com/sw"])
+	allocate(t, p, "0000:03:00.2", "0000:03:00.3")
+	for vf, want := range map[string]string{"0000:03:00.2": "", "0000:03:00.3": "pf0vf1rep"} {
+		di, _ := devinfo.Load(devinfo.DPPath("nvidia.com/sw", vf))
+		if di == nil || di.Pci.RepresentorDevice != want {
+			t.Errorf("device-info of %s: %+v, want representor-device %q", vf, di, want)
+		}
+	}
+}

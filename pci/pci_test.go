@@ -200,3 +200,36 @@ func TestVdpaDevices(t *testing.T) {
 		t.Fatalf("PF has vdpa devices %+v", none)
 	}
 }
+
+// A VF's switchdev representor, found by sriovnet through the tree's root: the PF's uplink
+// (p0) and VF representors (pf0vfN) sit under the PF's net/ with their phys_port_name.
+func TestRepresentor(t *testing.T) {
+	tr := pcitest.New(t)
+	tr.AddPF(pcitest.PF{Address: "0000:03:00.0", Vendor: "15b3", Device: "101d", Driver: "mlx5_core", Netdev: "p0", TotalVFs: 8})
+	for i := 0; i < 3; i++ {
+		tr.AddVF(pcitest.VF{PF: "0000:03:00.0", Index: i, Address: "0000:03:00." + strconv.Itoa(2+i), Vendor: "15b3", Device: "101e", Driver: "mlx5_core", Netdev: "p0v" + strconv.Itoa(i)})
+	}
+	tr.AddPF(pcitest.PF{Address: "0000:05:00.0", Vendor: "8086", Device: "1593", Driver: "ice", Netdev: "legacy0", TotalVFs: 8})
+	tr.AddVF(pcitest.VF{PF: "0000:05:00.0", Index: 0, Address: "0000:05:01.0", Vendor: "8086", Device: "1889", Driver: "iavf", Netdev: "legacy0v0"})
+	s := pci.New(tr.Root)
+	// Legacy mode: no representors.
+	if rep, err := s.Representor("0000:03:00.3"); err != nil || rep != "" {
+		t.Fatalf("legacy mode: representor %q, %v; want none", rep, err)
+	}
+	tr.AddRepresentor("0000:03:00.0", "p0", "p0", "b8cef6fffe000001")
+	tr.AddRepresentor("0000:03:00.0", "eth1", "pf0vf0", "b8cef6fffe000001")
+	tr.AddRepresentor("0000:03:00.0", "eth2", "pf0vf1", "b8cef6fffe000001")
+	rep, err := s.Representor("0000:03:00.3") // VF 1
+	if err != nil || rep != "eth2" {
+		t.Fatalf("representor of VF 1: %q, %v; want eth2", rep, err)
+	}
+	if rep, err := s.Representor("0000:03:00.4"); err != nil || rep != "" { // VF 2 has none
+		t.Fatalf("VF 2: %q, %v; want none", rep, err)
+	}
+	if rep, err := s.Representor("0000:05:01.0"); err != nil || rep != "" {
+		t.Fatalf("a PF without switchdev: %q, %v", rep, err)
+	}
+	if _, err := s.Representor("0000:03:00.0"); err == nil {
+		t.Fatal("a PF is not a VF")
+	}
+}

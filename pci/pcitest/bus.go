@@ -112,3 +112,17 @@ func (t *Tree) RemoveAux(name string) {
 	_ = os.RemoveAll(real)
 	_ = os.Remove(t.abs("bus/auxiliary/devices/" + name))
 }
+
+// AddRepresentor adds a switchdev port netdev under the PF, as mlx5/ice in switchdev mode
+// publish their representors: <pf>/net/<netdev> with phys_port_name (pf0vf3 for VF 3 of PF 0,
+// p0 for the uplink) and the eswitch's phys_switch_id.
+func (t *Tree) AddRepresentor(pf, netdev, physPortName, switchID string) {
+	t.tb.Helper()
+	nd := devDir(pf) + "/net/" + netdev
+	t.mkdir(nd)
+	t.mkdir("class/net")
+	t.write(nd+"/type", "1\n")
+	t.write(nd+"/phys_port_name", physPortName+"\n")
+	t.write(nd+"/phys_switch_id", switchID+"\n")
+	t.symlink(nd, "class/net/"+netdev)
+}
