@@ -18,6 +18,7 @@ import (
 	dp "k8s.io/kubelet/pkg/apis/deviceplugin/v1beta1"
 
 	"github.com/multinet-io/multinet/devinfo"
+	"github.com/multinet-io/multinet/pci/pcitest"
 )
 
 // fakeKubelet is a real gRPC peer doing what kubelet's device manager does with a plugin: serve
@@ -506,4 +507,16 @@ func TestManagerReportsRefusalChanges(t *testing.T) {
 	if len(got) != 2 || !strings.HasPrefix(got[0], "1 ") || !strings.Contains(got[0], `"gtp": selectors[0].ddpProfiles`) || got[1] != "0 []" {
 		t.Fatalf("reports %q, want the gtp refusal once, then an empty list", got)
 	}
+}
+
+// A subfunction created while the plugin runs (devlink port add) joins its pool without a
+// restart: the auxiliary bus is part of what the plugin watches.
+func TestManagerRediscoversNewSubfunction(t *testing.T) {
+	e, d := startManager(t, `{"resourceList":[{"resourceName":"sf","resourcePrefix":"nvidia.com","deviceType":"auxNetDevice",
+	  "selectors":{"pfNames":["ens2f0"],"auxTypes":["sf"]}}]}`)
+	eventually(t, "empty sf pool listed", func() bool { return e.k.health("nvidia.com/sf") == "" })
+	fixtureTrees[d.Sys.Root].AddAux(pcitest.Aux{Parent: pf1, Name: "mlx5_core.sf.2", Driver: "mlx5_core.sf", SFNum: 7, Netdev: "ens2f0s7"})
+	eventually(t, "the new subfunction listed", func() bool {
+		return e.k.health("nvidia.com/sf") == healthString([]string{"mlx5_core.sf.2"})
+	})
 }
