@@ -9,9 +9,9 @@ CACHE_DIR ?= $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/multinet
 export CACHE_DIR
 
 CMDS := $(notdir $(wildcard cmd/*))
-TEST_TIERS := lint unit security
+TEST_TIERS := lint unit security conformance
 
-.PHONY: all build lint unit security deps test demo clean
+.PHONY: all build lint unit security conformance deps test demo clean
 all: build
 
 build:
@@ -31,6 +31,10 @@ unit: deps
 # test is called TestSecurity... in its package.
 security: deps
 	$(GO) test -count=1 -run 'Security' ./...
+
+# Upstream's own test inputs (../shared/conformance) through our code; see conformance/.
+conformance:
+	@GO=$(GO) ./hack/conformance.sh
 
 deps:
 	@./hack/deps.sh

@@ -43,9 +43,17 @@ type infoEntry struct {
 		Mount    string `json:"mount"`
 		DevMount string `json:"dev-mount"`
 	} `json:"vfio,omitempty"`
+	// Vhost names the two nodes needVhostNet adds, with upstream's keys.
 	Vhost *struct {
-		Mount string `json:"mount"`
+		NetMount string `json:"net-mount"`
+		TunMount string `json:"tun-mount"`
 	} `json:"vhost,omitempty"`
+	// RDMA names an isRdma member's /dev/infiniband nodes by kind (uverbs, umad, issm, rdma_cm).
+	RDMA map[string]string `json:"rdma,omitempty"`
+	// Vdpa names a vhost-vdpa member's char device.
+	Vdpa *struct {
+		Mount string `json:"mount"`
+	} `json:"vdpa,omitempty"`
 	VhostUser *struct {
 		Mode string `json:"mode"`
 		Path string `json:"path"`
@@ -112,6 +120,14 @@ func (p *pool) allocate(ids []string) (*dp.ContainerAllocateResponse, error) {
 			}{d.Slot.Mode, d.Slot.ContainerSocket}
 			di = &nadv1.DeviceInfo{Type: nadv1.DeviceInfoTypeVHostUser, Version: nadv1.DeviceInfoVersion,
 				VhostUser: &nadv1.VhostDevice{Mode: d.Slot.Mode, Path: d.Slot.HostSocket}}
+		} else if d.Aux != nil {
+			// A subfunction is its netdev (moved into the pod by the CNI) and, for RDMA, its
+			// own verbs device: no PCI node to mount and no device-info type for it upstream.
+			addrs = append(addrs, d.ID)
+			e.Generic = &struct {
+				DeviceID string `json:"deviceID"`
+			}{d.ID}
+			continue
 		} else {
 			addrs = append(addrs, d.ID)
 			e.Generic = &struct {
@@ -134,12 +150,39 @@ func (p *pool) allocate(ids []string) (*dp.ContainerAllocateResponse, error) {
 				}{vfioContainer, dev}
 			}
 			di = devinfo.PCI(d.ID, d.PCI.PFAddress)
-			if d.VhostNet {
+			rep := ""
+			if d.PCI.PFAddress != "" {
+				// A VF of a switchdev PF: the host side of its port, for OVS and friends.
+				if rep, err = p.sys.Representor(d.ID); err != nil {
+					p.log.Warn("representor lookup", "device", d.ID, "err", err)
+				}
+				di.Pci.RepresentorDevice = rep
+			}
+			if v := d.Vdpa; v != nil {
+				if v.CharDev != "" {
+					addDev(v.CharDev)
+					e.Vdpa = &struct {
+						Mount string `json:"mount"`
+					}{v.CharDev}
+				}
+				di = &nadv1.DeviceInfo{Type: nadv1.DeviceInfoTypeVDPA, Version: nadv1.DeviceInfoVersion,
+					Vdpa: &nadv1.VdpaDevice{ParentDevice: v.Name, Driver: v.Type(), Path: v.CharDev, PciAddress: d.ID, PfPciAddress: d.PCI.PFAddress, RepresentorDevice: rep}}
+			}
+			if d.RDMA && di.Pci != nil {
+				e.RDMA = map[string]string{}
+				for _, node := range p.sys.RDMACharDevices(d.ID) {
+					addDev(node)
+					e.RDMA[strings.TrimRight(strings.TrimPrefix(node, "/dev/infiniband/"), "0123456789")] = node
+				}
+				di.Pci.RdmaDevice = p.sys.RDMADevice(d.ID)
+			}
+			if d.VhostNet && di.Pci != nil {
 				addDev(vhostNetDev)
 				addDev(tunDev)
 				e.Vhost = &struct {
-					Mount string `json:"mount"`
-				}{vhostNetDev}
+					NetMount string `json:"net-mount"`
+					TunMount string `json:"tun-mount"`
+				}{vhostNetDev, tunDev}
 				di.Pci.Vhostnet = vhostNetDev
 			}
 		}

@@ -111,6 +111,10 @@ func TestAllocateVFIOAndNoIOMMU(t *testing.T) {
 	if v := info[vf1(3)]["vfio"]; v["mount"] != "/dev/vfio/vfio" || v["dev-mount"] != g3 {
 		t.Errorf("_INFO vfio of %s = %v", vf1(3), v)
 	}
+	// needVhostNet's entry has upstream's keys, which DPDK apps parse.
+	if v := info[vf1(3)]["vhost"]; len(v) != 2 || v["net-mount"] != "/dev/vhost-net" || v["tun-mount"] != "/dev/net/tun" {
+		t.Errorf("_INFO vhost of %s = %v, want net-mount and tun-mount", vf1(3), v)
+	}
 	di, _ := devinfo.Load(devinfo.DPPath("nvidia.com/dpdk", vf1(3)))
 	if di == nil || di.Pci.Vhostnet != "/dev/vhost-net" || di.Pci.PfPciAddress != pf1 {
 		t.Errorf("device-info %+v", di)

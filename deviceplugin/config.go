@@ -24,9 +24,10 @@ import (
 
 // Device types a pool can have.
 const (
-	TypeNetDevice   = "netDevice"
-	TypeAccelerator = "accelerator"
-	TypeVhostUser   = "vhostUser"
+	TypeNetDevice    = "netDevice"
+	TypeAccelerator  = "accelerator"
+	TypeAuxNetDevice = "auxNetDevice" // auxiliary-bus devices (subfunctions) of network PCI functions
+	TypeVhostUser    = "vhostUser"
 )
 
 // DefaultPrefix is the resource prefix upstream uses when a pool names none.
@@ -44,6 +45,22 @@ type Config struct {
 	ResourceList []Pool `json:"resourceList"`
 	// Warnings lists fields Parse ignored (upstream ignores unknown fields; so do we, loudly).
 	Warnings []string `json:"-"`
+	// Refused lists the pools Parse left out of ResourceList, each with its reason. One pool
+	// this node cannot serve must not take the others down with it (upstream, too, drops only
+	// the resource it cannot use).
+	Refused []Refusal `json:"-"`
+}
+
+// Refusal is a pool of the config file that is not served, and why.
+type Refusal struct {
+	Index    int    // position in the file's resourceList
+	Name     string // resourceName as written
+	Resource string // <prefix>/<name>, the prefix defaulted as for a served pool
+	Reason   string
+}
+
+func (r Refusal) String() string {
+	return fmt.Sprintf("resourceList[%d] %q: %s", r.Index, r.Name, r.Reason)
 }
 
 // Pool is one resource: its devices all go under one name like intel.com/sriov_netdevice.
@@ -80,15 +97,25 @@ type Selector struct {
 	RootDevices  []string `json:"rootDevices,omitempty"`
 	LinkTypes    []string `json:"linkTypes,omitempty"`
 	ACPIIndexes  []string `json:"acpiIndexes,omitempty"`
+	// PKeys takes an InfiniBand function whose port 1 has one of these partition keys at
+	// index 0 (hex, "0x8001"; compared as numbers).
+	PKeys        []string `json:"pKeys,omitempty"`
 	IsRdma       bool     `json:"isRdma,omitempty"`
 	NeedVhostNet bool     `json:"needVhostNet,omitempty"`
-	// Upstream fields we accept but cannot evaluate from sysfs; a non-empty value is an error
-	// so a pool never silently matches more than its author meant.
+	// VdpaType takes a VF only with a vDPA device bound to that type's driver: "vhost"
+	// (vhost_vdpa, a /dev/vhost-vdpa-N for the pod) or "virtio" (virtio_vdpa, a kernel netdev).
+	VdpaType string `json:"vdpaType,omitempty"`
+	// AuxTypes (auxNetDevice pools) names the auxiliary device types taken; upstream serves
+	// only "sf" (subfunctions), and so do we.
+	AuxTypes []string `json:"auxTypes,omitempty"`
+	// DDPProfiles is upstream's; we accept it but cannot evaluate it from sysfs (the loaded
+	// DDP package is read with the NIC vendor's tool), so a non-empty value refuses the pool
+	// rather than have it silently match more than its author meant.
 	DDPProfiles []string `json:"ddpProfiles,omitempty"`
-	VdpaType    string   `json:"vdpaType,omitempty"`
 
 	pfNames     []vfRange
 	rootDevices []vfRange
+	pkeys       []uint16
 }
 
 // Selectors is one selector object or a list of them (upstream accepts both).
@@ -135,28 +162,61 @@ const maxVFIndex = 4095
 // maxVhostSlots bounds a vhostUser pool's count for the same reason.
 const maxVhostSlots = 1024
 
-// Parse decodes and validates config.json. Errors name the pool (by index and name) and field.
+// Parse decodes and validates config.json. A file that is not a JSON object with a
+// resourceList is an error; a pool that is invalid or that this node cannot serve is left out
+// and listed in Refused, naming the pool (by index and name) and the field.
 func Parse(data []byte) (*Config, error) {
-	var c Config
-	if err := decodeOne(data, &c); err != nil {
+	var raw struct {
+		ResourceList []json.RawMessage `json:"resourceList"`
+	}
+	if err := decodeOne(data, &raw); err != nil {
 		return nil, fmt.Errorf("config: %w", err)
 	}
-	if c.ResourceList == nil {
+	if raw.ResourceList == nil {
 		return nil, errors.New("config: no resourceList")
 	}
-	c.Warnings = unknownFields(data)
+	c := &Config{ResourceList: []Pool{}, Warnings: unknownFields(data)}
 	seen := map[string]int{}
-	for i := range c.ResourceList {
-		p := &c.ResourceList[i]
+	for i, rp := range raw.ResourceList {
+		var p Pool
+		refuse := func(err error) {
+			prefix := p.ResourcePrefix
+			if prefix == "" {
+				prefix = DefaultPrefix
+			}
+			c.Refused = append(c.Refused, Refusal{Index: i, Name: p.ResourceName, Resource: prefix + "/" + p.ResourceName, Reason: err.Error()})
+		}
+		if err := json.Unmarshal(rp, &p); err != nil {
+			_ = json.Unmarshal(rp, &struct {
+				Name *string `json:"resourceName"`
+			}{&p.ResourceName})
+			refuse(err)
+			continue
+		}
 		if err := p.validate(); err != nil {
-			return nil, fmt.Errorf("config: resourceList[%d] %q: %w", i, p.ResourceName, err)
+			refuse(err)
+			continue
 		}
 		if j, dup := seen[p.FullName()]; dup {
-			return nil, fmt.Errorf("config: resourceList[%d] %q: resource %s already defined by resourceList[%d]", i, p.ResourceName, p.FullName(), j)
+			refuse(fmt.Errorf("resource %s already defined by resourceList[%d]", p.FullName(), j))
+			continue
 		}
 		seen[p.FullName()] = i
+		c.ResourceList = append(c.ResourceList, p)
 	}
-	return &c, nil
+	return c, nil
+}
+
+// Err is nil when every pool of the file is served, else an error listing the refused ones.
+func (c *Config) Err() error {
+	if len(c.Refused) == 0 {
+		return nil
+	}
+	msgs := make([]string, len(c.Refused))
+	for i, r := range c.Refused {
+		msgs[i] = r.String()
+	}
+	return fmt.Errorf("config: %s", strings.Join(msgs, "; "))
 }
 
 // decodeOne decodes exactly one JSON value (no trailing data).
@@ -269,12 +329,17 @@ func (p *Pool) validate() error {
 		p.DeviceType = TypeNetDevice
 	}
 	switch p.DeviceType {
-	case TypeNetDevice, TypeAccelerator:
+	case TypeNetDevice, TypeAccelerator, TypeAuxNetDevice:
 		if p.VhostUser != nil {
 			return fmt.Errorf("vhostUser: only for deviceType %q, not %q", TypeVhostUser, p.DeviceType)
 		}
+		if len(p.Selectors) == 0 {
+			// Upstream panics on a missing or null selectors and skips an empty list: either
+			// way the pool could never hold a device.
+			return errors.New("selectors: missing or empty (want at least one selector object; {} takes every device)")
+		}
 		for i := range p.Selectors {
-			if err := p.Selectors[i].validate(); err != nil {
+			if err := p.Selectors[i].validate(p.DeviceType); err != nil {
 				return fmt.Errorf("selectors[%d].%w", i, err)
 			}
 		}
@@ -286,10 +351,8 @@ func (p *Pool) validate() error {
 			return errors.New("vhostUser: missing (want {\"dir\": ..., \"count\": N})")
 		}
 		return p.VhostUser.validate(p.ResourceName)
-	case "auxNetDevice":
-		return fmt.Errorf("deviceType %q: not supported (sysfs-only discovery of auxiliary devices is not implemented)", p.DeviceType)
 	default:
-		return fmt.Errorf("deviceType %q: want %s, %s or %s", p.DeviceType, TypeNetDevice, TypeAccelerator, TypeVhostUser)
+		return fmt.Errorf("deviceType %q: want %s, %s, %s or %s", p.DeviceType, TypeNetDevice, TypeAccelerator, TypeAuxNetDevice, TypeVhostUser)
 	}
 	return nil
 }
@@ -332,7 +395,7 @@ func (v *VhostUser) validate(name string) error {
 	return nil
 }
 
-func (s *Selector) validate() error {
+func (s *Selector) validate(deviceType string) error {
 	for _, v := range s.Vendors {
 		if !hexIDRe.MatchString(v) {
 			return fmt.Errorf("vendors: %q is not a 4-digit hex vendor id", v)
@@ -358,6 +421,14 @@ func (s *Selector) validate() error {
 			return fmt.Errorf("acpiIndexes: %q is not a number", a)
 		}
 	}
+	s.pkeys = s.pkeys[:0]
+	for _, k := range s.PKeys {
+		n, err := strconv.ParseUint(strings.TrimPrefix(strings.ToLower(k), "0x"), 16, 16)
+		if err != nil || !strings.HasPrefix(strings.ToLower(k), "0x") {
+			return fmt.Errorf("pKeys: %q is not a 16-bit hex partition key (want 0x8001)", k)
+		}
+		s.pkeys = append(s.pkeys, uint16(n))
+	}
 	for _, l := range s.LinkTypes {
 		if l == "" {
 			return errors.New("linkTypes: empty link type")
@@ -366,8 +437,30 @@ func (s *Selector) validate() error {
 	if len(s.DDPProfiles) > 0 {
 		return errors.New("ddpProfiles: not supported (needs the NIC vendor's tool, not sysfs)")
 	}
-	if s.VdpaType != "" {
-		return errors.New("vdpaType: not supported")
+	switch {
+	case s.VdpaType == "":
+	case deviceType != TypeNetDevice:
+		return fmt.Errorf("vdpaType: only for deviceType %q", TypeNetDevice)
+	case s.VdpaType != pci.VdpaTypeVhost && s.VdpaType != pci.VdpaTypeVirtio:
+		return fmt.Errorf("vdpaType %q: want %q or %q", s.VdpaType, pci.VdpaTypeVhost, pci.VdpaTypeVirtio)
+	case s.IsRdma:
+		// As upstream: a vDPA device and the VF's RDMA device are different ways to use it.
+		return errors.New("vdpaType: not with isRdma in the same selector")
+	}
+	if deviceType == TypeAuxNetDevice {
+		if len(s.AuxTypes) == 0 {
+			return errors.New("auxTypes: missing (want [\"sf\"])")
+		}
+		for _, t := range s.AuxTypes {
+			if t != "sf" {
+				return fmt.Errorf("auxTypes: %q: only \"sf\" (subfunctions) can be handed to a pod", t)
+			}
+		}
+		if s.NeedVhostNet {
+			return errors.New("needVhostNet: not for auxiliary devices")
+		}
+	} else if len(s.AuxTypes) > 0 {
+		return fmt.Errorf("auxTypes: only for deviceType %q", TypeAuxNetDevice)
 	}
 	s.pfNames = s.pfNames[:0]
 	for _, e := range s.PFNames {

@@ -62,7 +62,9 @@ func TestEnvNames(t *testing.T) {
 }
 
 func TestConfigErrorsNamePoolAndField(t *testing.T) {
-	pool := func(body string) string { return `{"resourceList":[{"resourceName":"ok"},{` + body + `}]}` }
+	pool := func(body string) string {
+		return `{"resourceList":[{"resourceName":"ok","selectors":{}},{` + body + `}]}`
+	}
 	cases := []struct{ cfg, want string }{
 		{`{`, "unexpected EOF"},
 		{`{"resourceList":{}}`, "resourceList"},
@@ -72,7 +74,13 @@ func TestConfigErrorsNamePoolAndField(t *testing.T) {
 		{pool(`"resourceName":"a/b"`), `resourceList[1] "a/b": resourceName "a/b"`},
 		{pool(`"resourceName":"p","resourcePrefix":"Bad_Prefix"`), `"p": resourcePrefix "Bad_Prefix"`},
 		{pool(`"resourceName":"p","deviceType":"gpu"`), `"p": deviceType "gpu"`},
-		{pool(`"resourceName":"p","deviceType":"auxNetDevice"`), `"p": deviceType "auxNetDevice": not supported`},
+		{pool(`"resourceName":"p","deviceType":"auxNetDevice","selectors":{"vendors":["15b3"]}`), `"p": selectors[0].auxTypes: missing`},
+		{pool(`"resourceName":"p","deviceType":"auxNetDevice","selectors":{"auxTypes":["eth"]}`), `"p": selectors[0].auxTypes: "eth": only "sf"`},
+		{pool(`"resourceName":"p","selectors":{"auxTypes":["sf"]}`), `"p": selectors[0].auxTypes: only for deviceType "auxNetDevice"`},
+		{pool(`"resourceName":"p","selectors":{"pKeys":["8001"]}`), `"p": selectors[0].pKeys: "8001" is not a 16-bit hex`},
+		{pool(`"resourceName":"p","selectors":{"vdpaType":"vhost","isRdma":true}`), `"p": selectors[0].vdpaType: not with isRdma`},
+		{pool(`"resourceName":"p","selectors":{"vdpaType":"bogus"}`), `"p": selectors[0].vdpaType "bogus": want "vhost" or "virtio"`},
+		{pool(`"resourceName":"p","deviceType":"accelerator","selectors":{"vdpaType":"vhost"}`), `"p": selectors[0].vdpaType: only for deviceType "netDevice"`},
 		{pool(`"resourceName":"p","selectors":{"vendors":["80861"]}`), `"p": selectors[0].vendors: "80861"`},
 		{pool(`"resourceName":"p","selectors":{"devices":["zz"]}`), `"p": selectors[0].devices: "zz"`},
 		{pool(`"resourceName":"p","selectors":[{},{"pciAddresses":["3b:01.0"]}]`), `"p": selectors[1].pciAddresses: "3b:01.0"`},
@@ -89,13 +97,22 @@ func TestConfigErrorsNamePoolAndField(t *testing.T) {
 		{pool(`"resourceName":"p","deviceType":"vhostUser","vhostUser":{"dir":"/` + strings.Repeat("d", 110) + `","count":1}`), `over the 107`},
 		{pool(`"resourceName":"p","deviceType":"vhostUser","vhostUser":{"dir":"/v","count":1},"selectors":{}`), `"p": selectors: a vhostUser pool`},
 		{pool(`"resourceName":"p","vhostUser":{"dir":"/v","count":1}`), `"p": vhostUser: only for deviceType`},
-		{pool(`"resourceName":"ok"`), `resourceList[1] "ok": resource intel.com/ok already defined by resourceList[0]`},
+		{pool(`"resourceName":"ok","selectors":{}`), `resourceList[1] "ok": resource intel.com/ok already defined by resourceList[0]`},
+		{pool(`"resourceName":"p"`), `"p": selectors: missing`},
+		{pool(`"resourceName":"p","selectors":null`), `"p": selectors: missing`},
+		{pool(`"resourceName":"p","selectors":[]`), `"p": selectors: missing`},
 	}
 	for _, tc := range cases {
-		_, err := Parse([]byte(tc.cfg))
+		c, err := Parse([]byte(tc.cfg))
 		if err == nil {
-			t.Errorf("accepted: %s", tc.cfg)
-			continue
+			// A bad pool is refused alone: the good one keeps serving.
+			if err = c.Err(); err == nil {
+				t.Errorf("accepted: %s", tc.cfg)
+				continue
+			}
+			if len(c.ResourceList) != 1 || c.ResourceList[0].ResourceName != "ok" || len(c.Refused) != 1 {
+				t.Errorf("%s: pools %+v, refused %+v; want only the good pool served", tc.cfg, c.ResourceList, c.Refused)
+			}
 		}
 		if !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%s\n  error %q\n  want it to contain %q", tc.cfg, err, tc.want)

@@ -5,6 +5,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 
 	"github.com/vishvananda/netlink"
@@ -20,7 +21,12 @@ type Device struct {
 	PCI      *pci.Device
 	PFNetdev string // the PF's netdev, for VFs whose PF has one
 	VhostNet bool   // the selector that took the device asked for /dev/vhost-net
+	RDMA     bool   // the selector that took the device asked for its RDMA device (isRdma)
 	Slot     *Slot
+	// Aux is set for a member of an auxNetDevice pool: ID is its name, PCI its parent.
+	Aux *pci.AuxDevice
+	// Vdpa is the VF's vDPA device of the type the selector asked for (vdpaType).
+	Vdpa *pci.VdpaDevice
 }
 
 // NUMANode is the device's NUMA node, -1 when unknown.
@@ -69,44 +75,128 @@ type candidate struct {
 	pfNetdev  string
 	acpiIndex string
 	rdma      bool
+	vdpa      []pci.VdpaDevice // read only when a selector asks for a vdpaType
+	pkey      int              // port 1's partition key at index 0, -1 none; read only for pKeys
+	aux       *pci.AuxDevice   // auxNetDevice candidates
 }
 
 // Discover returns the members of every pool, keyed by the pool's FullName. A device that
 // two pools select is an error naming both pools: the config is ambiguous.
 func (d *Discoverer) Discover(c *Config) (map[string][]*Device, error) {
 	out := map[string][]*Device{}
-	var pciPools []*Pool
+	var pciPools, auxPools []*Pool
+	wantVdpa, wantPKey := false, false
 	for i := range c.ResourceList {
 		p := &c.ResourceList[i]
-		if p.DeviceType == TypeVhostUser {
+		switch p.DeviceType {
+		case TypeVhostUser:
 			out[p.FullName()] = vhostSlots(p)
 			continue
+		case TypeAuxNetDevice:
+			auxPools = append(auxPools, p)
+		default:
+			pciPools = append(pciPools, p)
 		}
 		out[p.FullName()] = nil
-		pciPools = append(pciPools, p)
+		for _, s := range p.Selectors {
+			wantVdpa = wantVdpa || s.VdpaType != ""
+			wantPKey = wantPKey || len(s.PKeys) > 0
+		}
 	}
-	if len(pciPools) == 0 {
-		return out, nil
+	if len(pciPools) > 0 {
+		cands, err := d.candidates()
+		if err != nil {
+			return nil, err
+		}
+		for _, cd := range cands {
+			if wantVdpa {
+				if cd.vdpa, err = d.Sys.VdpaDevices(cd.dev.Address); err != nil {
+					return nil, err
+				}
+			}
+			if wantPKey {
+				cd.pkey = d.Sys.PKey(cd.dev.Address)
+			}
+		}
+		if err := assign(cands, pciPools, out); err != nil {
+			return nil, err
+		}
 	}
-	cands, err := d.candidates()
-	if err != nil {
-		return nil, err
+	if len(auxPools) > 0 {
+		cands, err := d.auxCandidates()
+		if err != nil {
+			return nil, err
+		}
+		if err := assign(cands, auxPools, out); err != nil {
+			return nil, err
+		}
 	}
+	return out, nil
+}
+
+// assign gives each candidate to the one pool whose selectors take it.
+func assign(cands []*candidate, pools []*Pool, out map[string][]*Device) error {
 	for _, cd := range cands {
 		var owner *Pool
-		for _, p := range pciPools {
-			if !strings.HasPrefix(cd.dev.Class, classFor[p.DeviceType]) {
+		for _, p := range pools {
+			if p.DeviceType != TypeAuxNetDevice && !strings.HasPrefix(cd.dev.Class, classFor[p.DeviceType]) {
 				continue
 			}
 			sel := p.match(cd)
 			if sel == nil {
 				continue
 			}
+			id := cd.dev.Address
+			if cd.aux != nil {
+				id = cd.aux.Name
+			}
 			if owner != nil {
-				return nil, fmt.Errorf("device %s is selected by two pools, %s and %s: make their selectors disjoint", cd.dev.Address, owner.FullName(), p.FullName())
+				return fmt.Errorf("device %s is selected by two pools, %s and %s: make their selectors disjoint", id, owner.FullName(), p.FullName())
 			}
 			owner = p
-			out[p.FullName()] = append(out[p.FullName()], &Device{ID: cd.dev.Address, PCI: cd.dev, PFNetdev: cd.pfNetdev, VhostNet: sel.NeedVhostNet})
+			dev := &Device{ID: id, PCI: cd.dev, PFNetdev: cd.pfNetdev, VhostNet: sel.NeedVhostNet, RDMA: sel.IsRdma && cd.rdma, Aux: cd.aux}
+			if sel.VdpaType != "" {
+				dev.Vdpa = vdpaOfType(cd.vdpa, sel.VdpaType)
+			}
+			out[p.FullName()] = append(out[p.FullName()], dev)
+		}
+	}
+	return nil
+}
+
+func vdpaOfType(list []pci.VdpaDevice, typ string) *pci.VdpaDevice {
+	for i := range list {
+		if list[i].Type() == typ {
+			return &list[i]
+		}
+	}
+	return nil
+}
+
+// auxCandidates are the auxiliary devices of network PCI functions, each seen as selectors see
+// it: the parent's vendor, device and driver, the parent as its root device and PF (its netdev
+// as pfName), the subfunction number as its index, its own netdev's link type and RDMA.
+func (d *Discoverer) auxCandidates() ([]*candidate, error) {
+	parents, err := d.Sys.Scan("0x02")
+	if err != nil {
+		return nil, err
+	}
+	var out []*candidate
+	for i := range parents {
+		par := &parents[i]
+		auxs, err := d.Sys.AuxDevices(par.Address)
+		if err != nil {
+			return nil, err
+		}
+		for j := range auxs {
+			a := &auxs[j]
+			dev := *par
+			dev.Netdevs, dev.Netdev, dev.LinkType = a.Netdevs, "", d.Sys.AuxLinkType(a)
+			if len(a.Netdevs) > 0 {
+				dev.Netdev = a.Netdevs[0]
+			}
+			dev.PFAddress, dev.VFIndex = par.Address, a.SFNum
+			out = append(out, &candidate{dev: &dev, pfNetdev: par.Netdev, rdma: a.RDMA, aux: a})
 		}
 	}
 	return out, nil
@@ -276,6 +366,15 @@ func (s *Selector) matches(c *candidate) bool {
 		return false
 	}
 	if s.IsRdma && !c.rdma {
+		return false
+	}
+	if len(s.pkeys) > 0 && (c.pkey < 0 || !slices.Contains(s.pkeys, uint16(c.pkey))) {
+		return false
+	}
+	if s.VdpaType != "" && vdpaOfType(c.vdpa, s.VdpaType) == nil {
+		return false
+	}
+	if len(s.AuxTypes) > 0 && (c.aux == nil || !contains(s.AuxTypes, c.aux.Type)) {
 		return false
 	}
 	if len(s.pfNames) > 0 && !s.matchPFName(c) {

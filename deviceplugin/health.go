@@ -65,6 +65,16 @@ func checkHealth(n *nodeState, d *Device, inUse bool) string {
 		}
 		return ""
 	}
+	if d.Aux != nil {
+		dir := filepath.Join(n.sys.Root, "bus", "auxiliary", "devices", d.ID)
+		if _, err := os.Stat(dir); err != nil {
+			return "device is gone from the auxiliary bus"
+		}
+		if drv, _ := os.Readlink(filepath.Join(dir, "driver")); filepath.Base(drv) != d.Aux.Driver {
+			return "driver changed from " + d.Aux.Driver + " to " + filepath.Base(drv)
+		}
+		return ""
+	}
 	drv, ok := n.driver(d.ID)
 	if !ok {
 		return "device is gone from the PCI bus"

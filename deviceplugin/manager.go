@@ -33,6 +33,10 @@ type Options struct {
 	// PoolsFile, when set, is where the pools' PCI addresses are published (package devpools)
 	// after every change, for the sriov CNI plugin to refuse VFs that are in no pool.
 	PoolsFile string
+	// OnRefused, when set, is called with the refused pools each time a config takes effect
+	// whose refusals differ from the last ones reported (an empty list: every pool served). It
+	// must not block: the command posts Events on the Node from it.
+	OnRefused func([]Refusal)
 }
 
 // Manager keeps one pool (and its endpoint) per resource of the config, re-reads the config
@@ -56,6 +60,8 @@ type Manager struct {
 	classes map[string]bool // address -> is a network/accelerator function
 	// published is what the pools file says now.
 	published map[string][]string
+	// reported is the refusals last passed to OnRefused (nil: none reported yet).
+	reported *string
 }
 
 // New reads and applies the config once; a bad config or discovery error at start is fatal
@@ -81,6 +87,10 @@ func New(o Options) (*Manager, error) {
 	m.tried = b
 	if err := m.applyBytes(b); err != nil {
 		return nil, fmt.Errorf("config %s: %w", o.ConfigFile, err)
+	}
+	if len(m.cfg.ResourceList) == 0 && len(m.cfg.Refused) > 0 {
+		// Nothing to serve at all: fail where the operator looks first (the pod's restarts).
+		return nil, fmt.Errorf("config %s: every pool refused: %w", o.ConfigFile, m.cfg.Err())
 	}
 	return m, nil
 }
@@ -169,11 +179,54 @@ func (m *Manager) Reload() error {
 	return nil
 }
 
-// ConfigError is why the config file's current content is not in effect (nil when it is).
+// ConfigError is why the config file's current content is not in effect (nil when it is): the
+// whole file's error, or the pools of it that are refused.
 func (m *Manager) ConfigError() error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	if m.cfgErr == nil && m.cfg != nil {
+		return m.cfg.Err()
+	}
 	return m.cfgErr
+}
+
+// Refused lists the pools of the config in effect that are not served as written, with why.
+func (m *Manager) Refused() []Refusal {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.cfg == nil {
+		return nil
+	}
+	return append([]Refusal(nil), m.cfg.Refused...)
+}
+
+// keepLastGood puts back, for a pool the new file refuses, the version of it in effect now:
+// a typo in one pool's edit must not take that pool's devices away from new pods either.
+func (m *Manager) keepLastGood(cfg *Config) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.cfg == nil {
+		return
+	}
+	for _, r := range cfg.Refused {
+		if m.poolServed(cfg, r.Resource) {
+			continue
+		}
+		for _, old := range m.cfg.ResourceList {
+			if old.FullName() == r.Resource {
+				cfg.ResourceList = append(cfg.ResourceList, old)
+			}
+		}
+	}
+}
+
+func (m *Manager) poolServed(cfg *Config, resource string) bool {
+	for _, p := range cfg.ResourceList {
+		if p.FullName() == resource {
+			return true
+		}
+	}
+	return false
 }
 
 // Rescan rediscovers devices with the config in effect.
@@ -190,11 +243,27 @@ func (m *Manager) applyBytes(b []byte) error {
 		for _, w := range cfg.Warnings {
 			m.log.Warn("config", "file", m.opts.ConfigFile, "warning", w)
 		}
+		m.keepLastGood(cfg)
+		for _, r := range cfg.Refused {
+			m.log.Error("pool refused: not served, the other pools are", "file", m.opts.ConfigFile, "index", r.Index,
+				"resource", r.Resource, "reason", r.Reason, "serving-last-good", m.poolServed(cfg, r.Resource))
+		}
 		err = m.apply(cfg)
 	}
 	m.mu.Lock()
 	m.cfgErr = err
+	var report []Refusal
+	notify := false
+	if err == nil && m.opts.OnRefused != nil {
+		key := fmt.Sprint(cfg.Refused)
+		if m.reported == nil || *m.reported != key {
+			m.reported, report, notify = &key, append([]Refusal(nil), cfg.Refused...), true
+		}
+	}
 	m.mu.Unlock()
+	if notify {
+		m.opts.OnRefused(report)
+	}
 	return err
 }
 
@@ -408,6 +477,14 @@ func (m *Manager) look() (*nodeState, string) {
 	for a := range m.classes {
 		if !seen[a] {
 			delete(m.classes, a) // the address may come back as another function
+		}
+	}
+	// Subfunctions and vDPA devices come and go without any PCI change.
+	for _, bus := range []string{"auxiliary", "vdpa"} {
+		devs, _ := os.ReadDir(filepath.Join(m.sys.Root, "bus", bus, "devices"))
+		for _, e := range devs {
+			drv, _ := os.Readlink(filepath.Join(m.sys.Root, "bus", bus, "devices", e.Name(), "driver"))
+			fmt.Fprintf(&sb, "%s:%s=%s;", bus, e.Name(), filepath.Base(drv))
 		}
 	}
 	return n, sb.String()

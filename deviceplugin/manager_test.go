@@ -18,6 +18,7 @@ import (
 	dp "k8s.io/kubelet/pkg/apis/deviceplugin/v1beta1"
 
 	"github.com/multinet-io/multinet/devinfo"
+	"github.com/multinet-io/multinet/pci/pcitest"
 )
 
 // fakeKubelet is a real gRPC peer doing what kubelet's device manager does with a plugin: serve
@@ -431,4 +432,91 @@ func TestManagerStopRemovesSockets(t *testing.T) {
 			t.Errorf("%s left after stop: %v", s, err)
 		}
 	}
+}
+
+// One pool this node cannot serve (upstream's documented ddpProfiles config) is refused alone:
+// the others register and list their devices, the refused one is reported with its reason. An
+// edit that breaks one pool later keeps that pool's last good version while the others change.
+func TestManagerRefusesOnePoolServesTheOthers(t *testing.T) {
+	cfg := `{"resourceList":[
+	  {"resourceName":"iavf","selectors":{"drivers":["iavf"]}},
+	  {"resourceName":"ddp","selectors":{"vendors":["8086"],"ddpProfiles":["GTPv1-C/U IPv4/IPv6 payload"]}},
+	  {"resourceName":"dpdk","resourcePrefix":"nvidia.com","selectors":{"drivers":["vfio-pci"],"vendors":["15b3"]}}]}`
+	e, _ := startManager(t, cfg)
+	eventually(t, "the servable pools listed", func() bool {
+		return e.k.health("intel.com/iavf") == healthString([]string{vf0(0), vf0(1), vf0(2), vf0(3)}) &&
+			e.k.health("nvidia.com/dpdk") == healthString([]string{vf1(2), vf1(3)})
+	})
+	if got := e.k.health("intel.com/ddp"); got != "<no list>" {
+		t.Errorf("the refused pool was advertised: %s", got)
+	}
+	ref := e.m.Refused()
+	if len(ref) != 1 || ref[0].Resource != "intel.com/ddp" || !strings.Contains(ref[0].Reason, "ddpProfiles") {
+		t.Fatalf("refused = %+v, want intel.com/ddp with a ddpProfiles reason", ref)
+	}
+	if err := e.m.ConfigError(); err == nil || !strings.Contains(err.Error(), `"ddp": selectors[0].ddpProfiles`) {
+		t.Errorf("ConfigError = %v, want the ddp pool named", err)
+	}
+
+	// Narrow iavf and break dpdk in the same edit: iavf changes, dpdk keeps serving as it was.
+	next := `{"resourceList":[
+	  {"resourceName":"iavf","selectors":{"drivers":["iavf"],"pfNames":["ens1f0#0-1"]}},
+	  {"resourceName":"dpdk","resourcePrefix":"nvidia.com","selectors":{"drivers":["vfio-pci"],"vendors":["15b3x"]}}]}`
+	if err := os.WriteFile(e.cfg, []byte(next), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "iavf narrowed", func() bool { return e.k.health("intel.com/iavf") == healthString([]string{vf0(0), vf0(1)}) })
+	if got := e.k.health("nvidia.com/dpdk"); got != healthString([]string{vf1(2), vf1(3)}) {
+		t.Errorf("the pool whose edit was refused lost its devices: %s", got)
+	}
+	if ref := e.m.Refused(); len(ref) != 1 || ref[0].Resource != "nvidia.com/dpdk" || !strings.Contains(ref[0].Reason, `vendors: "15b3x"`) {
+		t.Errorf("refused = %+v, want nvidia.com/dpdk with its vendors reason", ref)
+	}
+}
+
+// OnRefused hears of each new set of refusals once, and of the file being fixed.
+func TestManagerReportsRefusalChanges(t *testing.T) {
+	var mu sync.Mutex
+	var got []string
+	_, d := fixture(t)
+	cfg := filepath.Join(t.TempDir(), "config.json")
+	write := func(s string) {
+		if err := os.WriteFile(cfg, []byte(s), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write(`{"resourceList":[{"resourceName":"iavf","selectors":{"drivers":["iavf"]}},{"resourceName":"gtp","selectors":{"ddpProfiles":["GTP"]}}]}`)
+	m, err := New(Options{ConfigFile: cfg, SysfsRoot: d.Sys.Root, DefaultRouteLinks: d.DefaultRouteLinks, Logger: slog.New(slog.NewTextHandler(testWriter{t}, nil)),
+		OnRefused: func(r []Refusal) {
+			mu.Lock()
+			defer mu.Unlock()
+			got = append(got, fmt.Sprint(len(r), " ", r))
+		}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := m.Reload(); err != nil { // same content: nothing new to report
+		t.Fatal(err)
+	}
+	write(`{"resourceList":[{"resourceName":"iavf","selectors":{"drivers":["iavf"]}}]}`)
+	if err := m.Reload(); err != nil {
+		t.Fatal(err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(got) != 2 || !strings.HasPrefix(got[0], "1 ") || !strings.Contains(got[0], `"gtp": selectors[0].ddpProfiles`) || got[1] != "0 []" {
+		t.Fatalf("reports %q, want the gtp refusal once, then an empty list", got)
+	}
+}
+
+// A subfunction created while the plugin runs (devlink port add) joins its pool without a
+// restart: the auxiliary bus is part of what the plugin watches.
+func TestManagerRediscoversNewSubfunction(t *testing.T) {
+	e, d := startManager(t, `{"resourceList":[{"resourceName":"sf","resourcePrefix":"nvidia.com","deviceType":"auxNetDevice",
+	  "selectors":{"pfNames":["ens2f0"],"auxTypes":["sf"]}}]}`)
+	eventually(t, "empty sf pool listed", func() bool { return e.k.health("nvidia.com/sf") == "" })
+	fixtureTrees[d.Sys.Root].AddAux(pcitest.Aux{Parent: pf1, Name: "mlx5_core.sf.2", Driver: "mlx5_core.sf", SFNum: 7, Netdev: "ens2f0s7"})
+	eventually(t, "the new subfunction listed", func() bool {
+		return e.k.health("nvidia.com/sf") == healthString([]string{"mlx5_core.sf.2"})
+	})
 }

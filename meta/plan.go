@@ -452,7 +452,9 @@ func statusEntry(d Delegate, st *nadv1.NetworkStatus, gateways []string) nadv1.N
 	if out.Interface == "" {
 		out.Interface = d.IfName
 	}
-	out.Default = d.IsDefault
+	// The NAD client already marked the one interface of a default delegate that carries the
+	// default route; every other interface of that delegate is not the pod's default.
+	out.Default = d.IsDefault && st.Default
 	return out
 }
 

@@ -3,12 +3,14 @@ package meta
 import (
 	"context"
 	"encoding/json"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 
 	"github.com/containernetworking/cni/pkg/skel"
+	types100 "github.com/containernetworking/cni/pkg/types/100"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
@@ -120,4 +122,37 @@ func TestAddRefusesStalePodUID(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "K8S_POD_UID old-uid is not the API pod's UID api-uid") {
 		t.Fatalf("err = %v", err)
 	}
+}
+
+// A default delegate with two pod interfaces marks only the one its gatewayed IP is on as
+// default (as the NAD client does), not both.
+func TestStatusesOneDefaultPerDelegate(t *testing.T) {
+	gw := net.ParseIP("10.20.1.1")
+	res := &types100.Result{CNIVersion: "1.0.0",
+		Interfaces: []*types100.Interface{{Name: "eth0", Sandbox: "/ns"}, {Name: "net9", Sandbox: "/ns"}},
+		IPs: []*types100.IPConfig{{Interface: types100.Int(0), Address: mustCIDR(t, "10.244.1.6/24")},
+			{Interface: types100.Int(1), Address: mustCIDR(t, "10.20.1.3/24"), Gateway: gw}}}
+	sts, err := (&Plugin{}).statuses("cid", []Delegate{{Name: "cbr0", IsDefault: true}}, []*types100.Result{res}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var defaults []string
+	for _, s := range sts {
+		if s.Default {
+			defaults = append(defaults, s.Interface)
+		}
+	}
+	if len(defaults) != 1 || defaults[0] != "net9" {
+		t.Fatalf("default interfaces %v, want only net9 (the one with the gateway)", defaults)
+	}
+}
+
+func mustCIDR(t *testing.T, s string) net.IPNet {
+	t.Helper()
+	ip, n, err := net.ParseCIDR(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n.IP = ip
+	return *n
 }

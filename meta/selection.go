@@ -33,6 +33,9 @@ type Selection struct {
 	Bandwidth      *nadv1.BandwidthEntry  `json:"bandwidth,omitempty"`
 	CNIArgs        map[string]interface{} `json:"cni-args,omitempty"`
 	DeviceID       string                 `json:"deviceID,omitempty"`
+	// InterfaceRequest is the pre-3.2 spelling of interface that Multus still honours; ParseSelection
+	// folds it into Interface ("interface" wins when both are given).
+	InterfaceRequest string `json:"interfaceRequest,omitempty"`
 }
 
 var (
@@ -62,12 +65,13 @@ func ParseSelection(annotation, defaultNamespace string) ([]Selection, error) {
 	var sels []Selection
 	if strings.ContainsAny(s, "[{\"") {
 		if err := json.Unmarshal([]byte(s), &sels); err != nil {
-			// A single object is accepted too: users write it by mistake often enough.
-			var one Selection
-			if err1 := json.Unmarshal([]byte(s), &one); err1 != nil {
-				return nil, fmt.Errorf("annotation %s: not a JSON list of network selections: %w", NetworksAnnot, err)
+			// A bare object is refused, as Multus refuses it: a manifest that works here must
+			// work there too.
+			hint := ""
+			if s[0] == '{' {
+				hint = " (a single object must be wrapped in [ ])"
 			}
-			sels = []Selection{one}
+			return nil, fmt.Errorf("annotation %s: not a JSON list of network selections%s: %w", NetworksAnnot, hint, err)
 		}
 	} else {
 		for i, item := range strings.Split(s, ",") {
@@ -80,6 +84,10 @@ func ParseSelection(annotation, defaultNamespace string) ([]Selection, error) {
 		}
 	}
 	for i := range sels {
+		if sels[i].Interface == "" {
+			sels[i].Interface = sels[i].InterfaceRequest
+		}
+		sels[i].InterfaceRequest = ""
 		if sels[i].Namespace == "" {
 			sels[i].Namespace = defaultNamespace
 		}
@@ -99,15 +107,16 @@ func parseCommaItem(item string) (Selection, error) {
 		}
 		// An empty namespace or interface ("/net", "net@") means "not given", as Multus reads
 		// them: annotations that worked there keep working.
-		sel.Namespace, rest = ns, name
+		sel.Namespace, rest = strings.TrimSpace(ns), name
 	}
 	if name, ifname, ok := strings.Cut(rest, "@"); ok {
 		if strings.Contains(ifname, "@") {
 			return sel, fmt.Errorf("more than one '@'")
 		}
-		rest, sel.Interface = name, ifname
+		rest, sel.Interface = name, strings.TrimSpace(ifname)
 	}
-	sel.Name = rest
+	// Multus trims every part, so " ns1 / net1 @ eth1 " names ns1, net1 and eth1.
+	sel.Name = strings.TrimSpace(rest)
 	return sel, nil
 }
 
@@ -132,6 +141,12 @@ func (s *Selection) validate() error {
 	if s.MAC != "" {
 		if _, err := net.ParseMAC(s.MAC); err != nil {
 			return fmt.Errorf("mac %q: %w", s.MAC, err)
+		}
+	}
+	if s.InfinibandGUID != "" {
+		// Multus validates the GUID as net.ParseMAC does (EUI-48/EUI-64/20-byte forms).
+		if _, err := net.ParseMAC(s.InfinibandGUID); err != nil {
+			return fmt.Errorf("infiniband-guid %q: %w", s.InfinibandGUID, err)
 		}
 	}
 	for _, gw := range s.DefaultRoute {

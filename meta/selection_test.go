@@ -144,3 +144,46 @@ func TestParseSelectionDottedNADName(t *testing.T) {
 		}
 	}
 }
+
+// Multus still honours the pre-3.2 "interfaceRequest" key; "interface" wins when both are set.
+func TestParseSelectionInterfaceRequest(t *testing.T) {
+	sels, err := ParseSelection(`[{"name":"a","interfaceRequest":"eth9"},{"name":"b","interface":"eth1","interfaceRequest":"eth9"}]`, "pods")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sels[0].Interface != "eth9" || sels[1].Interface != "eth1" {
+		t.Fatalf("interfaces = %q, %q; want eth9, eth1", sels[0].Interface, sels[1].Interface)
+	}
+	if _, err := ParseSelection(`[{"name":"a","interfaceRequest":"this-is-sixteen1"}]`, "pods"); err == nil {
+		t.Fatal("an over-long interfaceRequest was accepted")
+	}
+}
+
+func TestParseSelectionCommaFormTrimsParts(t *testing.T) {
+	sels, err := ParseSelection(" ns1 / net1 @ eth1 , net2 @ eth2", "pods")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []Selection{{Name: "net1", Namespace: "ns1", Interface: "eth1"}, {Name: "net2", Namespace: "pods", Interface: "eth2"}}
+	if !reflect.DeepEqual(sels, want) {
+		t.Fatalf("got %+v\nwant %+v", sels, want)
+	}
+}
+
+func TestParseSelectionInfinibandGUID(t *testing.T) {
+	if _, err := ParseSelection(`[{"name":"a","infiniband-guid":"24:8a:07:03:00:8d:ae:2e"}]`, "pods"); err != nil {
+		t.Fatalf("an EUI-64 GUID was refused: %v", err)
+	}
+	_, err := ParseSelection(`[{"name":"a","infiniband-guid":"24:8a:07:03:00:8d:ae"}]`, "pods")
+	if err == nil || !strings.Contains(err.Error(), "infiniband-guid") {
+		t.Fatalf("a 7-byte GUID: err = %v, want an infiniband-guid error", err)
+	}
+}
+
+// Multus refuses a bare object; a manifest that works here must work there too.
+func TestParseSelectionRefusesBareObject(t *testing.T) {
+	_, err := ParseSelection(`{"name":"net1"}`, "pods")
+	if err == nil || !strings.Contains(err.Error(), "wrapped in [ ]") {
+		t.Fatalf("err = %v, want a refusal that says to wrap it in a list", err)
+	}
+}

@@ -9,6 +9,8 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+
+	"github.com/k8snetworkplumbingwg/sriovnet"
 )
 
 // Device is one PCI function as sysfs describes it.
@@ -158,18 +160,24 @@ func (s *SysFS) Driver(addr string) (string, error) {
 	return drv, nil
 }
 
-// Netdevs lists the kernel network interfaces of the device (none for vfio-pci bound VFs).
+// Netdevs lists the kernel network interfaces of the device (none for vfio-pci bound VFs),
+// sorted; sriovnet's GetNetDevicesFromPci reads them.
 func (s *SysFS) Netdevs(addr string) ([]string, error) {
-	entries, err := os.ReadDir(s.devPath(addr, "net"))
+	// sriovnet reports a missing net/ directory as an unwrapped error; absent means none.
+	if _, err := os.Stat(s.devPath(addr, "net")); os.IsNotExist(err) {
+		return nil, nil
+	}
+	var names []string
+	err := s.withSriovnet(func() error {
+		var e error
+		names, e = sriovnet.GetNetDevicesFromPci(addr)
+		return e
+	})
 	if err != nil {
-		if os.IsNotExist(err) {
-			return nil, nil
+		if !s.Exists(addr) {
+			return nil, nil // the device left while we looked (a VF being removed)
 		}
 		return nil, fmt.Errorf("pci %s: list netdevs: %w", addr, err)
-	}
-	names := make([]string, 0, len(entries))
-	for _, e := range entries {
-		names = append(names, e.Name())
 	}
 	sort.Strings(names)
 	return names, nil
@@ -181,6 +189,10 @@ func (s *SysFS) linkType(addr, netdev string) string {
 	if err != nil {
 		return ""
 	}
+	return arphrdName(t)
+}
+
+func arphrdName(t string) string {
 	switch t {
 	case "1":
 		return "ether"
@@ -241,13 +253,21 @@ func (s *SysFS) PFOf(vfAddr string) (string, int, error) {
 	if err := s.mustExist(vfAddr); err != nil {
 		return "", -1, err
 	}
-	pf, err := linkBase(s.devPath(vfAddr, "physfn"))
+	if !s.IsVF(vfAddr) {
+		return "", -1, fmt.Errorf("pci %s: not an SR-IOV VF (no physfn link)", vfAddr)
+	}
+	var pf string
+	err := s.withSriovnet(func() error {
+		var e error
+		pf, e = sriovnet.GetPfPciFromVfPci(vfAddr)
+		return e
+	})
 	if err != nil {
 		return "", -1, fmt.Errorf("pci %s: read physfn: %w", vfAddr, err)
 	}
-	if pf == "" {
-		return "", -1, fmt.Errorf("pci %s: not an SR-IOV VF (no physfn link)", vfAddr)
-	}
+	// The index comes from the PF's virtfn links, read here: sriovnet's
+	// GetVfIndexByPciAddress globs and reads links with os directly, past its filesystem seam,
+	// so it would read /sys whatever root we were given.
 	vfs, err := s.VFs(pf)
 	if err != nil {
 		return "", -1, err

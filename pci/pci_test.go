@@ -150,3 +150,86 @@ func TestFillNamesFromPCIIDs(t *testing.T) {
 }
 
 func itoa(n int) string { return strconv.Itoa(n) }
+
+// Subfunctions and the PF's own auxiliary devices under an mlx5 PF, as the kernel lays them out.
+func TestAuxDevices(t *testing.T) {
+	tr := pcitest.New(t)
+	tr.AddPF(pcitest.PF{Address: "0000:03:00.0", Vendor: "15b3", Device: "a2d6", Driver: "mlx5_core", Netdev: "p0", TotalVFs: 8})
+	tr.AddAux(pcitest.Aux{Parent: "0000:03:00.0", Name: "mlx5_core.eth.0", Driver: "mlx5_core.eth", SFNum: -1})
+	tr.AddAux(pcitest.Aux{Parent: "0000:03:00.0", Name: "mlx5_core.sf.2", Driver: "mlx5_core.sf", SFNum: 88, Netdev: "enp3s0f0s88", RDMA: "mlx5_2"})
+	s := pci.New(tr.Root)
+	got, err := s.AuxDevices("0000:03:00.0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 2 || got[0].Name != "mlx5_core.eth.0" || got[0].Type != "eth" || got[0].SFNum != -1 {
+		t.Fatalf("aux devices %+v", got)
+	}
+	sf := got[1]
+	if sf.Type != "sf" || sf.Parent != "0000:03:00.0" || sf.Driver != "mlx5_core.sf" || sf.SFNum != 88 ||
+		!reflect.DeepEqual(sf.Netdevs, []string{"enp3s0f0s88"}) || !sf.RDMA || s.AuxLinkType(&sf) != "ether" {
+		t.Fatalf("subfunction %+v", sf)
+	}
+	if pci.AuxType("mlx5_core.sf.2") != "sf" || pci.AuxType("firmware_node") != "" {
+		t.Fatal("AuxType")
+	}
+}
+
+// vDPA devices on a VF: one on vhost_vdpa (a char device), one on virtio_vdpa (a netdev).
+func TestVdpaDevices(t *testing.T) {
+	tr := pcitest.New(t)
+	tr.AddPF(pcitest.PF{Address: "0000:65:00.0", Vendor: "15b3", Device: "101d", Driver: "mlx5_core", Netdev: "p0", TotalVFs: 8})
+	tr.AddVF(pcitest.VF{PF: "0000:65:00.0", Index: 0, Address: "0000:65:00.2", Vendor: "15b3", Device: "101e", Driver: "mlx5_core", Netdev: "p0v0"})
+	tr.AddVF(pcitest.VF{PF: "0000:65:00.0", Index: 1, Address: "0000:65:00.3", Vendor: "15b3", Device: "101e", Driver: "mlx5_core", Netdev: "p0v1"})
+	tr.AddVdpa(pcitest.Vdpa{Parent: "0000:65:00.2", Index: 0, Driver: "vhost_vdpa"})
+	tr.AddVdpa(pcitest.Vdpa{Parent: "0000:65:00.3", Index: 1, Driver: "virtio_vdpa", Netdev: "eth5"})
+	s := pci.New(tr.Root)
+	v0, err := s.VdpaDevices("0000:65:00.2")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want0 := []pci.VdpaDevice{{Name: "vdpa0", Parent: "0000:65:00.2", Driver: "vhost_vdpa", CharDev: "/dev/vhost-vdpa-0"}}
+	if !reflect.DeepEqual(v0, want0) || v0[0].Type() != "vhost" {
+		t.Fatalf("vdpa of VF0 %+v", v0)
+	}
+	v1, _ := s.VdpaDevices("0000:65:00.3")
+	if len(v1) != 1 || v1[0].Type() != "virtio" || v1[0].Netdev != "eth5" || v1[0].CharDev != "" {
+		t.Fatalf("vdpa of VF1 %+v", v1)
+	}
+	if none, _ := s.VdpaDevices("0000:65:00.0"); len(none) != 0 {
+		t.Fatalf("PF has vdpa devices %+v", none)
+	}
+}
+
+// A VF's switchdev representor, found by sriovnet through the tree's root: the PF's uplink
+// (p0) and VF representors (pf0vfN) sit under the PF's net/ with their phys_port_name.
+func TestRepresentor(t *testing.T) {
+	tr := pcitest.New(t)
+	tr.AddPF(pcitest.PF{Address: "0000:03:00.0", Vendor: "15b3", Device: "101d", Driver: "mlx5_core", Netdev: "p0", TotalVFs: 8})
+	for i := 0; i < 3; i++ {
+		tr.AddVF(pcitest.VF{PF: "0000:03:00.0", Index: i, Address: "0000:03:00." + strconv.Itoa(2+i), Vendor: "15b3", Device: "101e", Driver: "mlx5_core", Netdev: "p0v" + strconv.Itoa(i)})
+	}
+	tr.AddPF(pcitest.PF{Address: "0000:05:00.0", Vendor: "8086", Device: "1593", Driver: "ice", Netdev: "legacy0", TotalVFs: 8})
+	tr.AddVF(pcitest.VF{PF: "0000:05:00.0", Index: 0, Address: "0000:05:01.0", Vendor: "8086", Device: "1889", Driver: "iavf", Netdev: "legacy0v0"})
+	s := pci.New(tr.Root)
+	// Legacy mode: no representors.
+	if rep, err := s.Representor("0000:03:00.3"); err != nil || rep != "" {
+		t.Fatalf("legacy mode: representor %q, %v; want none", rep, err)
+	}
+	tr.AddRepresentor("0000:03:00.0", "p0", "p0", "b8cef6fffe000001")
+	tr.AddRepresentor("0000:03:00.0", "eth1", "pf0vf0", "b8cef6fffe000001")
+	tr.AddRepresentor("0000:03:00.0", "eth2", "pf0vf1", "b8cef6fffe000001")
+	rep, err := s.Representor("0000:03:00.3") // VF 1
+	if err != nil || rep != "eth2" {
+		t.Fatalf("representor of VF 1: %q, %v; want eth2", rep, err)
+	}
+	if rep, err := s.Representor("0000:03:00.4"); err != nil || rep != "" { // VF 2 has none
+		t.Fatalf("VF 2: %q, %v; want none", rep, err)
+	}
+	if rep, err := s.Representor("0000:05:01.0"); err != nil || rep != "" {
+		t.Fatalf("a PF without switchdev: %q, %v", rep, err)
+	}
+	if _, err := s.Representor("0000:03:00.0"); err == nil {
+		t.Fatal("a PF is not a VF")
+	}
+}

@@ -215,7 +215,7 @@ func (p *Plugin) add(log *slog.Logger, conf *NetConf, a Args) (_ *current.Result
 			}
 		}
 	}
-	if _, err := saveDevInfo(conf, a, v); err != nil {
+	if _, err := p.saveDevInfo(conf, a, v); err != nil {
 		return nil, err
 	}
 	return res, nil

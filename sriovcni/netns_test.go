@@ -687,3 +687,22 @@ func TestTakeoverWaitsForTheNetdevToComeBack(t *testing.T) {
 		t.Fatal("B has no net1")
 	}
 }
+
+// On a switchdev PF the device-info names the VF's representor (representor-device), as
+// upstream sriov-cni writes it for OVS hardware offload.
+func TestDevInfoNamesTheRepresentor(t *testing.T) {
+	n := newNode(t)
+	n.tree.AddRepresentor(pfAddr, "mnpf0", "p0", "0011223344556677")
+	n.tree.AddRepresentor(pfAddr, "mnvf1rep", "pf0vf1", "0011223344556677")
+	a := n.args("c1", n.pod(), n.conf("0000:00:12.1", "default", ""))
+	if _, err := n.add(a); err != nil {
+		t.Fatal(err)
+	}
+	di, err := devinfo.Load(devinfo.CNIPath("sriov-net", "c1", "net1"))
+	if err != nil || di == nil || di.Pci.RepresentorDevice != "mnvf1rep" {
+		t.Errorf("device-info %+v, %v; want representor-device mnvf1rep", di, err)
+	}
+	if err := n.del(a); err != nil {
+		t.Fatal(err)
+	}
+}

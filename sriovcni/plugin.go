@@ -260,9 +260,14 @@ func ifaceResult(ifName, mac, sandbox, vf string) *current.Interface {
 }
 
 // saveDevInfo writes the attachment's device-info file for the meta-plugin to publish.
-func saveDevInfo(c *NetConf, a Args, v *vfInfo) (string, error) {
+func (p *Plugin) saveDevInfo(c *NetConf, a Args, v *vfInfo) (string, error) {
 	path := devinfo.CNIPath(c.Name, a.ContainerID, a.IfName)
-	if err := devinfo.Save(path, devinfo.PCI(v.addr, v.pf)); err != nil {
+	info := devinfo.PCI(v.addr, v.pf)
+	// On a switchdev PF the VF's representor is the host side of its port (what OVS plugs).
+	if rep, err := p.Sys.Representor(v.addr); err == nil {
+		info.Pci.RepresentorDevice = rep
+	}
+	if err := devinfo.Save(path, info); err != nil {
 		return "", fmt.Errorf("sriov: vf %s: %w", v.addr, err)
 	}
 	return path, nil

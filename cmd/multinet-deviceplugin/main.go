@@ -5,17 +5,24 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"log/slog"
 	"os"
 	"os/signal"
+	"sync"
 	"syscall"
 	"time"
 
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
+
 	"github.com/multinet-io/multinet/deviceplugin"
 	"github.com/multinet-io/multinet/devpools"
+	"github.com/multinet-io/multinet/nodeevents"
 	"github.com/multinet-io/multinet/pci"
 )
 
@@ -34,6 +41,8 @@ func run(args []string, stderr io.Writer) int {
 	poolsFile := fs.String("pools-file", devpools.DefaultPath, "where the pools' PCI addresses are published for the sriov CNI plugin (\"\" for nowhere)")
 	check := fs.Bool("check", false, "validate the config, print the pools it selects on this node, and exit")
 	verbose := fs.Bool("v", false, "debug logging")
+	kubeconfig := fs.String("kubeconfig", "", "kubeconfig for posting Events on the Node about refused pools (default: in-cluster when run in a pod)")
+	nodeName := fs.String("node-name", os.Getenv("NODE_NAME"), "this node's name, for those Events (default $NODE_NAME)")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -46,8 +55,12 @@ func run(args []string, stderr io.Writer) int {
 	if *check {
 		*poolsFile = "" // a dry run publishes nothing
 	}
-	m, err := deviceplugin.New(deviceplugin.Options{ConfigFile: *cfg, SysfsRoot: *sysfs, PluginDir: *dir, Interval: *interval, Logger: log,
-		PoolsFile: *poolsFile})
+	opts := deviceplugin.Options{ConfigFile: *cfg, SysfsRoot: *sysfs, PluginDir: *dir, Interval: *interval, Logger: log,
+		PoolsFile: *poolsFile}
+	if !*check {
+		opts.OnRefused = nodeReporter(log, *kubeconfig, *nodeName)
+	}
+	m, err := deviceplugin.New(opts)
 	if err != nil {
 		fmt.Fprintf(stderr, "multinet-deviceplugin: %v\n", err)
 		return 1
@@ -55,6 +68,13 @@ func run(args []string, stderr io.Writer) int {
 	if *check {
 		for _, p := range m.Status() {
 			fmt.Fprintf(os.Stdout, "%s: %d devices %v\n", p.Resource, len(p.Devices), p.Devices)
+		}
+		refused := m.Refused()
+		for _, r := range refused {
+			fmt.Fprintf(os.Stdout, "%s: refused: %s\n", r.Resource, r)
+		}
+		if len(refused) > 0 {
+			return 1
 		}
 		return 0
 	}
@@ -77,4 +97,58 @@ func run(args []string, stderr io.Writer) int {
 		return 1
 	}
 	return 0
+}
+
+// nodeReporter returns the OnRefused hook that posts Events on the Node: a Warning per refused
+// pool, a Normal one when a later config has none. The device plugin needs API access only for
+// this; without a kubeconfig (or in-cluster credentials) and a node name, refusals are in the
+// log and in --check only.
+func nodeReporter(log *slog.Logger, kubeconfig, node string) func([]deviceplugin.Refusal) {
+	var rc *rest.Config
+	var err error
+	switch {
+	case node == "":
+		err = errors.New("no --node-name or NODE_NAME")
+	case kubeconfig != "":
+		rc, err = clientcmd.BuildConfigFromFlags("", kubeconfig)
+	case os.Getenv("KUBERNETES_SERVICE_HOST") != "":
+		rc, err = rest.InClusterConfig()
+	default:
+		err = errors.New("no --kubeconfig and not in a pod")
+	}
+	var kube kubernetes.Interface
+	if err == nil {
+		kube, err = kubernetes.NewForConfig(rc)
+	}
+	if err != nil {
+		log.Info("refused pools are reported in the log and --check only, not as Node events", "why", err)
+		return nil
+	}
+	rec := &nodeevents.Recorder{Kube: kube, Node: node, Component: "multinet-deviceplugin"}
+	var mu sync.Mutex // events in the order the configs took effect
+	first := true
+	var firstMu sync.Mutex
+	return func(refused []deviceplugin.Refusal) {
+		firstMu.Lock()
+		wasFirst := first
+		first = false
+		firstMu.Unlock()
+		go func() {
+			mu.Lock()
+			defer mu.Unlock()
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			for _, r := range refused {
+				msg := fmt.Sprintf("resource %s is not served: %s", r.Resource, r)
+				if err := rec.Warning(ctx, nodeevents.ReasonPoolRefused, msg); err != nil {
+					log.Error("post node event", "err", err)
+				}
+			}
+			if len(refused) == 0 && !wasFirst {
+				if err := rec.Normal(ctx, nodeevents.ReasonPoolsServed, "every pool of the device plugin config is served"); err != nil {
+					log.Error("post node event", "err", err)
+				}
+			}
+		}()
+	}
 }

@@ -33,6 +33,30 @@ func TestCheckPrintsPools(t *testing.T) {
 	}
 }
 
+// --check lists a refused pool with its reason next to the pools it serves, and exits 1.
+func TestCheckReportsRefusedPool(t *testing.T) {
+	tr := pcitest.New(t)
+	tr.AddPF(pcitest.PF{Address: "0000:3b:00.0", Vendor: "8086", Device: "1593", Driver: "ice", Netdev: "mnpf0", TotalVFs: 8})
+	tr.AddVF(pcitest.VF{PF: "0000:3b:00.0", Index: 0, Address: "0000:3b:01.0", Vendor: "8086", Device: "1889", Driver: "iavf", Netdev: "mnpf0v0"})
+	cfg := filepath.Join(t.TempDir(), "config.json")
+	os.WriteFile(cfg, []byte(`{"resourceList":[{"resourceName":"vf","selectors":{"pfNames":["mnpf0"]}},
+	  {"resourceName":"gtp","selectors":{"ddpProfiles":["GTP"]}}]}`), 0o644)
+	if os.Getenv("MN_DP_CHILD") == "1" {
+		os.Exit(run(strings.Fields(os.Getenv("MN_DP_ARGS")), os.Stderr))
+	}
+	cmd := exec.Command(os.Args[0], "-test.run", "^TestCheckReportsRefusedPool$")
+	cmd.Env = append(os.Environ(), "MN_DP_CHILD=1", "MN_DP_ARGS=--config "+cfg+" --sysfs-root "+tr.Root+" --check")
+	out, err := cmd.Output()
+	if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 1 {
+		t.Fatalf("exit: %v, want 1\n%s", err, out)
+	}
+	for _, want := range []string{"intel.com/vf: 1 devices [0000:3b:01.0]", `intel.com/gtp: refused: resourceList[1] "gtp": selectors[0].ddpProfiles`} {
+		if !strings.Contains(string(out), want) {
+			t.Errorf("--check printed %q, want %q", out, want)
+		}
+	}
+}
+
 func TestBadConfigExitsNamingPool(t *testing.T) {
 	cfg := filepath.Join(t.TempDir(), "config.json")
 	os.WriteFile(cfg, []byte(`{"resourceList":[{"resourceName":"vf","selectors":{"vendors":["intel"]}}]}`), 0o644)

@@ -1,6 +1,7 @@
 package pcitest
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -49,4 +50,25 @@ func (t *Tree) AddAccelerator(addr, vendor, device, drv string, numa int) {
 func (t *Tree) SetLinkType(addr, netdev string, arphrd int) {
 	t.tb.Helper()
 	t.write(devDir(addr)+"/net/"+netdev+"/type", strconv.Itoa(arphrd)+"\n")
+}
+
+// SetRDMAVerbs gives the device an RDMA device with its verbs char device as the kernel lists
+// it (infiniband/<name>, infiniband_verbs/uverbs<index> naming it in ibdev) and the rdma_cm
+// misc device.
+func (t *Tree) SetRDMAVerbs(addr, name string, index int) {
+	t.tb.Helper()
+	t.SetRDMA(addr, name)
+	p := devDir(addr) + "/infiniband_verbs/uverbs" + strconv.Itoa(index)
+	t.mkdir(p)
+	t.write(p+"/ibdev", name+"\n")
+	t.mkdir("class/misc/rdma_cm")
+}
+
+// SetPKey writes the partition key at index 0 of port 1 of the device's RDMA device (made with
+// SetRDMA first), as the kernel shows it ("0x8001").
+func (t *Tree) SetPKey(addr, ibdev string, pkey uint16) {
+	t.tb.Helper()
+	d := devDir(addr) + "/infiniband/" + ibdev + "/ports/1/pkeys"
+	t.mkdir(d)
+	t.write(d+"/0", fmt.Sprintf("0x%04x\n", pkey))
 }

@@ -22,7 +22,9 @@ import (
 
 // Modules the guest loads, in dependency order (igb needs dca and i2c-algo-bit; vfio-pci needs
 // vfio-pci-core, which needs irqbypass).
-var modules = []string{"dca", "i2c-algo-bit", "igb", "igbvf", "irqbypass", "vfio", "vfio_iommu_type1", "vfio-pci-core", "vfio-pci", "veth"}
+var modules = []string{"dca", "i2c-algo-bit", "igb", "igbvf", "irqbypass", "vfio", "vfio_iommu_type1", "vfio-pci-core", "vfio-pci", "veth",
+	// vDPA: the bus, both of its drivers and VDUSE (the guest kernel has no vdpa_sim).
+	"vdpa", "vhost_iotlb", "vhost", "vhost_vdpa", "virtio_vdpa", "vduse", "failover", "net_failover", "virtio_net"}
 
 func main() {
 	parts := flag.String("parts", "", "directory with the unpacked kernel and busybox packages (e2e/vm/deps.sh prints it)")
