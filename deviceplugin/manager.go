@@ -85,12 +85,19 @@ func New(o Options) (*Manager, error) {
 		return nil, fmt.Errorf("config %s: %w", o.ConfigFile, err)
 	}
 	m.tried = b
+	// Publish only once the start is good: a device plugin that fails to start must not tell
+	// the sriov plugin that the node has no pools.
+	m.opts.PoolsFile = ""
 	if err := m.applyBytes(b); err != nil {
 		return nil, fmt.Errorf("config %s: %w", o.ConfigFile, err)
 	}
 	if len(m.cfg.ResourceList) == 0 && len(m.cfg.Refused) > 0 {
 		// Nothing to serve at all: fail where the operator looks first (the pod's restarts).
 		return nil, fmt.Errorf("config %s: every pool refused: %w", o.ConfigFile, m.cfg.Err())
+	}
+	m.opts.PoolsFile = o.PoolsFile
+	if err := m.publishPoolsLocked(); err != nil {
+		return nil, err
 	}
 	return m, nil
 }

@@ -61,10 +61,15 @@ func TestBadConfigExitsNamingPool(t *testing.T) {
 	cfg := filepath.Join(t.TempDir(), "config.json")
 	os.WriteFile(cfg, []byte(`{"resourceList":[{"resourceName":"vf","selectors":{"vendors":["intel"]}}]}`), 0o644)
 	var stderr bytes.Buffer
-	if rc := run([]string{"--config", cfg, "--sysfs-root", t.TempDir()}, &stderr); rc != 1 {
+	// --pools-file: a failed start must not publish into the host's real pools file.
+	pools := filepath.Join(t.TempDir(), "pools.json")
+	if rc := run([]string{"--config", cfg, "--sysfs-root", t.TempDir(), "--pools-file", pools}, &stderr); rc != 1 {
 		t.Fatalf("exit %d, want 1", rc)
 	}
 	if !strings.Contains(stderr.String(), `"vf": selectors[0].vendors: "intel"`) {
 		t.Errorf("stderr %q", stderr.String())
+	}
+	if _, err := os.Stat(pools); err == nil {
+		t.Errorf("a device plugin that did not start published %s", pools)
 	}
 }
