@@ -424,7 +424,15 @@ func (p *Plugin) Del(args *skel.CmdArgs) (err error) {
 		}
 		list, err := d.list()
 		if err == nil {
-			err = cni.DelNetworkList(ctx, list, p.runtimeConf(args, ref, d, netns))
+			var missing []string
+			if list, missing = withoutMissingPlugins(list, cni.Path); len(missing) > 0 {
+				recordProblem(log, p.Conf.CacheDir, Problem{ContainerID: args.ContainerID, Pod: entry.PodNamespace + "/" + entry.PodName,
+					Network: d.Name, IfName: d.IfName, Reason: fmt.Sprintf("DEL: plugin binaries %v not found in %v", missing, cni.Path),
+					Left: fmt.Sprintf("whatever %v set up for this attachment (the rest of its chain was deleted)", missing)})
+			}
+			if len(list.Plugins) > 0 {
+				err = cni.DelNetworkList(ctx, list, p.runtimeConf(args, ref, d, netns))
+			}
 		}
 		if err != nil {
 			errs = append(errs, fmt.Errorf("network %s on %s: %w", d.Name, d.IfName, err))

@@ -6,6 +6,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/containernetworking/cni/libcni"
 )
 
 // The issue's reproduction, through the built binary as a runtime runs it: a tenant NAD that is
@@ -107,5 +109,52 @@ func TestSecurityDepthGuardThroughIPAM(t *testing.T) {
 	}
 	if err := p.del(); err != nil {
 		t.Errorf("DEL: %v", err)
+	}
+}
+
+// Issue 12.8: a delegate's plugin binary removed from the node (uninstalled, renamed on an
+// upgrade) made every DEL of pods that used it fail, forever. DEL now runs the rest of the
+// chain (the IP lease is released), records what it could not undo for doctor, and succeeds.
+func TestSecurityDelWithDelegateBinaryRemoved(t *testing.T) {
+	n := newNode(t)
+	bin := filepath.Join(n.dir, "bin")
+	os.MkdirAll(bin, 0o755)
+	for _, p := range []string{"bridge", "host-local", "portmap", "macvlan", "tuning"} {
+		if err := os.Symlink(filepath.Join(refPlugins, p), filepath.Join(bin, p)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.Symlink(multinetBin, filepath.Join(bin, "multinet")); err != nil {
+		t.Fatal(err)
+	}
+	n.nad("default", "tuned", fmt.Sprintf(`{"cniVersion": "1.0.0", "name": "tuned", "plugins": [
+	  {"type": "macvlan", "master": "eth0", "mode": "bridge", "ipam": {"type": "host-local", "dataDir": %q, "subnet": "10.63.0.0/24"}},
+	  {"type": "tuning", "sysctl": {"net.ipv4.conf.IFNAME.arp_filter": "1"}}]}`, n.ipamDir), nil)
+	p := n.pod("p1", "tuned")
+	p.cni = libcni.NewCNIConfigWithCacheDir([]string{bin}, n.rtCache, nil)
+	if _, err := p.add(); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Remove(filepath.Join(bin, "tuning")); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.del(); err != nil {
+		t.Fatalf("DEL with the tuning binary gone: %v", err)
+	}
+	if l := n.leases(); len(l) != 0 {
+		t.Errorf("leases after DEL = %v: the rest of the chain was not deleted", l)
+	}
+	if c := n.cacheFiles(); len(c) != 0 {
+		t.Errorf("delegate cache after DEL = %v", c)
+	}
+	recs, _ := filepath.Glob(filepath.Join(n.cacheDir, "problems", "*.json"))
+	if len(recs) != 1 {
+		t.Fatalf("problem records = %v, want one for the missing tuning binary", recs)
+	}
+	b, _ := os.ReadFile(recs[0])
+	for _, want := range []string{`"network": "default/tuned"`, `"ifName": "net1"`, "tuning", "ctr-p1"} {
+		if !strings.Contains(string(b), want) {
+			t.Errorf("problem record %s lacks %q", b, want)
+		}
 	}
 }
