@@ -29,13 +29,13 @@ t0=$(date +%s)
 BIN=$("$here/build-tools.sh" | tail -1)
 log "tools in $BIN ($(( $(date +%s) - t0 ))s)"
 
-rm -rf "$D/etcd" "$D/kubelet" "$D/containerd" "$D/run" "$D/logs" "$D/ipam" "$D/multinet-cache" "$D/multinet.d" "$D/net.d/00-multinet.conflist" "$D/sim-sysfs" "$D/devinfo" "$D/cni-state"
-mkdir -p "$D"/{pki,etcd,kubelet,containerd/root,containerd/state,run,logs,net.d,cni-bin,ipam,images,tools}
+rm -rf "$D/etcd" "$D/kubelet" "$D/containerd" "$D/run" "$D/logs" "$D/ipam" "$D/multinet-cache" "$D/multinet.d" "$D/net.d/00-multinet.conflist" "$D/net.d/cbr0" "$D/net.d/vendor-cni-chain" "$D/static-pods" "$D/sim-sysfs" "$D/devinfo" "$D/cni-state"
+mkdir -p "$D"/{pki,etcd,kubelet,containerd/root,containerd/state,run,logs,net.d,cni-bin,ipam,images,tools,static-pods}
 # The reference plugins are the cluster network (stand-in for Calico) and later the delegates.
 for p in /usr/lib/cni/*; do ln -sf "$p" "$D/cni-bin/"; done
 
 (cd "$repo" && CGO_ENABLED=0 go build -o "$D/tools/clusterctl" ./e2e/cluster/clusterctl && CGO_ENABLED=0 go build -o "$D/tools/pause" ./e2e/cluster/pause \
-  && CGO_ENABLED=0 go build -o "$D/cni-bin/" ./cmd/multinet ./cmd/sriov)
+  && CGO_ENABLED=0 go build -o "$D/cni-bin/" ./cmd/multinet ./cmd/sriov ./cmd/passthru)
 
 pki=$D/pki
 if [ ! -f "$pki/serving.crt" ]; then
@@ -151,7 +151,7 @@ address: 127.0.0.1
 port: $(freeport)
 healthzPort: 0
 readOnlyPort: 0
-staticPodPath: ""
+staticPodPath: $D/static-pods
 imageGCHighThresholdPercent: 100
 evictionHard: {memory.available: "1Mi", nodefs.available: "1%", imagefs.available: "1%"}
 EOT
