@@ -178,8 +178,12 @@ start kubelet "$BIN/kubelet" --config "$D/kubelet-config.yaml" --kubeconfig "$D/
 mkdir -p "$D/multinet.d"
 sa_token=$("$D/tools/clusterctl" token "$D/kubeconfig" kube-system/multinet 48h "$NODE")
 kubeconfig "$D/multinet.d/kubeconfig" multinet "$sa_token"
+# Multus's node features its own e2e suite relies on: the readiness indicator (tests remove it to
+# hold ADDs) and an auxiliary chain, empty until a test drops plugins into its subdirectory.
+touch "$D/run/cluster-network-ready"
 "$D/cni-bin/multinet" config generate --conf-dir "$D/net.d" --kubeconfig "$D/multinet.d/kubeconfig" \
   --cache-dir "$D/multinet-cache" --log-dir "$D/logs" --log-file multinet.log --log-level info \
+  --readiness-indicator-file "$D/run/cluster-network-ready" --auxiliary-cni-chain-name vendor-cni-chain \
   --namespace-isolation --global-namespaces default \
   --pod-resources-socket "$D/kubelet/pod-resources/kubelet.sock" >/dev/null
 log "node $NODE Ready in $(( $(date +%s) - t0 ))s; KUBECONFIG=$D/kubeconfig"
