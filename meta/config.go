@@ -60,7 +60,12 @@ type Config struct {
 	SystemNamespaces   []string `json:"-"`
 
 	ReadinessIndicatorFile string `json:"readinessIndicatorFile,omitempty"`
-	LogLevel               string `json:"logLevel,omitempty"`
+	// ReadinessIndicatorWait is how long ADD waits for it, in seconds (DefaultReadinessWait).
+	ReadinessIndicatorWait float64 `json:"readinessIndicatorWait,omitempty"`
+	// AuxiliaryCNIChainName names a subdirectory next to the clusterNetwork conf whose plugins
+	// run as an extra chain for every pod (Multus's field of the same name).
+	AuxiliaryCNIChainName string `json:"auxiliaryCNIChainName,omitempty"`
+	LogLevel              string `json:"logLevel,omitempty"`
 	// LogFile is relative to LogDir or an absolute path inside it; anything else is ignored
 	// (logs go to stderr) so that the conf can never make us write elsewhere as root.
 	LogFile string `json:"logFile,omitempty"`

@@ -90,7 +90,8 @@ type GenerateOptions struct {
 	ReadinessIndicatorFile string
 	PodResourcesSocket     string
 	// Policy is the meta-plugin's policy as JSON (policy.go), checked before it is written.
-	Policy json.RawMessage
+	Policy                json.RawMessage
+	AuxiliaryCNIChainName string
 }
 
 // Generate writes <confDir>/00-multinet.conflist wrapping the first foreign conf, keeping its
@@ -146,6 +147,7 @@ func Generate(o GenerateOptions) (string, bool, error) {
 	set("logLevel", o.LogLevel)
 	set("readinessIndicatorFile", o.ReadinessIndicatorFile)
 	set("podResourcesSocket", o.PodResourcesSocket)
+	set("auxiliaryCNIChainName", o.AuxiliaryCNIChainName)
 	if o.NamespaceIsolation {
 		plugin["namespaceIsolation"] = true
 	}

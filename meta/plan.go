@@ -30,6 +30,9 @@ type Delegate struct {
 	ResourceName   string                 `json:"resourceName,omitempty"`
 	DeviceID       string                 `json:"deviceID,omitempty"`
 	DefaultRoute   []string               `json:"defaultRoute,omitempty"`
+	// Auxiliary marks the auxiliaryCNIChainName chain: run and deleted like the others, but
+	// not a network of the pod (no network-status entry, no routes of its own).
+	Auxiliary bool `json:"auxiliary,omitempty"`
 	// Args are CNI_ARGS for this delegate only: the selection's mac and ips as MAC= and IP=,
 	// which Multus passes besides the capabilities (NADs without capabilities rely on them).
 	Args [][2]string `json:"args,omitempty"`
@@ -113,14 +116,13 @@ func (p *planner) clusterConf(ctx context.Context, ref string) ([]byte, error) {
 		if err != nil {
 			return nil, fmt.Errorf("clusterNetwork %s: %w", ref, err)
 		}
+		path := ref
 		if st.IsDir() {
-			path, err := FirstForeignConf(ref)
-			if err != nil {
+			if path, err = FirstForeignConf(ref); err != nil {
 				return nil, fmt.Errorf("clusterNetwork %s: %w", ref, err)
 			}
-			return os.ReadFile(path)
 		}
-		b, err := os.ReadFile(ref)
+		b, err := loadConfFile(path)
 		if err != nil {
 			return nil, fmt.Errorf("clusterNetwork %s: %w", ref, err)
 		}
@@ -227,6 +229,17 @@ func (p *planner) plan(ctx context.Context, pod *corev1.Pod, podUID, ifname stri
 	}
 	if err := p.enforcePolicy(pod, delegates, len(statics), sels); err != nil {
 		return nil, err
+	}
+	ver := ""
+	if l, err := cluster.list(); err == nil {
+		ver = l.CNIVersion
+	}
+	aux, err := p.auxiliaryChain(ifname, ver)
+	if err != nil {
+		return nil, fmt.Errorf("pod %s/%s: %w", pod.Namespace, pod.Name, err)
+	}
+	if aux != nil {
+		delegates = append(delegates, *aux)
 	}
 	return delegates, nil
 }

@@ -207,14 +207,14 @@ func (p *Plugin) Add(args *skel.CmdArgs) (_ types.Result, err error) {
 	if err := p.nested("ADD"); err != nil {
 		return nil, err
 	}
-	if err := p.Conf.ready(); err != nil {
+	ctx, cancel := p.ctx()
+	defer cancel()
+	if err := p.Conf.waitReady(ctx); err != nil {
 		return nil, err
 	}
 	if p.netsErr != nil {
 		return nil, p.netsErr
 	}
-	ctx, cancel := p.ctx()
-	defer cancel()
 	ref := parsePodRef(args.Args)
 	log := p.logger().With("container", args.ContainerID, "pod", ref.Namespace+"/"+ref.Name)
 	pod, err := p.pod(ctx, ref)
@@ -306,6 +306,9 @@ func (p *Plugin) Add(args *skel.CmdArgs) (_ types.Result, err error) {
 func (p *Plugin) statuses(containerID string, ds []Delegate, results []*types100.Result, podGws map[string][]string) ([]nadv1.NetworkStatus, error) {
 	var out []nadv1.NetworkStatus
 	for i, d := range ds {
+		if d.Auxiliary {
+			continue
+		}
 		info := p.deviceInfo(containerID, d, results[i])
 		sts, err := nadutils.CreateNetworkStatuses(results[i], d.Name, d.IsDefault, info)
 		if err == nil && len(sts) == 0 {

@@ -28,7 +28,8 @@ func configCmd(args []string, stdout, stderr io.Writer) int {
 	fs.StringVar(&o.LogLevel, "log-level", "", "debug, info, warning or error")
 	fs.BoolVar(&o.NamespaceIsolation, "namespace-isolation", false, "pods use only NADs of their namespace and the global ones")
 	fs.StringVar(&global, "global-namespaces", "", "comma-separated namespaces whose NADs every pod may use")
-	fs.StringVar(&o.ReadinessIndicatorFile, "readiness-indicator-file", "", "refuse ADD until this file exists")
+	fs.StringVar(&o.ReadinessIndicatorFile, "readiness-indicator-file", "", "ADD waits (45 s at most) until this file exists")
+	fs.StringVar(&o.AuxiliaryCNIChainName, "auxiliary-cni-chain-name", "", "run the plugins in <conf dir>/NAME/*.conf as an extra chain for every pod")
 	fs.StringVar(&o.PodResourcesSocket, "pod-resources-socket", "", "kubelet PodResources socket (default "+meta.DefaultPodResourcesSocket+")")
 	fs.StringVar(&policy, "policy", "", "JSON file with the meta-plugin's policy (what NADs may do to the node)")
 	if err := fs.Parse(args[1:]); err != nil {

@@ -29,13 +29,13 @@ t0=$(date +%s)
 BIN=$("$here/build-tools.sh" | tail -1)
 log "tools in $BIN ($(( $(date +%s) - t0 ))s)"
 
-rm -rf "$D/etcd" "$D/kubelet" "$D/containerd" "$D/run" "$D/logs" "$D/ipam" "$D/multinet-cache" "$D/multinet.d" "$D/net.d/00-multinet.conflist" "$D/sim-sysfs" "$D/devinfo" "$D/cni-state"
-mkdir -p "$D"/{pki,etcd,kubelet,containerd/root,containerd/state,run,logs,net.d,cni-bin,ipam,images,tools}
+rm -rf "$D/etcd" "$D/kubelet" "$D/containerd" "$D/run" "$D/logs" "$D/ipam" "$D/multinet-cache" "$D/multinet.d" "$D/net.d/00-multinet.conflist" "$D/net.d/cbr0" "$D/net.d/vendor-cni-chain" "$D/static-pods" "$D/sim-sysfs" "$D/devinfo" "$D/cni-state"
+mkdir -p "$D"/{pki,etcd,kubelet,containerd/root,containerd/state,run,logs,net.d,cni-bin,ipam,images,tools,static-pods}
 # The reference plugins are the cluster network (stand-in for Calico) and later the delegates.
 for p in /usr/lib/cni/*; do ln -sf "$p" "$D/cni-bin/"; done
 
 (cd "$repo" && CGO_ENABLED=0 go build -o "$D/tools/clusterctl" ./e2e/cluster/clusterctl && CGO_ENABLED=0 go build -o "$D/tools/pause" ./e2e/cluster/pause \
-  && CGO_ENABLED=0 go build -o "$D/cni-bin/" ./cmd/multinet ./cmd/sriov)
+  && CGO_ENABLED=0 go build -o "$D/cni-bin/" ./cmd/multinet ./cmd/sriov ./cmd/passthru)
 
 pki=$D/pki
 if [ ! -f "$pki/serving.crt" ]; then
@@ -151,7 +151,7 @@ address: 127.0.0.1
 port: $(freeport)
 healthzPort: 0
 readOnlyPort: 0
-staticPodPath: ""
+staticPodPath: $D/static-pods
 imageGCHighThresholdPercent: 100
 evictionHard: {memory.available: "1Mi", nodefs.available: "1%", imagefs.available: "1%"}
 EOT
@@ -178,8 +178,12 @@ start kubelet "$BIN/kubelet" --config "$D/kubelet-config.yaml" --kubeconfig "$D/
 mkdir -p "$D/multinet.d"
 sa_token=$("$D/tools/clusterctl" token "$D/kubeconfig" kube-system/multinet 48h "$NODE")
 kubeconfig "$D/multinet.d/kubeconfig" multinet "$sa_token"
+# Multus's node features its own e2e suite relies on: the readiness indicator (tests remove it to
+# hold ADDs) and an auxiliary chain, empty until a test drops plugins into its subdirectory.
+touch "$D/run/cluster-network-ready"
 "$D/cni-bin/multinet" config generate --conf-dir "$D/net.d" --kubeconfig "$D/multinet.d/kubeconfig" \
   --cache-dir "$D/multinet-cache" --log-dir "$D/logs" --log-file multinet.log --log-level info \
+  --readiness-indicator-file "$D/run/cluster-network-ready" --auxiliary-cni-chain-name vendor-cni-chain \
   --namespace-isolation --global-namespaces default \
   --pod-resources-socket "$D/kubelet/pod-resources/kubelet.sock" >/dev/null
 log "node $NODE Ready in $(( $(date +%s) - t0 ))s; KUBECONFIG=$D/kubeconfig"
