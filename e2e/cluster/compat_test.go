@@ -48,42 +48,40 @@ func dropConf(t *testing.T, c *clustertest.Cluster, subdir, file, conf string) {
 	t.Cleanup(func() { os.RemoveAll(dir) })
 }
 
-// Multus e2e test-subdirectory-chaining: a tuning conf in <confDir>/<cluster network name>/ runs
-// in every pod's cluster-network chain (libcni's subdirectory loading).
-func TestMultusSubdirectoryChaining(t *testing.T) {
+// sysctlFromDroppedConf drops a tuning conf setting eth0's sysctl to 1 into subdir of the
+// node's conf dir, runs a pod, checks that the pod's eth0 got it, runs want, and checks that
+// deleting the pod releases its lease.
+func sysctlFromDroppedConf(t *testing.T, subdir, pod, sysctl string, want func(c *clustertest.Cluster)) {
 	c := clustertest.Connect(t)
-	dropConf(t, c, "cbr0", "50-arp-filter.conf",
-		`{"cniVersion": "1.0.0", "name": "arp", "type": "tuning", "sysctl": {"net.ipv4.conf.eth0.arp_filter": "1"}}`)
-	c.CreatePod(t, "default", "subdir-chain")
-	p := c.WaitRunning(t, "default", "subdir-chain", 90*time.Second)
-	if v := podSysctl(t, p.Status.PodIP, "arp_filter"); v != "1" {
-		t.Errorf("pod eth0 arp_filter = %s, want 1 from the subdirectory's tuning plugin", v)
+	dropConf(t, c, subdir, "50-"+sysctl+".conf", fmt.Sprintf(
+		`{"cniVersion": "1.0.0", "name": %q, "type": "tuning", "sysctl": {"net.ipv4.conf.eth0.%s": "1"}}`, sysctl, sysctl))
+	c.CreatePod(t, "default", pod)
+	p := c.WaitRunning(t, "default", pod, 90*time.Second)
+	if v := podSysctl(t, p.Status.PodIP, sysctl); v != "1" {
+		t.Errorf("pod eth0 %s = %s, want 1 from the tuning plugin in %s/", sysctl, v, subdir)
 	}
-	c.DeletePod(t, "default", "subdir-chain")
+	want(c)
+	c.DeletePod(t, "default", pod)
 	if l := leaseOwners(c); len(l) != 0 {
 		t.Errorf("leases after delete: %v", l)
 	}
+}
+
+// Multus e2e test-subdirectory-chaining: a tuning conf in <confDir>/<cluster network name>/ runs
+// in every pod's cluster-network chain (libcni's subdirectory loading).
+func TestMultusSubdirectoryChaining(t *testing.T) {
+	sysctlFromDroppedConf(t, "cbr0", "subdir-chain", "arp_filter", func(*clustertest.Cluster) {})
 }
 
 // Multus e2e test-subdirectory-chaining-passthru: auxiliaryCNIChainName (vendor-cni-chain on this
 // node) runs <confDir>/vendor-cni-chain/*.conf as a chain of its own, and is no network of the
 // pod's in network-status.
 func TestMultusAuxiliaryCNIChain(t *testing.T) {
-	c := clustertest.Connect(t)
-	dropConf(t, c, "vendor-cni-chain", "sysctltwiddle.conf",
-		`{"cniVersion": "1.0.0", "name": "sysctltwiddle", "type": "tuning", "sysctl": {"net.ipv4.conf.eth0.arp_ignore": "1"}}`)
-	c.CreatePod(t, "default", "aux-chain")
-	p := c.WaitRunning(t, "default", "aux-chain", 90*time.Second)
-	if v := podSysctl(t, p.Status.PodIP, "arp_ignore"); v != "1" {
-		t.Errorf("pod eth0 arp_ignore = %s, want 1 from the auxiliary chain", v)
-	}
-	if st := networkStatus(t, c, "default", "aux-chain"); len(st) != 1 || st[0].Name != "cbr0" {
-		t.Errorf("network-status = %+v, want the cluster network only", st)
-	}
-	c.DeletePod(t, "default", "aux-chain")
-	if l := leaseOwners(c); len(l) != 0 {
-		t.Errorf("leases after delete: %v", l)
-	}
+	sysctlFromDroppedConf(t, "vendor-cni-chain", "aux-chain", "arp_ignore", func(c *clustertest.Cluster) {
+		if st := networkStatus(t, c, "default", "aux-chain"); len(st) != 1 || st[0].Name != "cbr0" {
+			t.Errorf("network-status = %+v, want the cluster network only", st)
+		}
+	})
 }
 
 // readinessIndicatorFile: an ADD that comes before the cluster network is ready waits for it
