@@ -58,7 +58,7 @@ func TestDevicePluginRefusedPoolIsANodeEvent(t *testing.T) {
 	}
 	since := time.Now().Add(-time.Second)
 	p.cmd = exec.Command(bin, "--config", cfgPath, "--sysfs-root", tree.Root, "--device-plugin-dir", c.DevicePluginDir(),
-		"--kubeconfig", kc, "--node-name", clustertest.Node)
+		"--kubeconfig", kc, "--node-name", clustertest.Node, "--pools-file", filepath.Join(work, "pools.json"))
 	p.cmd.Env = append(os.Environ(), devinfo.EnvBase+"="+filepath.Join(work, "devinfo"))
 	p.cmd.Stdout, p.cmd.Stderr = logf, logf
 	if err := p.cmd.Start(); err != nil {
