@@ -104,12 +104,13 @@ func (p *Plugin) add(log *slog.Logger, conf *NetConf, a Args) (_ *current.Result
 	if err := o.addPort(want); err != nil {
 		return nil, fmt.Errorf("vhostuser: slot %s: add port %s to %s: %w", slot.ID, c.Port, conf.Bridge, err)
 	}
-	// ovs-vsctl waited for ovs-vswitchd: a port it could not open says so now.
+	// ovs-vsctl waited for ovs-vswitchd: a port it could not open has an error or no ofport now
+	// (ovs-vsctl itself exits 0 then, only printing a warning).
 	got, perr, ofport, err := o.getPort(c.Port)
 	if err != nil {
 		return nil, fmt.Errorf("vhostuser: slot %s: read back port %s: %w", slot.ID, c.Port, err)
 	}
-	if perr != "" || ofport < 0 {
+	if perr != "" || ofport <= 0 {
 		return nil, fmt.Errorf("vhostuser: slot %s: ovs-vswitchd refused port %s on %s: %s (ofport %d)", slot.ID, c.Port, conf.Bridge, perr, ofport)
 	}
 	if diff := diffPort(want, *got); diff != "" {

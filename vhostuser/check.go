@@ -29,7 +29,7 @@ func (p *Plugin) Check(a Args) error {
 	if err != nil {
 		return fmt.Errorf("vhostuser: slot %s: %w", c.Slot.ID, err)
 	}
-	if perr != "" || ofport < 0 {
+	if perr != "" || ofport <= 0 {
 		return fmt.Errorf("vhostuser: slot %s: port %s: ovs-vswitchd reports %q (ofport %d)", c.Slot.ID, c.Port, perr, ofport)
 	}
 	if d := diffPort(c.wantPort(conf), *got); d != "" {
