@@ -3,6 +3,7 @@ package vhostuser
 import (
 	"errors"
 	"fmt"
+	"syscall"
 
 	"github.com/multinet-io/multinet/devinfo"
 )
@@ -62,7 +63,8 @@ func (p *Plugin) undo(o *ovs, c *Cache) error {
 		}
 	}
 	if c.DevInfo != "" {
-		if err := devinfo.Remove(c.DevInfo); err != nil {
+		// ENOTDIR: a path under a non-directory cannot exist, so there is nothing to remove.
+		if err := devinfo.Remove(c.DevInfo); err != nil && !errors.Is(err, syscall.ENOTDIR) {
 			errs = append(errs, err)
 		}
 	}
