@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"syscall"
@@ -174,7 +175,7 @@ func vsctl(args ...string) (string, error) {
 	return strings.TrimSpace(string(out)), nil
 }
 
-func mustVsctl(t *testing.T, args ...string) string {
+func mustVsctl(t testing.TB, args ...string) string {
 	t.Helper()
 	out, err := vsctl(args...)
 	if err != nil {
@@ -184,7 +185,7 @@ func mustVsctl(t *testing.T, args ...string) string {
 }
 
 // vhuPorts lists the ports of every bridge that the vhostuser plugin made (names vhu...).
-func vhuPorts(t *testing.T) []string {
+func vhuPorts(t testing.TB) []string {
 	t.Helper()
 	var out []string
 	for _, br := range strings.Fields(mustVsctl(t, "list-br")) {
@@ -197,13 +198,23 @@ func vhuPorts(t *testing.T) []string {
 	return out
 }
 
-// ifaceStats reads one counter of an OVS interface.
-func ifaceStat(t *testing.T, port, counter string) int {
+var portStatsRe = regexp.MustCompile(`rx pkts=(\d+).*\n\s*tx pkts=(\d+), bytes=\d+, drop=(\d+)`)
+
+// portStats reads a port's live counters from ovs-vswitchd (OpenFlow port stats): the
+// Interface statistics column in OVSDB is only refreshed every 5 s.
+func portStats(t testing.TB, port string) (rx, tx, txDrop int) {
 	t.Helper()
-	out := mustVsctl(t, "get", "Interface", port, "statistics:"+counter)
-	n, err := strconv.Atoi(strings.Trim(out, `"`))
+	br := mustVsctl(t, "port-to-br", port)
+	out, err := exec.Command("ovs-ofctl", "dump-ports", "unix:"+runDir+"/ovs/run/"+br+".mgmt", port).CombinedOutput()
 	if err != nil {
-		t.Fatalf("port %s statistics:%s = %q", port, counter, out)
+		t.Fatalf("ovs-ofctl dump-ports %s: %v: %s", port, err, out)
 	}
-	return n
+	m := portStatsRe.FindStringSubmatch(string(out))
+	if m == nil {
+		t.Fatalf("ovs-ofctl dump-ports %s: no counters in %q", port, out)
+	}
+	rx, _ = strconv.Atoi(m[1])
+	tx, _ = strconv.Atoi(m[2])
+	txDrop, _ = strconv.Atoi(m[3])
+	return rx, tx, txDrop
 }
