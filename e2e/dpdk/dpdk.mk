@@ -9,3 +9,11 @@ e2e-dpdk:
 	@if [ "$$(id -u)" != 0 ]; then echo "e2e-dpdk: skipped (needs root: hugepages, OVS-DPDK, network namespaces)"; exit 0; fi; \
 	  ./e2e/dpdk/deps.sh && \
 	  $(GO) test -count=1 -tags e2e_dpdk -v -timeout 15m ./e2e/dpdk/... $(if $(DPDK_RUN),-run '$(DPDK_RUN)')
+
+# Benchmarks of the same setup (numbers in benchmarks/RESULTS.md): vhost-user attach latency
+# (ADD to OVS connected to the pod's socket) and pod-to-pod throughput through OVS-DPDK.
+.PHONY: bench-dpdk
+bench-dpdk:
+	@if [ "$$(id -u)" != 0 ]; then echo "bench-dpdk: needs root"; exit 1; fi; ./e2e/dpdk/deps.sh
+	$(GO) test -count=1 -tags e2e_dpdk -run '^$$' -bench VhostUserAttach -benchtime 20x ./e2e/dpdk/
+	$(GO) test -count=1 -tags e2e_dpdk -run '^$$' -bench PodToPodThroughput -benchtime 2x ./e2e/dpdk/

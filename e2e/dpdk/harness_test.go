@@ -95,6 +95,12 @@ func hugepages(n int) (func(), error) {
 			return func() {}, err
 		}
 		undo = append(undo, func() { _ = os.WriteFile(nr, []byte(strconv.Itoa(prev)), 0o644) })
+		// The kernel gives what it can find contiguous; OVS takes 256 MB (128 pages) of them.
+		b, _ := os.ReadFile(nr)
+		if got, _ := strconv.Atoi(strings.TrimSpace(string(b))); got < 160 {
+			undo[0]()
+			return func() {}, fmt.Errorf("asked for %d 2 MB pages, the kernel gave %d (OVS-DPDK needs 128 + headroom)", n, got)
+		}
 	}
 	if exec.Command("mountpoint", "-q", "/dev/hugepages").Run() != nil {
 		if err := os.MkdirAll("/dev/hugepages", 0o755); err != nil {
