@@ -66,6 +66,9 @@ func (p *Plugin) add(log *slog.Logger, conf *NetConf, a Args) (_ *current.Result
 		// Its pod's namespace is gone and its DEL never came: take the slot; the port of that
 		// name is replaced below in the same transaction that adds ours.
 		log.Warn("taking over a slot whose owner's netns is gone", "previousContainer", owner.ContainerID, "previousNetns", owner.Netns)
+		if prev, _ := st.loadCache(owner.ContainerID, owner.IfName); prev != nil && prev.DevInfo != "" {
+			_ = devinfo.Remove(prev.DevInfo)
+		}
 		_ = removeFile(st.cachePath(owner.ContainerID, owner.IfName))
 	}
 	if ok, err := o.bridgeExists(conf.Bridge); err != nil {
