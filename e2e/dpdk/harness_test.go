@@ -204,10 +204,11 @@ func vhuPorts(t testing.TB) []string {
 	return out
 }
 
-var portStatsRe = regexp.MustCompile(`rx pkts=(\d+).*\n\s*tx pkts=(\d+), bytes=\d+, drop=(\d+)`)
+var portStatsRe = regexp.MustCompile(`rx pkts=(\d+|\?).*\n\s*tx pkts=(\d+|\?), bytes=[^,]*, drop=(\d+|\?)`)
 
 // portStats reads a port's live counters from ovs-vswitchd (OpenFlow port stats): the
-// Interface statistics column in OVSDB is only refreshed every 5 s.
+// Interface statistics column in OVSDB is only refreshed every 5 s. A port that never came up
+// reports "?": zero.
 func portStats(t testing.TB, port string) (rx, tx, txDrop int) {
 	t.Helper()
 	br := mustVsctl(t, "port-to-br", port)
