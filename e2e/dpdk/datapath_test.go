@@ -246,7 +246,9 @@ func (s *syncBuffer) Write(p []byte) (int, error) {
 func (s *syncBuffer) String() string { s.mu.Lock(); defer s.mu.Unlock(); return s.b.String() }
 
 func startTestpmd(t testing.TB, p *pod, eal []string, mode string) *testpmd {
-	args := append([]string{"--net=" + p.netns.Path(), "dpdk-testpmd", "-l", "0,1", "--no-huge", "-m", "512",
+	// testpmd printf()s its statistics: line-buffered (stdbuf), or they sit in its buffer
+	// while stdout is a pipe.
+	args := append([]string{"--net=" + p.netns.Path(), "stdbuf", "-oL", "dpdk-testpmd", "-l", "0,1", "--no-huge", "-m", "512",
 		"--file-prefix=" + p.name}, eal...)
 	args = append(args, "--", "-i", "--total-num-mbufs=4096", "--forward-mode="+mode)
 	tp := &testpmd{cmd: exec.Command("nsenter", args...), out: &syncBuffer{}, done: make(chan error, 1)}
