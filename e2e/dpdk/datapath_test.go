@@ -601,3 +601,43 @@ func runTraffic(t testing.TB, a, b *pod, pa, pb string, eal map[*pod][]string, d
 	rx.quit(t)
 	return r
 }
+
+// A pod whose netns is gone without its DEL (a crashed node agent, a lost DEL) does not keep
+// its slot forever: the next pod given the slot takes it over, port and all.
+func TestOrphanedSlotIsTakenOver(t *testing.T) {
+	n := newNode(t)
+	a, c := n.newPod("pa", "vhost-0"), n.newPod("pc", "vhost-0")
+	if err := n.add(a, "vhu-net"); err != nil {
+		t.Fatal(err)
+	}
+	old, _ := filepath.Glob(filepath.Join(n.dir, "devinfo", "cni", "*"+a.cid+"*"))
+	if len(old) != 1 {
+		t.Fatalf("device-info of %s: %v", a.name, old)
+	}
+	a.netns.Close()
+	if err := testutils.UnmountNS(a.netns); err != nil {
+		t.Fatal(err)
+	}
+	if err := n.add(c, "vhu-net"); err != nil {
+		t.Fatalf("ADD on the orphaned slot: %v", err)
+	}
+	if got := mustVsctl(t, "get", "Interface", portOf(t, "vhost-0"), "external_ids:multinet-container-id"); strings.Trim(got, `"`) != c.cid {
+		t.Fatalf("the slot's port belongs to %s, want %s", got, c.cid)
+	}
+	if _, err := os.Stat(old[0]); !os.IsNotExist(err) {
+		t.Errorf("the orphan's device-info %s is still there (%v)", old[0], err)
+	}
+	// The orphan's late DEL must not take the port from its new owner.
+	if err := n.del(a, "vhu-net"); err != nil {
+		t.Fatalf("late DEL of the orphan: %v", err)
+	}
+	if err := n.check(c, "vhu-net"); err != nil {
+		t.Fatalf("the new owner's attachment after the orphan's late DEL: %v", err)
+	}
+	if err := n.del(c, "vhu-net"); err != nil {
+		t.Fatal(err)
+	}
+	if ports := vhuPorts(t); len(ports) != 0 {
+		t.Fatalf("ports left: %v", ports)
+	}
+}
