@@ -5,6 +5,9 @@ package dpdke2e
 import (
 	"fmt"
 	"net"
+	"os"
+	"os/exec"
+	"strings"
 	"sort"
 	"testing"
 	"time"
@@ -89,4 +92,33 @@ func BenchmarkPodToPodThroughput(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
+}
+
+// BenchmarkVhostUserPluginAdd: the vhostuser plugin's own ADD and DEL (binary exec'd as a
+// runtime does, netconf with the deviceID the meta-plugin injects), without the cluster network.
+func BenchmarkVhostUserPluginAdd(b *testing.B) {
+	n := newNode(b)
+	p := n.newPod("plug", "vhost-0")
+	conf := fmt.Sprintf(`{"cniVersion":"1.0.0","name":"vhu-net","type":"vhostuser","deviceID":"vhost-0","bridge":%q,"vlan":%d,"mtu":1500,"ovsdbSocket":%q}`, bridge, vlan, ovsDB)
+	run := func(cmd, cid string) time.Duration {
+		c := exec.Command(binDir + "/vhostuser")
+		c.Env = append(os.Environ(), "CNI_COMMAND="+cmd, "CNI_CONTAINERID="+cid, "CNI_NETNS="+p.netns.Path(), "CNI_IFNAME=net1", "CNI_PATH="+binDir)
+		c.Stdin = strings.NewReader(conf)
+		t0 := time.Now()
+		if out, err := c.CombinedOutput(); err != nil {
+			b.Fatalf("%s: %v: %s", cmd, err, out)
+		}
+		return time.Since(t0)
+	}
+	var adds, dels []time.Duration
+	for i := 0; i < b.N; i++ {
+		cid := fmt.Sprintf("cid-plug-%d", i)
+		adds = append(adds, run("ADD", cid))
+		dels = append(dels, run("DEL", cid))
+	}
+	ms := func(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
+	b.ReportMetric(ms(pct(adds, 50)), "add-p50-ms")
+	b.ReportMetric(ms(pct(adds, 100)), "add-max-ms")
+	b.ReportMetric(ms(pct(dels, 50)), "del-p50-ms")
+	b.ReportMetric(0, "ns/op")
 }

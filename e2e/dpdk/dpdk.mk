@@ -15,5 +15,5 @@ e2e-dpdk:
 .PHONY: bench-dpdk
 bench-dpdk:
 	@if [ "$$(id -u)" != 0 ]; then echo "bench-dpdk: needs root"; exit 1; fi; ./e2e/dpdk/deps.sh
-	$(GO) test -count=1 -tags e2e_dpdk -run '^$$' -bench VhostUserAttach -benchtime 20x ./e2e/dpdk/
+	$(GO) test -count=1 -tags e2e_dpdk -run '^$$' -bench "VhostUserAttach|VhostUserPluginAdd" -benchtime 20x ./e2e/dpdk/
 	$(GO) test -count=1 -tags e2e_dpdk -run '^$$' -bench PodToPodThroughput -benchtime 2x ./e2e/dpdk/
