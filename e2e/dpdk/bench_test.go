@@ -7,8 +7,8 @@ import (
 	"net"
 	"os"
 	"os/exec"
-	"strings"
 	"sort"
+	"strings"
 	"testing"
 	"time"
 )
