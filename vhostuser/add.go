@@ -5,6 +5,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	current "github.com/containernetworking/cni/pkg/types/100"
@@ -71,12 +72,6 @@ func (p *Plugin) add(log *slog.Logger, conf *NetConf, a Args) (_ *current.Result
 		}
 		_ = removeFile(st.cachePath(owner.ContainerID, owner.IfName))
 	}
-	if ok, err := o.bridgeExists(conf.Bridge); err != nil {
-		return nil, fmt.Errorf("vhostuser: slot %s: %w", slot.ID, err)
-	} else if !ok {
-		return nil, fmt.Errorf("vhostuser: slot %s: field \"bridge\": %s not found in OVSDB %s", slot.ID, conf.Bridge, conf.OVSDB)
-	}
-
 	// What DEL needs goes to disk before OVS is touched.
 	c := &Cache{ContainerID: a.ContainerID, IfName: a.IfName, Netns: a.Netns, Network: conf.Name,
 		NetConf: a.StdinData, Slot: slot, Port: slot.PortName(), Bridge: conf.Bridge, OVSDB: conf.OVSDB,
@@ -105,6 +100,10 @@ func (p *Plugin) add(log *slog.Logger, conf *NetConf, a Args) (_ *current.Result
 	}
 	want := c.wantPort(conf)
 	if err := o.addPort(want); err != nil {
+		// The transaction checks the bridge: one call fewer than asking first.
+		if strings.Contains(err.Error(), "no bridge named "+conf.Bridge) {
+			return nil, fmt.Errorf("vhostuser: slot %s: field \"bridge\": %s not found in OVSDB %s", slot.ID, conf.Bridge, conf.OVSDB)
+		}
 		return nil, fmt.Errorf("vhostuser: slot %s: add port %s to %s: %w", slot.ID, c.Port, conf.Bridge, err)
 	}
 	// ovs-vsctl waited for ovs-vswitchd: a port it could not open has an error or no ofport now

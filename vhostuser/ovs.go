@@ -88,16 +88,9 @@ func (o *ovs) delPort(name string) error {
 // errNoPort is returned by getPort when OVS has no such interface.
 var errNoPort = errors.New("no such port")
 
-// getPort reads back a port's settings and the state ovs-vswitchd reports for it.
+// getPort reads back a port's settings and the state ovs-vswitchd reports for it, in one call.
 func (o *ovs) getPort(name string) (*Port, string, int, error) {
-	out, err := o.run("--if-exists", "get", "Interface", name, "name")
-	if err != nil {
-		return nil, "", 0, err
-	}
-	if strings.TrimSpace(out) == "" {
-		return nil, "", 0, errNoPort
-	}
-	out, err = o.run("--", "get", "Interface", name, "type",
+	out, err := o.run("--", "get", "Interface", name, "type",
 		"--", "get", "Interface", name, "options",
 		"--", "get", "Interface", name, "mtu_request",
 		"--", "get", "Port", name, "tag",
@@ -106,6 +99,9 @@ func (o *ovs) getPort(name string) (*Port, string, int, error) {
 		"--", "get", "Interface", name, "ofport",
 		"--", "get", "Interface", name, "external_ids")
 	if err != nil {
+		if strings.Contains(err.Error(), "no row \""+name+"\"") || strings.Contains(err.Error(), "no port named "+name) {
+			return nil, "", 0, errNoPort
+		}
 		return nil, "", 0, err
 	}
 	lines := strings.Split(strings.TrimRight(out, "\n"), "\n")

@@ -518,6 +518,12 @@ func TestFailedAddLeavesNoPort(t *testing.T) {
 		if err := n.check(a, "vhu-net"); err != nil {
 			t.Fatalf("the first pod's attachment after the refused one: %v", err)
 		}
+		// The port removed behind multinet's back: CHECK says so, DEL still succeeds.
+		pa := portOf(t, "vhost-0")
+		mustVsctl(t, "del-port", pa)
+		if err := n.check(a, "vhu-net"); err == nil || !strings.Contains(err.Error(), "port "+pa+" is missing from OVS") {
+			t.Fatalf("CHECK without the port: %v", err)
+		}
 		if err := n.del(a, "vhu-net"); err != nil {
 			t.Fatal(err)
 		}
