@@ -35,7 +35,7 @@ func TestMain(m *testing.M) {
 		fmt.Println("e2e/dpdk: skipped (needs root: hugepages, OVS-DPDK, network namespaces)")
 		os.Exit(0)
 	}
-	for _, t := range []string{vswitchdDPDK, "ovsdb-server", "ovs-vsctl", "ovsdb-tool", "dpdk-testpmd", "nsenter"} {
+	for _, t := range []string{vswitchdDPDK, "ovsdb-server", "ovs-vsctl", "ovsdb-tool", "ovs-ofctl", "dpdk-testpmd", "nsenter", "stdbuf", "mountpoint"} {
 		if _, err := exec.LookPath(t); err != nil {
 			fmt.Printf("e2e/dpdk: %s missing (run e2e/dpdk/deps.sh): %v\n", t, err)
 			os.Exit(1)
