@@ -647,3 +647,48 @@ func TestOrphanedSlotIsTakenOver(t *testing.T) {
 		t.Fatalf("ports left: %v", ports)
 	}
 }
+
+// Two ADDs racing for one slot (a double allocation, a retried ADD) never both win: the slot's
+// flock and ownership record let exactly one through, and the loser leaves nothing behind.
+func TestConcurrentAddsOnOneSlot(t *testing.T) {
+	n := newNode(t)
+	a, c := n.newPod("ra", "vhost-0"), n.newPod("rc", "vhost-0")
+	conf := fmt.Sprintf(`{"cniVersion":"1.0.0","name":"vhu-net","type":"vhostuser","deviceID":"vhost-0","bridge":%q,"ovsdbSocket":%q}`, bridge, ovsDB)
+	errs := make([]error, 2)
+	var wg sync.WaitGroup
+	for i, p := range []*pod{a, c} {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			cmd := exec.Command(binDir + "/vhostuser")
+			cmd.Env = append(os.Environ(), "CNI_COMMAND=ADD", "CNI_CONTAINERID="+p.cid, "CNI_NETNS="+p.netns.Path(), "CNI_IFNAME=net1", "CNI_PATH="+binDir)
+			cmd.Stdin = strings.NewReader(conf)
+			if out, err := cmd.CombinedOutput(); err != nil {
+				errs[i] = fmt.Errorf("%v: %s", err, out)
+			}
+		}()
+	}
+	wg.Wait()
+	if (errs[0] == nil) == (errs[1] == nil) {
+		t.Fatalf("want exactly one ADD to win: %v / %v", errs[0], errs[1])
+	}
+	winner, loser := a, c
+	if errs[0] != nil {
+		winner, loser = c, a
+	}
+	if e := errs[0]; e == nil {
+		e = errs[1]
+		if !strings.Contains(e.Error(), "in use by container "+winner.cid) {
+			t.Errorf("the loser's error: %v", e)
+		}
+	}
+	if ports := vhuPorts(t); len(ports) != 1 {
+		t.Fatalf("ports: %v, want the winner's only", ports)
+	}
+	if got := mustVsctl(t, "get", "Interface", portOf(t, "vhost-0"), "external_ids:multinet-container-id"); strings.Trim(got, `"`) != winner.cid {
+		t.Fatalf("port belongs to %s, want %s", got, winner.cid)
+	}
+	if recs, _ := filepath.Glob(filepath.Join(n.dir, "state", "vhostuser", "cache", loser.cid+"-*")); len(recs) != 0 {
+		t.Errorf("the loser left records: %v", recs)
+	}
+}
