@@ -672,15 +672,12 @@ func TestConcurrentAddsOnOneSlot(t *testing.T) {
 	if (errs[0] == nil) == (errs[1] == nil) {
 		t.Fatalf("want exactly one ADD to win: %v / %v", errs[0], errs[1])
 	}
-	winner, loser := a, c
+	winner, loser, lost := a, c, errs[1]
 	if errs[0] != nil {
-		winner, loser = c, a
+		winner, loser, lost = c, a, errs[0]
 	}
-	if e := errs[0]; e == nil {
-		e = errs[1]
-		if !strings.Contains(e.Error(), "in use by container "+winner.cid) {
-			t.Errorf("the loser's error: %v", e)
-		}
+	if !strings.Contains(lost.Error(), "in use by container "+winner.cid) {
+		t.Errorf("the loser's error: %v", lost)
 	}
 	if ports := vhuPorts(t); len(ports) != 1 {
 		t.Fatalf("ports: %v, want the winner's only", ports)
