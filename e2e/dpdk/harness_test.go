@@ -67,13 +67,16 @@ func run(m *testing.M) int {
 	}
 	code := m.Run()
 	stop()
-	if code != 0 {
+	if code == 0 {
+		// Logs and state stay for a failed run to be looked at; a passed one leaves nothing.
+		_ = os.RemoveAll(runDir)
+	} else {
 		if b, err := os.ReadFile(runDir + "/ovs/log/vswitchd.log"); err == nil {
 			lines := strings.Split(strings.TrimSpace(string(b)), "\n")
 			if len(lines) > 30 {
 				lines = lines[len(lines)-30:]
 			}
-			fmt.Printf("=== tail of ovs-vswitchd log\n%s\n", strings.Join(lines, "\n"))
+			fmt.Printf("=== tail of ovs-vswitchd log (%s/ovs/log)\n%s\n", runDir, strings.Join(lines, "\n"))
 		}
 	}
 	return code
@@ -103,8 +106,11 @@ func hugepages(n int) (func(), error) {
 		}
 	}
 	if exec.Command("mountpoint", "-q", "/dev/hugepages").Run() != nil {
-		if err := os.MkdirAll("/dev/hugepages", 0o755); err != nil {
-			return func() {}, err
+		if _, err := os.Stat("/dev/hugepages"); os.IsNotExist(err) {
+			if err := os.Mkdir("/dev/hugepages", 0o755); err != nil {
+				return func() {}, err
+			}
+			undo = append(undo, func() { _ = os.Remove("/dev/hugepages") })
 		}
 		if err := syscall.Mount("none", "/dev/hugepages", "hugetlbfs", 0, ""); err != nil {
 			return func() {}, fmt.Errorf("mount hugetlbfs: %w", err)
