@@ -1,9 +1,13 @@
 package vhostuser
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
+	"path/filepath"
 	"syscall"
+
+	"github.com/containernetworking/cni/pkg/types"
 
 	"github.com/multinet-io/multinet/devinfo"
 )
@@ -77,4 +81,38 @@ func (p *Plugin) undo(o *ovs, c *Cache) error {
 		}
 	}
 	return removeFile(st.cachePath(c.ContainerID, c.IfName))
+}
+
+// GC releases this network's attachments the runtime no longer lists as valid (CNI 1.1): pods
+// whose DEL never came keep no port and no slot.
+func (p *Plugin) GC(a Args) error {
+	nc := &types.NetConf{}
+	if err := json.Unmarshal(a.StdinData, nc); err != nil {
+		return fmt.Errorf("vhostuser: GC: parse netconf: %w", err)
+	}
+	valid := map[[2]string]bool{}
+	for _, v := range nc.ValidAttachments {
+		valid[[2]string{v.ContainerID, v.IfName}] = true
+	}
+	paths, err := filepath.Glob(filepath.Join(p.StateDir, "cache", "*.json"))
+	if err != nil {
+		return fmt.Errorf("vhostuser: GC: %w", err)
+	}
+	var errs []error
+	for _, path := range paths {
+		c := &Cache{}
+		if ok, err := readJSON(path, c); err != nil || !ok {
+			if err != nil {
+				errs = append(errs, fmt.Errorf("vhostuser: GC: %w", err))
+			}
+			continue
+		}
+		if c.Network != nc.Name || valid[[2]string{c.ContainerID, c.IfName}] {
+			continue
+		}
+		if err := p.Del(Args{ContainerID: c.ContainerID, IfName: c.IfName}); err != nil {
+			errs = append(errs, fmt.Errorf("vhostuser: GC %s/%s: %w", c.ContainerID, c.IfName, err))
+		}
+	}
+	return errors.Join(errs...)
 }

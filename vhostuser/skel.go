@@ -26,6 +26,7 @@ func (p *Plugin) CNIFuncs() skel.CNIFuncs {
 		},
 		Del:    func(a *skel.CmdArgs) error { return p.Del(args(a)) },
 		Check:  func(a *skel.CmdArgs) error { return p.Check(args(a)) },
+		GC:     func(a *skel.CmdArgs) error { return p.GC(args(a)) },
 		Status: func(a *skel.CmdArgs) error { return p.Status(args(a)) },
 	}
 }

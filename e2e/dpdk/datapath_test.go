@@ -689,3 +689,39 @@ func TestConcurrentAddsOnOneSlot(t *testing.T) {
 		t.Errorf("the loser left records: %v", recs)
 	}
 }
+
+// runPlugin execs the vhostuser binary as a runtime does.
+func runPlugin(t *testing.T, command, cid, netns, conf string) error {
+	t.Helper()
+	cmd := exec.Command(binDir + "/vhostuser")
+	cmd.Env = append(os.Environ(), "CNI_COMMAND="+command, "CNI_CONTAINERID="+cid, "CNI_NETNS="+netns, "CNI_IFNAME=net1", "CNI_PATH="+binDir)
+	cmd.Stdin = strings.NewReader(conf)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("%s: %v: %s", command, err, out)
+	}
+	return nil
+}
+
+// GC (CNI 1.1) releases the attachments the runtime no longer lists: their ports go, the
+// listed ones stay.
+func TestGCReleasesAttachmentsTheRuntimeForgot(t *testing.T) {
+	n := newNode(t)
+	keep, gone := n.newPod("gk", "vhost-0"), n.newPod("gg", "vhost-1")
+	for _, p := range []*pod{keep, gone} {
+		conf := fmt.Sprintf(`{"cniVersion":"1.1.0","name":"vhu-net","type":"vhostuser","deviceID":%q,"bridge":%q,"ovsdbSocket":%q}`, p.slot, bridge, ovsDB)
+		if err := runPlugin(t, "ADD", p.cid, p.netns.Path(), conf); err != nil {
+			t.Fatal(err)
+		}
+	}
+	gc := fmt.Sprintf(`{"cniVersion":"1.1.0","name":"vhu-net","type":"vhostuser","bridge":%q,"ovsdbSocket":%q,
+		"cni.dev/valid-attachments":[{"containerID":%q,"ifname":"net1"}]}`, bridge, ovsDB, keep.cid)
+	if err := runPlugin(t, "GC", "", "", gc); err != nil {
+		t.Fatal(err)
+	}
+	if ports := vhuPorts(t); len(ports) != 1 || filepath.Base(ports[0]) != portOf(t, "vhost-0") {
+		t.Fatalf("after GC: ports %v, want only %s's", ports, keep.name)
+	}
+	if _, err := os.Lstat(filepath.Join(n.dir, "state", "vhostuser", "cache", gone.cid+"-net1.json")); !os.IsNotExist(err) {
+		t.Fatalf("GC left %s's record (%v)", gone.name, err)
+	}
+}
