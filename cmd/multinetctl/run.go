@@ -17,6 +17,7 @@ import (
 const usage = `usage:
   multinetctl devices [--sysfs-root DIR] [-o table|json]
   multinetctl vf apply -f POLICY.yaml [--sysfs-root DIR] [--dry-run] [--timeout 60s]
+  multinetctl dpdk-args [--annotations /etc/podnetinfo/annotations] [--queues N] [--mac] [-o shell|lines|json]
 `
 
 func run(args []string, stdout, stderr io.Writer) int {
@@ -28,6 +29,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 	switch {
 	case args[0] == "devices":
 		err = devices(args[1:], stdout)
+	case args[0] == "dpdk-args":
+		err = dpdkArgs(args[1:], os.Environ(), stdout, stderr)
 	case args[0] == "vf" && len(args) > 1 && args[1] == "apply":
 		err = vfApply(args[2:], stdout)
 	case args[0] == "-h" || args[0] == "--help" || args[0] == "help":

@@ -1,0 +1,15 @@
+// Command vhostuser is the vhost-user CNI plugin ("type": "vhostuser"), a thin CNI binary over
+// package vhostuser. Environment: MULTINET_STATE_DIR (state under <dir>/vhostuser; default
+// /var/lib/cni/multinet/vhostuser), MULTINET_DEVINFO_DIR, MULTINET_OVS_VSCTL.
+package main
+
+import (
+	"github.com/containernetworking/cni/pkg/skel"
+	"github.com/containernetworking/cni/pkg/version"
+
+	"github.com/multinet-io/multinet/vhostuser"
+)
+
+func main() {
+	skel.PluginMainFuncs(vhostuser.NewFromEnv().CNIFuncs(), version.All, "multinet vhost-user CNI plugin")
+}
