@@ -19,7 +19,7 @@ if [ ! -e "$prc" ]; then
   printf '#!/bin/sh\nexit 101\n' > "$prc" && chmod +x "$prc" && own_prc=1
 fi
 trap '[ "$own_prc" = 1 ] && rm -f "$prc"' EXIT
-apt-get install -y -q --no-install-recommends "${missing[@]}" >/dev/null 2>&1 || {
-  apt-get update -q >/dev/null
-  apt-get install -y -q --no-install-recommends "${missing[@]}" >/dev/null
+apt-get -o DPkg::Lock::Timeout=300 install -y -q --no-install-recommends "${missing[@]}" >/dev/null 2>&1 || {
+  apt-get -o DPkg::Lock::Timeout=300 update -q >/dev/null
+  apt-get -o DPkg::Lock::Timeout=300 install -y -q --no-install-recommends "${missing[@]}" >/dev/null
 }
