@@ -89,6 +89,40 @@ func New(stdin []byte, cniArgs string) (p *Plugin, err error) {
 	return p, nil
 }
 
+// Shared is what a long-lived process (the node agent) builds once and hands to every request.
+type Shared struct {
+	// Nets serves NADs and pods for confs in API mode (a conf with networkDir gets its own
+	// standalone source); nil: none.
+	Nets    Networks
+	Exec    invoke.Exec // nil: exec the plugin binaries
+	Sys     *pci.SysFS
+	Log     *slog.Logger
+	Timeout time.Duration
+	// Depth is the request's EnvDepth, as the shim found it.
+	Depth int
+}
+
+// NewShared builds the Plugin for one request from its netconf and CNI_ARGS over the process's
+// shared parts: no API client, log file or sysfs root is made per call. Per-request data
+// (CNI_ARGS) lives only in this Plugin.
+func NewShared(stdin []byte, cniArgs string, sh Shared) (p *Plugin, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			p, err = nil, fmt.Errorf("multinet config: internal error: %v", r)
+		}
+	}()
+	conf, err := LoadConfig(stdin)
+	if err != nil {
+		return nil, err
+	}
+	p = &Plugin{Conf: conf, Nets: sh.Nets, Exec: sh.Exec, Sys: sh.Sys, Log: sh.Log, Timeout: sh.Timeout, Depth: sh.Depth}
+	if conf.NetworkDir != "" {
+		p.Nets = &dirNetworks{dir: conf.NetworkDir, statusDir: conf.CacheDir + "/status", args: parseCNIArgs(cniArgs)}
+	}
+	p.Devices = kubeletDevices(conf)
+	return p, nil
+}
+
 // logger is Log, or warnings to stderr for a Plugin built without one.
 func (p *Plugin) logger() *slog.Logger {
 	if p.Log == nil {
