@@ -21,6 +21,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"k8s.io/client-go/kubernetes"
 
+	"github.com/multinet-io/multinet/deviceplugin"
 	"github.com/multinet-io/multinet/internal/cniwire"
 	"github.com/multinet-io/multinet/meta/delcache"
 	"github.com/multinet-io/multinet/pci"
@@ -54,7 +55,14 @@ type Config struct {
 	SysfsRoot       string
 	// Sriov runs the sriov delegate in-process; nil: the sriov binary is exec'd like others.
 	Sriov *sriovcni.Plugin
-	Log   *slog.Logger
+	// DevicePlugin runs the kubelet device plugin (package deviceplugin, its config file and
+	// options) in the agent; nil: off.
+	DevicePlugin *deviceplugin.Options
+	// VFPolicyFile is the VF node policy (the `multinetctl vf apply` format), applied at start
+	// and whenever its content changes, looked at every VFPolicyInterval (default 5 s); "": off.
+	VFPolicyFile     string
+	VFPolicyInterval time.Duration
+	Log              *slog.Logger
 }
 
 // Agent is one running node agent.
@@ -94,6 +102,9 @@ func New(cfg Config) (*Agent, error) {
 	if cfg.ShutdownTimeout <= 0 {
 		cfg.ShutdownTimeout = 30 * time.Second
 	}
+	if cfg.VFPolicyInterval <= 0 {
+		cfg.VFPolicyInterval = 5 * time.Second
+	}
 	if cfg.SysfsRoot == "" {
 		cfg.SysfsRoot = pci.DefaultSysfsRoot
 	}
@@ -121,6 +132,13 @@ func New(cfg Config) (*Agent, error) {
 func (a *Agent) Run(ctx context.Context) error {
 	stop := make(chan struct{})
 	defer close(stop)
+	nodeCtx, stopNode := context.WithCancel(ctx)
+	waitNode, err := a.runNode(nodeCtx)
+	if err != nil {
+		stopNode()
+		return err
+	}
+	defer func() { stopNode(); waitNode() }()
 	var httpSrv *http.Server
 	if a.cfg.MetricsAddr != "" {
 		l, err := net.Listen("tcp", a.cfg.MetricsAddr)

@@ -21,6 +21,7 @@ import (
 	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/multinet-io/multinet/agent"
+	"github.com/multinet-io/multinet/deviceplugin"
 	"github.com/multinet-io/multinet/devpools"
 	"github.com/multinet-io/multinet/internal/cniwire"
 	"github.com/multinet-io/multinet/pci"
@@ -61,6 +62,11 @@ func run(argv []string) error {
 	checkpoint := fs.String("kubelet-checkpoint", envOr(sriovcni.EnvCheckpoint, podresources.DefaultCheckpoint), "kubelet device-manager checkpoint")
 	logDir := fs.String("log-dir", envOr(sriovcni.EnvLogDir, sriovcni.DefaultLogDir), "the only dir a sriov netconf's logFile may name")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
+	dpConfig := fs.String("device-plugin-config", "", "run the device plugin in the agent with this config.json (upstream SR-IOV device plugin format; \"\": off)")
+	dpDir := fs.String("device-plugin-dir", deviceplugin.DefaultPluginDir, "kubelet's device-plugin directory")
+	dpInterval := fs.Duration("device-plugin-interval", 250*time.Millisecond, "how often the device plugin looks at sysfs, its config and kubelet.sock")
+	vfPolicy := fs.String("vf-policy", "", "VF node policy (multinetctl vf apply format), applied at start and on every change (\"\": off)")
+	vfInterval := fs.Duration("vf-policy-interval", 5*time.Second, "how often the VF policy file is looked at")
 	if err := fs.Parse(argv); err != nil {
 		return err
 	}
@@ -70,7 +76,12 @@ func run(argv []string) error {
 	}
 	log := slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
 	cfg := agent.Config{Socket: *socket, NodeName: *node, MetricsAddr: *metricsAddr, MaxParallel: *maxParallel,
-		RequestTimeout: *reqTimeout, ShutdownTimeout: *shutdown, SyncTimeout: *syncTimeout, SysfsRoot: *sysfs, Log: log}
+		RequestTimeout: *reqTimeout, ShutdownTimeout: *shutdown, SyncTimeout: *syncTimeout, SysfsRoot: *sysfs, Log: log,
+		VFPolicyFile: *vfPolicy, VFPolicyInterval: *vfInterval}
+	if *dpConfig != "" {
+		cfg.DevicePlugin = &deviceplugin.Options{ConfigFile: *dpConfig, SysfsRoot: *sysfs, PluginDir: *dpDir, Interval: *dpInterval,
+			PoolsFile: *poolsFile, Logger: log.With("part", "deviceplugin")}
+	}
 	if *sriovInProc {
 		cfg.Sriov = &sriovcni.Plugin{Sys: pci.New(*sysfs), StateDir: *stateDir, PoolsFile: *poolsFile, PoolCheck: *poolCheck,
 			Checkpoint: *checkpoint, LogDir: *logDir, Log: log.With("plugin", "sriov")}
