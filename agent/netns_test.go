@@ -392,13 +392,21 @@ func TestShimAgentOverSocket(t *testing.T) {
 	}
 	p.assertGone()
 
+	// A conf in API mode served by an agent without an API client fails, instead of attaching
+	// the cluster network only.
+	q := n.pod("api", "macvlan-conf", n.conf("multinet-shim", map[string]interface{}{"networkDir": nil, "kubeconfig": "/etc/kubeconfig"}))
+	if _, err := q.add(); err == nil || !strings.Contains(err.Error(), "without an API client") {
+		t.Errorf("API-mode conf on a --no-api agent: %v", err)
+	}
+
 	code, m := n.scrape("/metrics")
 	for _, want := range []string{
 		`multinet_cni_requests_total{command="ADD",result="ok"} 1`,
+		`multinet_cni_requests_total{command="ADD",result="error"} 1`,
 		`multinet_cni_requests_total{command="DEL",result="ok"} 1`,
 		`multinet_cni_requests_total{command="CHECK",result="ok"} 1`,
 		`multinet_cni_delegate_duration_seconds_count{command="ADD",inprocess="false",plugin="macvlan"} 1`,
-		`multinet_cni_request_duration_seconds_count{command="ADD"} 1`,
+		`multinet_cni_request_duration_seconds_count{command="ADD"} 2`,
 		`multinet_cni_requests_in_flight 0`,
 		`multinet_cni_requests_queued 0`,
 	} {

@@ -191,6 +191,11 @@ func (a *Agent) run(ctx context.Context, cmd string, args *skel.CmdArgs, env map
 	if err != nil {
 		return errResponse(&types.Error{Code: types.ErrDecodingFailure, Msg: err.Error()})
 	}
+	if a.nets == nil && p.Conf.Kubeconfig != "" && p.Conf.NetworkDir == "" && cmd != "DEL" {
+		// Serving it would attach the cluster network only, silently dropping every NAD.
+		return errResponse(&types.Error{Code: types.ErrPluginNotAvailable,
+			Msg: fmt.Sprintf("multinetd: the conf %q is in API mode (kubeconfig) but the agent runs without an API client (--no-api)", p.Conf.Name)})
+	}
 	switch cmd {
 	case "ADD":
 		res, err := p.AddContext(ctx, args)
