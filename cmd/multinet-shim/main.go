@@ -179,8 +179,8 @@ func fallbackDel(c *conf, args *skel.CmdArgs, why error) error {
 	log.Warn("multinetd did not answer DEL: deleting from the delegate cache", "socket", c.Socket, "err", why.Error())
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	cni := delcache.CNI(delcache.BinPath(c.BinDir, args.Path), c.CacheDir, delcache.DepthExec{Exec: delcache.DefaultExec(), Depth: d})
-	if _, err := delcache.Del(ctx, cni, c.CacheDir, args.ContainerID, args.Netns, log); err != nil {
+	exec := delcache.DepthExec{Exec: delcache.DefaultExec(), Depth: d}
+	if _, err := delcache.Del(ctx, delcache.BinPath(c.BinDir, args.Path), exec, c.CacheDir, args.ContainerID, args.Netns, log); err != nil {
 		return fmt.Errorf("multinet-shim: DEL without multinetd (%v): %w", why, err)
 	}
 	if c.NetworkDir != "" {
