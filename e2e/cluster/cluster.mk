@@ -22,7 +22,7 @@ e2e-cluster:
 
 # The node's CNI in thick mode (multinetd + multinet-shim): the meta and SR-IOV tests again, and
 # the agent's own (killed while pods are created, down while they are deleted).
-THICK_RUN ?= TestPodOnClusterNetwork|TestMeta|TestSriov|TestThick
+THICK_RUN ?= TestPodOnClusterNetwork|TestMeta|TestMultus|TestSriov|TestThick
 .PHONY: e2e-cluster-thick
 e2e-cluster-thick:
 	@MULTINET_MODE=thick ./e2e/cluster/up.sh
