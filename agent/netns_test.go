@@ -598,3 +598,74 @@ func TestSriovInProcess(t *testing.T) {
 	})
 	p.assertGone()
 }
+
+// An agent that accepts the DEL and dies before answering (SIGKILL mid-call): the shim does
+// the DEL itself, nothing is left.
+func TestShimDelWhenAgentDiesMidCall(t *testing.T) {
+	n := newNode(t)
+	n.startAgent()
+	p := n.pod("web", "macvlan-conf", n.conf("multinet-shim", nil))
+	if _, err := p.add(); err != nil {
+		t.Fatal(err)
+	}
+	n.stopAgent()
+	// Stands in for the dying agent: takes the connection, reads the request, hangs up.
+	l, err := net.Listen("unix", n.socket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			io.Copy(io.Discard, c)
+			c.Close()
+		}
+	}()
+	if err := p.del(); err != nil {
+		t.Fatalf("DEL with the agent dying mid-call: %v", err)
+	}
+	p.assertGone()
+}
+
+// SIGTERM stops accepting but lets the call in flight finish: an ADD held by the readiness
+// indicator completes once the indicator appears, and only then does the agent exit.
+func TestSigtermFinishesInFlight(t *testing.T) {
+	n := newNode(t)
+	n.startAgent()
+	ready := filepath.Join(n.dir, "cluster-network-ready")
+	p := n.pod("web", "macvlan-conf", n.conf("multinet-shim", map[string]interface{}{"readinessIndicatorFile": ready}))
+	done := make(chan error, 1)
+	go func() { _, err := p.add(); done <- err }()
+	time.Sleep(500 * time.Millisecond) // the ADD is in the agent, waiting for the indicator
+	n.agent.Process.Signal(syscall.SIGTERM)
+	exited := make(chan struct{})
+	go func() { n.agent.Wait(); close(exited) }()
+	time.Sleep(300 * time.Millisecond)
+	select {
+	case <-exited:
+		t.Fatalf("agent exited with a call in flight:\n%s", n.log())
+	default:
+	}
+	if _, err := os.Stat(n.socket); !os.IsNotExist(err) {
+		t.Errorf("still accepting after SIGTERM: socket %v", err)
+	}
+	os.WriteFile(ready, nil, 0o644)
+	if err := <-done; err != nil {
+		t.Fatalf("in-flight ADD across SIGTERM: %v", err)
+	}
+	select {
+	case <-exited:
+	case <-time.After(10 * time.Second):
+		t.Fatal("agent still running after its last call")
+	}
+	n.agent = nil
+	p.assertAttached()
+	if err := p.del(); err != nil { // the agent is gone: the shim's own DEL
+		t.Fatal(err)
+	}
+	p.assertGone()
+}
