@@ -105,6 +105,11 @@ func (n *informerNets) Pod(ctx context.Context, namespace, name string) (*corev1
 		return pod.DeepCopy(), nil
 	}
 	// The kubelet runs a pod's sandbox as soon as it sees it, often before our watch does.
+	return n.LivePod(ctx, namespace, name)
+}
+
+// LivePod is one bounded GET of the pod (meta.CachedNetworks).
+func (n *informerNets) LivePod(ctx context.Context, namespace, name string) (*corev1.Pod, error) {
 	ctx, cancel := context.WithTimeout(ctx, n.getTimeout)
 	defer cancel()
 	pod, err := n.kube.CoreV1().Pods(namespace).Get(ctx, name, metav1.GetOptions{})
@@ -152,3 +157,5 @@ func statusAnnotation(statuses []nadv1.NetworkStatus) (string, error) {
 }
 
 func (n *informerNets) ClearStatus(string) {}
+
+var _ meta.CachedNetworks = (*informerNets)(nil)

@@ -227,6 +227,15 @@ func (p *Plugin) pod(ctx context.Context, ref podRef) (*corev1.Pod, error) {
 		return nil, fmt.Errorf("get pod %s/%s: no pod and no error", ref.Namespace, ref.Name)
 	}
 	if ref.UID != "" && pod.UID != "" && string(pod.UID) != ref.UID {
+		if c, ok := p.Nets.(CachedNetworks); ok {
+			// A cache may still hold the pod this one replaced (a StatefulSet's pod recreated
+			// under its name): ask the API server before refusing.
+			if fresh, err := c.LivePod(ctx, ref.Namespace, ref.Name); err == nil && fresh != nil {
+				pod = fresh
+			}
+		}
+	}
+	if ref.UID != "" && pod.UID != "" && string(pod.UID) != ref.UID {
 		if _, mirror := pod.Annotations["kubernetes.io/config.mirror"]; !mirror {
 			return nil, fmt.Errorf("pod %s/%s: the runtime's K8S_POD_UID %s is not the API pod's UID %s (the pod was deleted and recreated)",
 				ref.Namespace, ref.Name, ref.UID, pod.UID)
