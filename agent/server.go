@@ -74,6 +74,9 @@ func (a *Agent) serveConn(ctx context.Context, conn *net.UnixConn) {
 	defer conn.Close()
 	_ = conn.SetReadDeadline(time.Now().Add(10 * time.Second))
 	b, err := io.ReadAll(io.LimitReader(conn, cniwire.MaxRequest+1))
+	if err == nil && len(b) == 0 {
+		return // a probe (a health check dialing the socket): no request, no answer
+	}
 	var resp *cniwire.Response
 	var req cniwire.Request
 	switch {
