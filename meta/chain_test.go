@@ -13,7 +13,7 @@ import (
 // pluginTypes lists the plugin types of a delegate's conflist, in order.
 func pluginTypes(t *testing.T, d Delegate) []string {
 	t.Helper()
-	l, err := d.list()
+	l, err := d.List()
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -11,13 +11,15 @@ import (
 	"strings"
 
 	"github.com/containernetworking/cni/pkg/types"
+
+	"github.com/multinet-io/multinet/meta/delcache"
 )
 
 // Defaults, as on a kubeadm-style node.
 const (
 	DefaultConfDir            = "/etc/cni/net.d"
-	DefaultBinDir             = "/opt/cni/bin"
-	DefaultCacheDir           = "/var/lib/cni/multinet"
+	DefaultBinDir             = delcache.DefaultBinDir
+	DefaultCacheDir           = delcache.DefaultCacheDir
 	DefaultNamespace          = "kube-system"
 	DefaultPodResourcesSocket = "/var/lib/kubelet/pod-resources/kubelet.sock"
 	DefaultKubeletCheckpoint  = "/var/lib/kubelet/device-plugins/kubelet_internal_checkpoint"
@@ -191,17 +193,7 @@ func LoadConfig(b []byte) (*Config, error) {
 }
 
 // binPath is where delegates are looked up: binDir first, then the runtime's CNI_PATH.
-func (c *Config) binPath(cniPath string) []string {
-	var p []string
-	if c.BinDir != "" {
-		p = append(p, filepath.SplitList(c.BinDir)...)
-	}
-	p = append(p, filepath.SplitList(cniPath)...)
-	if len(p) == 0 {
-		p = []string{DefaultBinDir}
-	}
-	return p
-}
+func (c *Config) binPath(cniPath string) []string { return delcache.BinPath(c.BinDir, cniPath) }
 
 func (c *Config) isSystemNamespace(ns string) bool {
 	for _, s := range c.SystemNamespaces {

@@ -8,10 +8,19 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+	"time"
 
 	"github.com/containernetworking/cni/libcni"
 
 	"github.com/multinet-io/multinet/internal/fsutil"
+	"github.com/multinet-io/multinet/meta/delcache"
+)
+
+// Modes of the node's conf: thin runs the meta-plugin binary for every call; thick runs the
+// small multinet-shim, which hands the call to the node agent multinetd.
+const (
+	ModeThin  = "thin"
+	ModeThick = "thick"
 )
 
 // OwnConfName is the file `multinet config generate` writes.
@@ -48,11 +57,12 @@ func isOwn(path string) bool {
 	if json.Unmarshal(b, &probe) != nil {
 		return false
 	}
-	if probe.Type == "multinet" || probe.Type == "multus" || probe.Type == "multus-shim" {
+	// Any multinet* or multus* type: thin or thick (multinet-shim, multus-shim), ours or Multus's.
+	if delcache.OwnType(probe.Type) {
 		return true
 	}
 	for _, p := range probe.Plugins {
-		if p.Type == "multinet" || p.Type == "multus" || p.Type == "multus-shim" {
+		if delcache.OwnType(p.Type) {
 			return true
 		}
 	}
@@ -78,6 +88,12 @@ func FirstForeignConf(dir string) (string, error) {
 
 // GenerateOptions are the settings `multinet config generate` puts in the conflist.
 type GenerateOptions struct {
+	// Mode is ModeThin ("" too) or ModeThick.
+	Mode string
+	// Socket (thick mode) is the agent's socket when not the default; AgentWait how long the
+	// shim's ADD waits for the agent (a Go duration; "": the shim's 45 s).
+	Socket                 string
+	AgentWait              string
 	ConfDir                string
 	Kubeconfig             string
 	CacheDir               string
@@ -98,6 +114,25 @@ type GenerateOptions struct {
 // cniVersion and capabilities (so portMappings and bandwidth still reach the cluster network).
 // It reports whether the file changed: a re-run with the same inputs rewrites nothing.
 func Generate(o GenerateOptions) (string, bool, error) {
+	typ := "multinet"
+	switch o.Mode {
+	case "", ModeThin:
+		if o.Socket != "" || o.AgentWait != "" {
+			return "", false, fmt.Errorf("socket and agent wait are thick-mode settings (--mode thick)")
+		}
+	case ModeThick:
+		typ = "multinet-shim"
+		if o.AgentWait != "" {
+			if d, err := time.ParseDuration(o.AgentWait); err != nil || d < 0 {
+				return "", false, fmt.Errorf("agent wait %q: want a duration like 45s", o.AgentWait)
+			}
+		}
+		if o.Socket != "" && !filepath.IsAbs(o.Socket) {
+			return "", false, fmt.Errorf("socket %q: want an absolute path", o.Socket)
+		}
+	default:
+		return "", false, fmt.Errorf("mode %q: want %s or %s", o.Mode, ModeThin, ModeThick)
+	}
 	wrapped, err := FirstForeignConf(o.ConfDir)
 	if err != nil {
 		return "", false, err
@@ -123,7 +158,7 @@ func Generate(o GenerateOptions) (string, bool, error) {
 		}
 	}
 	plugin := map[string]interface{}{
-		"type":           "multinet",
+		"type":           typ,
 		"clusterNetwork": wrapped,
 	}
 	if len(caps) > 0 {
@@ -139,6 +174,8 @@ func Generate(o GenerateOptions) (string, bool, error) {
 	if abs, err := filepath.Abs(o.ConfDir); err == nil && abs != DefaultConfDir {
 		set("confDir", abs)
 	}
+	set("socket", o.Socket)
+	set("agentWait", o.AgentWait)
 	set("kubeconfig", o.Kubeconfig)
 	set("cacheDir", o.CacheDir)
 	set("binDir", o.BinDir)

@@ -92,3 +92,53 @@ func TestGenerateEmbedsPolicy(t *testing.T) {
 		t.Fatalf("generated %s: %v", b, err)
 	}
 }
+
+// --mode thick writes the same conf with the shim as its type: the cluster network and its
+// capabilities as in thin mode, the agent's socket when not the default. Neither mode wraps
+// the other's conf (a node switched from thin to thick, or with a leftover thick conf).
+func TestGenerateThickMode(t *testing.T) {
+	dir := t.TempDir()
+	os.WriteFile(filepath.Join(dir, "10-calico.conflist"), []byte(`{"cniVersion":"1.0.0","name":"k8s-pod-network","plugins":[{"type":"calico"},
+	  {"type":"portmap","capabilities":{"portMappings":true}}]}`), 0o644)
+	// A thick conf under another name sorts first and must never become the cluster network.
+	os.WriteFile(filepath.Join(dir, "05-old-thick.conflist"), []byte(`{"cniVersion":"1.0.0","name":"x","plugins":[{"type":"multinet-shim","clusterNetwork":"/x"}]}`), 0o644)
+	path, _, err := Generate(GenerateOptions{Mode: ModeThick, ConfDir: dir, Socket: "/run/mn/agent.sock", AgentWait: "20s"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := os.ReadFile(path)
+	var got struct {
+		Plugins []struct {
+			Type           string          `json:"type"`
+			ClusterNetwork string          `json:"clusterNetwork"`
+			Socket         string          `json:"socket"`
+			AgentWait      string          `json:"agentWait"`
+			Capabilities   map[string]bool `json:"capabilities"`
+		} `json:"plugins"`
+	}
+	if err := json.Unmarshal(b, &got); err != nil {
+		t.Fatal(err)
+	}
+	p := got.Plugins[0]
+	if p.Type != "multinet-shim" || p.ClusterNetwork != filepath.Join(dir, "10-calico.conflist") || !p.Capabilities["portMappings"] ||
+		p.Socket != "/run/mn/agent.sock" || p.AgentWait != "20s" {
+		t.Fatalf("generated %s", b)
+	}
+	// The agent reads the shim's conf as the meta-plugin's.
+	if _, err := LoadConfig(mustPlugin(t, b)); err != nil {
+		t.Fatalf("thick conf does not load: %v", err)
+	}
+	// Back to thin: the thick file is replaced, not wrapped.
+	if _, _, err := Generate(GenerateOptions{ConfDir: dir}); err != nil {
+		t.Fatal(err)
+	}
+	b, _ = os.ReadFile(path)
+	if err := json.Unmarshal(b, &got); err != nil || got.Plugins[0].Type != "multinet" || got.Plugins[0].ClusterNetwork != filepath.Join(dir, "10-calico.conflist") {
+		t.Fatalf("thin after thick: %s", b)
+	}
+	for _, bad := range []GenerateOptions{{Mode: "thicc", ConfDir: dir}, {ConfDir: dir, Socket: "/run/x.sock"}, {Mode: ModeThick, ConfDir: dir, AgentWait: "soon"}} {
+		if _, _, err := Generate(bad); err == nil {
+			t.Errorf("Generate(%+v) passed", bad)
+		}
+	}
+}

@@ -12,9 +12,10 @@ import (
 
 	"github.com/containernetworking/cni/libcni"
 	"github.com/containernetworking/cni/pkg/invoke"
-	"github.com/containernetworking/cni/pkg/version"
 	nadv1 "github.com/k8snetworkplumbingwg/network-attachment-definition-client/pkg/apis/k8s.cni.cncf.io/v1"
 	corev1 "k8s.io/api/core/v1"
+
+	"github.com/multinet-io/multinet/meta/delcache"
 )
 
 // The walls between a tenant's NAD or a pod's annotation and the node. A delegate's conf comes
@@ -25,46 +26,11 @@ import (
 
 // EnvDepth is set on every delegate the meta-plugin execs; a meta-plugin that finds it set was
 // started by a meta-plugin and refuses to attach anything.
-const EnvDepth = "MULTINET_DEPTH"
+const EnvDepth = delcache.EnvDepth
 
-// ownType tells the plugin types that are the meta-plugin itself, its shim or agent (any type
-// named multinet*), or Multus, thin or thick (multus*): none of them may run as a delegate.
-func ownType(t string) bool {
-	return strings.HasPrefix(t, "multinet") || strings.HasPrefix(t, "multus")
-}
+var ownType = delcache.OwnType
 
-// ownPluginType returns the first plugin type in a conf or conflist that is ours ("" if none).
-// Every "type" anywhere counts, not only the plugins': a plugin execs others by type too (IPAM
-// as "ipam": {"type": ...}, flannel's "delegate"), with the same conf on stdin.
-func ownPluginType(conf []byte) string {
-	var v interface{}
-	if json.Unmarshal(conf, &v) != nil {
-		return ""
-	}
-	return ownTypeIn(v)
-}
-
-func ownTypeIn(v interface{}) string {
-	switch v := v.(type) {
-	case map[string]interface{}:
-		for k, x := range v {
-			// encoding/json matches keys case-insensitively, and so do plugins built on it.
-			if t, ok := x.(string); ok && strings.EqualFold(k, "type") && ownType(t) {
-				return t
-			}
-			if t := ownTypeIn(x); t != "" {
-				return t
-			}
-		}
-	case []interface{}:
-		for _, x := range v {
-			if t := ownTypeIn(x); t != "" {
-				return t
-			}
-		}
-	}
-	return ""
-}
+func ownPluginType(conf []byte) string { return delcache.OwnPluginType(conf) }
 
 // refuseOwnTypes fails a delegate conf that would run a meta-plugin; what names where it came
 // from (a NAD as "NAD ns/name", "delegates[2]", "clusterNetwork ...").
@@ -196,28 +162,12 @@ func (p *planner) checkAttachmentCount(pod *corev1.Pod, statics, defaults, selec
 	return nil
 }
 
-// depthExec marks every delegate it execs with EnvDepth, one more than ours.
-type depthExec struct {
-	invoke.Exec
-	depth int
-}
-
-func (e depthExec) ExecPlugin(ctx context.Context, path string, stdin []byte, environ []string) ([]byte, error) {
-	env := make([]string, 0, len(environ)+1)
-	for _, kv := range environ {
-		if !strings.HasPrefix(kv, EnvDepth+"=") {
-			env = append(env, kv)
-		}
-	}
-	return e.Exec.ExecPlugin(ctx, path, stdin, append(env, EnvDepth+"="+strconv.Itoa(e.depth+1)))
-}
-
 func (p *Plugin) exec() invoke.Exec {
 	ex := p.Exec
 	if ex == nil {
-		ex = &invoke.DefaultExec{RawExec: &invoke.RawExec{Stderr: os.Stderr}, PluginDecoder: version.PluginDecoder{}}
+		ex = delcache.DefaultExec()
 	}
-	return depthExec{Exec: ex, depth: p.Depth}
+	return delcache.DepthExec{Exec: ex, Depth: p.Depth}
 }
 
 // depthFromEnv reads EnvDepth as the binary finds it.

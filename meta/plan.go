@@ -15,36 +15,12 @@ import (
 	nadv1 "github.com/k8snetworkplumbingwg/network-attachment-definition-client/pkg/apis/k8s.cni.cncf.io/v1"
 	nadutils "github.com/k8snetworkplumbingwg/network-attachment-definition-client/pkg/utils"
 	corev1 "k8s.io/api/core/v1"
+
+	"github.com/multinet-io/multinet/meta/delcache"
 )
 
-// Delegate is one network the meta-plugin runs for a pod: everything DEL needs is in here, so
-// it is cached before ADD runs it and DEL works without the API server.
-type Delegate struct {
-	// Name is what network-status calls it: "<ns>/<nad>" for a NAD, the conf name otherwise.
-	Name      string `json:"name"`
-	IfName    string `json:"ifname"`
-	IsDefault bool   `json:"default,omitempty"`
-	// Conf is a conflist (single confs are wrapped), with deviceID and cni-args injected.
-	Conf           json.RawMessage        `json:"conf"`
-	CapabilityArgs map[string]interface{} `json:"capabilityArgs,omitempty"`
-	ResourceName   string                 `json:"resourceName,omitempty"`
-	DeviceID       string                 `json:"deviceID,omitempty"`
-	DefaultRoute   []string               `json:"defaultRoute,omitempty"`
-	// Auxiliary marks the auxiliaryCNIChainName chain: run and deleted like the others, but
-	// not a network of the pod (no network-status entry, no routes of its own).
-	Auxiliary bool `json:"auxiliary,omitempty"`
-	// Args are CNI_ARGS for this delegate only: the selection's mac and ips as MAC= and IP=,
-	// which Multus passes besides the capabilities (NADs without capabilities rely on them).
-	Args [][2]string `json:"args,omitempty"`
-}
-
-func (d *Delegate) list() (*libcni.NetworkConfigList, error) {
-	l, err := libcni.ConfListFromBytes(d.Conf)
-	if err != nil {
-		return nil, fmt.Errorf("network %s: %w", d.Name, err)
-	}
-	return l, nil
-}
+// Delegate is one network the meta-plugin runs for a pod (see package delcache).
+type Delegate = delcache.Delegate
 
 // DeviceLookup tells which device IDs kubelet allocated to the pod for a resource (sorted).
 type DeviceLookup func(ctx context.Context, namespace, name, uid, resource string) ([]string, error)
@@ -231,7 +207,7 @@ func (p *planner) plan(ctx context.Context, pod *corev1.Pod, podUID, ifname stri
 		return nil, err
 	}
 	ver := ""
-	if l, err := cluster.list(); err == nil {
+	if l, err := cluster.List(); err == nil {
 		ver = l.CNIVersion
 	}
 	aux, err := p.auxiliaryChain(ifname, ver)

@@ -124,6 +124,43 @@ func TestAddRefusesStalePodUID(t *testing.T) {
 	}
 }
 
+// cachedNets answers Pod from a stale cache (the replaced pod's UID) and LivePod with the
+// runtime's pod, as the node agent's informer does right after a pod was recreated.
+type cachedNets struct {
+	*dirNetworks
+	live int
+}
+
+func (c *cachedNets) Pod(ctx context.Context, ns, name string) (*corev1.Pod, error) {
+	p, err := c.dirNetworks.Pod(ctx, ns, name)
+	p.UID = types.UID("replaced-uid")
+	return p, err
+}
+
+func (c *cachedNets) LivePod(ctx context.Context, ns, name string) (*corev1.Pod, error) {
+	c.live++
+	p, err := c.dirNetworks.Pod(ctx, ns, name)
+	p.UID = types.UID("new-uid")
+	return p, err
+}
+
+// A cache still holding the pod a new one replaced under its name does not fail the new pod's
+// ADD: the API server is asked, and its UID is the runtime's.
+func TestStaleCachedPodAsksTheAPI(t *testing.T) {
+	conf, nets := standalone(t, nil)
+	log, _ := newLogger(conf)
+	c := &cachedNets{dirNetworks: nets}
+	p := &Plugin{Conf: conf, Nets: c, Log: log}
+	pod, err := p.pod(context.Background(), podRef{Namespace: "default", Name: "cnf-1", UID: "new-uid"})
+	if err != nil || pod.UID != "new-uid" || c.live != 1 {
+		t.Fatalf("pod %v, err %v, live GETs %d: want the API's pod after one GET", pod, err, c.live)
+	}
+	// A pod whose UID is the cached one costs no GET.
+	if _, err := p.pod(context.Background(), podRef{Namespace: "default", Name: "cnf-1", UID: "replaced-uid"}); err != nil || c.live != 1 {
+		t.Fatalf("err %v, live GETs %d", err, c.live)
+	}
+}
+
 // A default delegate with two pod interfaces marks only the one its gatewayed IP is on as
 // default (as the NAD client does), not both.
 func TestStatusesOneDefaultPerDelegate(t *testing.T) {

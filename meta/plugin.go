@@ -24,6 +24,7 @@ import (
 
 	"github.com/multinet-io/multinet/devinfo"
 	"github.com/multinet-io/multinet/internal/fsutil"
+	"github.com/multinet-io/multinet/meta/delcache"
 	"github.com/multinet-io/multinet/pci"
 	"github.com/multinet-io/multinet/podresources"
 )
@@ -82,6 +83,40 @@ func New(stdin []byte, cniArgs string) (p *Plugin, err error) {
 			p.Nets = nets
 		}
 	case conf.NetworkDir != "":
+		p.Nets = &dirNetworks{dir: conf.NetworkDir, statusDir: conf.CacheDir + "/status", args: parseCNIArgs(cniArgs)}
+	}
+	p.Devices = kubeletDevices(conf)
+	return p, nil
+}
+
+// Shared is what a long-lived process (the node agent) builds once and hands to every request.
+type Shared struct {
+	// Nets serves NADs and pods for confs in API mode (a conf with networkDir gets its own
+	// standalone source); nil: none.
+	Nets    Networks
+	Exec    invoke.Exec // nil: exec the plugin binaries
+	Sys     *pci.SysFS
+	Log     *slog.Logger
+	Timeout time.Duration
+	// Depth is the request's EnvDepth, as the shim found it.
+	Depth int
+}
+
+// NewShared builds the Plugin for one request from its netconf and CNI_ARGS over the process's
+// shared parts: no API client, log file or sysfs root is made per call. Per-request data
+// (CNI_ARGS) lives only in this Plugin.
+func NewShared(stdin []byte, cniArgs string, sh Shared) (p *Plugin, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			p, err = nil, fmt.Errorf("multinet config: internal error: %v", r)
+		}
+	}()
+	conf, err := LoadConfig(stdin)
+	if err != nil {
+		return nil, err
+	}
+	p = &Plugin{Conf: conf, Nets: sh.Nets, Exec: sh.Exec, Sys: sh.Sys, Log: sh.Log, Timeout: sh.Timeout, Depth: sh.Depth}
+	if conf.NetworkDir != "" {
 		p.Nets = &dirNetworks{dir: conf.NetworkDir, statusDir: conf.CacheDir + "/status", args: parseCNIArgs(cniArgs)}
 	}
 	p.Devices = kubeletDevices(conf)
@@ -161,14 +196,22 @@ func parsePodRef(cniArgs string) podRef {
 }
 
 func (p *Plugin) cni(path string) *libcni.CNIConfig {
-	return libcni.NewCNIConfigWithCacheDir(p.Conf.binPath(path), p.Conf.CacheDir+"/results", p.exec())
+	return delcache.CNI(p.Conf.binPath(path), p.Conf.CacheDir, p.exec())
 }
 
-func (p *Plugin) ctx() (context.Context, context.CancelFunc) {
+// ctx bounds one verb by Timeout under the caller's context (a daemon cancels it when the
+// shim hangs up or on shutdown).
+func (p *Plugin) ctx(parent context.Context) (context.Context, context.CancelFunc) {
 	if p.Timeout == 0 {
-		return context.WithCancel(context.Background())
+		return context.WithCancel(parent)
 	}
-	return context.WithTimeout(context.Background(), p.Timeout)
+	return context.WithTimeout(parent, p.Timeout)
+}
+
+// undoCtx is for removing what a failed ADD added: it runs to the end even when the caller
+// gave up (undoing half of an undo would leak), bounded by its own Timeout.
+func (p *Plugin) undoCtx(ctx context.Context) (context.Context, context.CancelFunc) {
+	return p.ctx(context.WithoutCancel(ctx))
 }
 
 func (p *Plugin) pod(ctx context.Context, ref podRef) (*corev1.Pod, error) {
@@ -184,6 +227,15 @@ func (p *Plugin) pod(ctx context.Context, ref podRef) (*corev1.Pod, error) {
 		return nil, fmt.Errorf("get pod %s/%s: no pod and no error", ref.Namespace, ref.Name)
 	}
 	if ref.UID != "" && pod.UID != "" && string(pod.UID) != ref.UID {
+		if c, ok := p.Nets.(CachedNetworks); ok {
+			// A cache may still hold the pod this one replaced (a StatefulSet's pod recreated
+			// under its name): ask the API server before refusing.
+			if fresh, err := c.LivePod(ctx, ref.Namespace, ref.Name); err == nil && fresh != nil {
+				pod = fresh
+			}
+		}
+	}
+	if ref.UID != "" && pod.UID != "" && string(pod.UID) != ref.UID {
 		if _, mirror := pod.Annotations["kubernetes.io/config.mirror"]; !mirror {
 			return nil, fmt.Errorf("pod %s/%s: the runtime's K8S_POD_UID %s is not the API pod's UID %s (the pod was deleted and recreated)",
 				ref.Namespace, ref.Name, ref.UID, pod.UID)
@@ -193,21 +245,23 @@ func (p *Plugin) pod(ctx context.Context, ref podRef) (*corev1.Pod, error) {
 }
 
 func (p *Plugin) runtimeConf(args *skel.CmdArgs, ref podRef, d Delegate, netns string) *libcni.RuntimeConf {
-	cniArgs := ref.args
-	if len(d.Args) > 0 {
-		cniArgs = append(append([][2]string(nil), ref.args...), d.Args...)
-	}
-	return &libcni.RuntimeConf{ContainerID: args.ContainerID, NetNS: netns, IfName: d.IfName, Args: cniArgs, CapabilityArgs: d.CapabilityArgs}
+	return d.RuntimeConf(args.ContainerID, netns, ref.args)
 }
 
 // Add attaches the cluster network and every selected network; on any failure it removes
 // what it added, in reverse, and returns an error naming the network and interface.
-func (p *Plugin) Add(args *skel.CmdArgs) (_ types.Result, err error) {
+func (p *Plugin) Add(args *skel.CmdArgs) (types.Result, error) {
+	return p.AddContext(context.Background(), args)
+}
+
+// AddContext is Add under ctx: cancelling it stops the delegates still to run, and what was
+// added is then removed (that undo is not cancelled).
+func (p *Plugin) AddContext(parent context.Context, args *skel.CmdArgs) (_ types.Result, err error) {
 	defer p.recoverPanic("ADD", args.ContainerID, args.Args, &err)
 	if err := p.nested("ADD"); err != nil {
 		return nil, err
 	}
-	ctx, cancel := p.ctx()
+	ctx, cancel := p.ctx(parent)
 	defer cancel()
 	if err := p.Conf.waitReady(ctx); err != nil {
 		return nil, err
@@ -243,13 +297,15 @@ func (p *Plugin) Add(args *skel.CmdArgs) (_ types.Result, err error) {
 	// ADD failed (addFailed) is removed best-effort only: it has nothing recorded by libcni, and
 	// a DEL it can never pass (its NAD is broken) must not make the pod undeletable.
 	undo := func(upTo int, addFailed bool, err error) error {
+		uctx, ucancel := p.undoCtx(ctx)
+		defer ucancel()
 		var left []Delegate
 		var errs []error
 		for i := upTo; i >= 0; i-- {
 			d := delegates[i]
-			list, lerr := d.list()
+			list, lerr := d.List()
 			if lerr == nil {
-				lerr = cni.DelNetworkList(context.Background(), list, p.runtimeConf(args, ref, d, args.Netns))
+				lerr = cni.DelNetworkList(uctx, list, p.runtimeConf(args, ref, d, args.Netns))
 			}
 			if lerr != nil {
 				log.Error("undo after failed ADD", "network", d.Name, "ifname", d.IfName, "err", lerr)
@@ -271,7 +327,7 @@ func (p *Plugin) Add(args *skel.CmdArgs) (_ types.Result, err error) {
 	}
 	for i, d := range delegates {
 		start := time.Now()
-		list, err := d.list()
+		list, err := d.List()
 		var res types.Result
 		if err == nil {
 			res, err = cni.AddNetworkList(ctx, list, p.runtimeConf(args, ref, d, args.Netns))
@@ -341,7 +397,7 @@ func (p *Plugin) statuses(containerID string, ds []Delegate, results []*types100
 }
 
 func (p *Plugin) deviceInfo(containerID string, d Delegate, r *types100.Result) *nadv1.DeviceInfo {
-	list, err := d.list()
+	list, err := d.List()
 	if err == nil {
 		if info, _ := devinfo.Load(devinfo.CNIPath(list.Name, containerID, d.IfName)); info != nil {
 			return info
@@ -380,7 +436,11 @@ func marshalStatus(st []nadv1.NetworkStatus) ([]byte, error) { return json.Marsh
 // Del removes every attachment, in reverse, and reports all failures. A missing cache or netns
 // is not an error: the kubelet retries DEL until it succeeds, and a pod that was never fully
 // attached must still be deletable.
-func (p *Plugin) Del(args *skel.CmdArgs) (err error) {
+func (p *Plugin) Del(args *skel.CmdArgs) error { return p.DelContext(context.Background(), args) }
+
+// DelContext is Del under ctx. The work is package delcache's, which the thick-mode shim runs
+// by itself when the agent is down: both read and write the same records.
+func (p *Plugin) DelContext(parent context.Context, args *skel.CmdArgs) (err error) {
 	defer p.recoverPanic("DEL", args.ContainerID, args.Args, &err)
 	if p.Depth > 0 {
 		// A nested ADD attached nothing (it refused), so there is nothing to remove; failing
@@ -388,106 +448,28 @@ func (p *Plugin) Del(args *skel.CmdArgs) (err error) {
 		p.logger().Error("DEL as a delegate of multinet: nothing to do", "container", args.ContainerID, EnvDepth, p.Depth)
 		return nil
 	}
-	ctx, cancel := p.ctx()
+	ctx, cancel := p.ctx(parent)
 	defer cancel()
 	log := p.logger().With("container", args.ContainerID)
-	entry, err := loadCache(p.Conf.CacheDir, args.ContainerID)
-	if err != nil {
-		// A corrupt cache must not block pod deletion forever; libcni's cache still knows
-		// what ran.
-		log.Error("ignoring delegate cache", "err", err)
+	if _, err := delcache.Del(ctx, p.Conf.binPath(args.Path), p.exec(), p.Conf.CacheDir, args.ContainerID, args.Netns, log); err != nil {
+		return err
 	}
-	cni := p.cni(args.Path)
-	netns := args.Netns
-	if netns != "" {
-		if _, err := os.Stat(netns); err != nil {
-			netns = "" // gone: delegates release IPAM and host-side state without it
-		}
-	}
-	if entry == nil {
-		if err := p.delFromLibcniCache(ctx, cni, args.ContainerID, netns); err != nil {
-			return err
-		}
-		// A corrupt cache has served its turn: left behind, GC would find it forever.
-		removeCache(p.Conf.CacheDir, args.ContainerID)
-		if p.Nets != nil {
-			p.Nets.ClearStatus(args.ContainerID)
-		}
-		return nil
-	}
-	ref := podRef{Namespace: entry.PodNamespace, Name: entry.PodName, args: entry.CNIArgs}
-	var errs []error
-	for i := len(entry.Delegates) - 1; i >= 0; i-- {
-		d := entry.Delegates[i]
-		if t := ownPluginType(d.Conf); t != "" {
-			// Recorded by a version that still ran them: running it now would hand the nested
-			// instance the tenant's settings again.
-			log.Error("not running a meta-plugin delegate on DEL", "network", d.Name, "type", t)
-			continue
-		}
-		list, err := d.list()
-		if err == nil {
-			var missing []string
-			if list, missing = withoutMissingPlugins(list, cni.Path); len(missing) > 0 {
-				recordProblem(log, p.Conf.CacheDir, Problem{ContainerID: args.ContainerID, Pod: entry.PodNamespace + "/" + entry.PodName,
-					Network: d.Name, IfName: d.IfName, Reason: fmt.Sprintf("DEL: plugin binaries %v not found in %v", missing, cni.Path),
-					Left: fmt.Sprintf("whatever %v set up for this attachment (the rest of its chain was deleted)", missing)})
-			}
-			if len(list.Plugins) > 0 {
-				err = cni.DelNetworkList(ctx, list, p.runtimeConf(args, ref, d, netns))
-			}
-		}
-		if err != nil {
-			errs = append(errs, fmt.Errorf("network %s on %s: %w", d.Name, d.IfName, err))
-		}
-	}
-	if len(errs) > 0 {
-		// Keep the cache: the runtime retries DEL and must find the same list.
-		return fmt.Errorf("pod %s/%s: DEL: %w", entry.PodNamespace, entry.PodName, errors.Join(errs...))
-	}
-	removeCache(p.Conf.CacheDir, args.ContainerID)
 	if p.Nets != nil {
 		p.Nets.ClearStatus(args.ContainerID)
 	}
-	log.Info("detached", "networks", len(entry.Delegates))
 	return nil
 }
 
-// delFromLibcniCache handles a DEL whose delegate cache is gone (wiped state dir, or a DEL for
-// a container we never saw): whatever libcni recorded as added for it is deleted.
-func (p *Plugin) delFromLibcniCache(ctx context.Context, cni *libcni.CNIConfig, containerID, netns string) error {
-	atts, err := cni.GetCachedAttachments(containerID)
-	if err != nil || len(atts) == 0 {
-		return nil
-	}
-	var errs []error
-	for _, a := range atts {
-		if ownPluginType(a.Config) != "" {
-			continue
-		}
-		list, err := libcni.ConfListFromBytes(a.Config)
-		if err != nil {
-			if pc, perr := libcni.NetworkPluginConfFromBytes(a.Config); perr == nil {
-				list, err = libcni.ConfListFromConf(pc)
-			}
-		}
-		if err == nil {
-			err = cni.DelNetworkList(ctx, list, &libcni.RuntimeConf{ContainerID: containerID, NetNS: netns, IfName: a.IfName, Args: a.CniArgs, CapabilityArgs: a.CapabilityArgs})
-		}
-		if err != nil {
-			errs = append(errs, fmt.Errorf("network %s on %s: %w", a.Network, a.IfName, err))
-		}
-	}
-	return errors.Join(errs...)
-}
-
 // Check runs CHECK on every attachment that supports it.
-func (p *Plugin) Check(args *skel.CmdArgs) (err error) {
+func (p *Plugin) Check(args *skel.CmdArgs) error { return p.CheckContext(context.Background(), args) }
+
+// CheckContext is Check under ctx.
+func (p *Plugin) CheckContext(parent context.Context, args *skel.CmdArgs) (err error) {
 	defer p.recoverPanic("CHECK", args.ContainerID, args.Args, &err)
 	if err := p.nested("CHECK"); err != nil {
 		return err
 	}
-	ctx, cancel := p.ctx()
+	ctx, cancel := p.ctx(parent)
 	defer cancel()
 	entry, err := loadCache(p.Conf.CacheDir, args.ContainerID)
 	if err != nil {
@@ -500,7 +482,7 @@ func (p *Plugin) Check(args *skel.CmdArgs) (err error) {
 	ref := podRef{Namespace: entry.PodNamespace, Name: entry.PodName, args: entry.CNIArgs}
 	var errs []error
 	for _, d := range entry.Delegates {
-		list, err := d.list()
+		list, err := d.List()
 		if err != nil {
 			errs = append(errs, err)
 			continue
@@ -517,7 +499,10 @@ func (p *Plugin) Check(args *skel.CmdArgs) (err error) {
 
 // Status reports whether pods can be attached: the readiness indicator exists and the cluster
 // network's plugins answer STATUS.
-func (p *Plugin) Status(args *skel.CmdArgs) (err error) {
+func (p *Plugin) Status(args *skel.CmdArgs) error { return p.StatusContext(context.Background(), args) }
+
+// StatusContext is Status under ctx.
+func (p *Plugin) StatusContext(parent context.Context, args *skel.CmdArgs) (err error) {
 	defer p.recoverPanic("STATUS", args.ContainerID, args.Args, &err)
 	if err := p.nested("STATUS"); err != nil {
 		return err
@@ -528,14 +513,14 @@ func (p *Plugin) Status(args *skel.CmdArgs) (err error) {
 	if p.netsErr != nil {
 		return &types.Error{Code: types.ErrPluginNotAvailable, Msg: p.netsErr.Error()}
 	}
-	ctx, cancel := p.ctx()
+	ctx, cancel := p.ctx(parent)
 	defer cancel()
 	pl := &planner{conf: p.Conf, nets: p.Nets}
 	cluster, _, err := pl.clusterDelegate(ctx, &corev1.Pod{}, "eth0")
 	if err != nil {
 		return &types.Error{Code: types.ErrPluginNotAvailable, Msg: err.Error()}
 	}
-	list, err := cluster.list()
+	list, err := cluster.List()
 	if err != nil {
 		return err
 	}
@@ -547,7 +532,10 @@ func (p *Plugin) Status(args *skel.CmdArgs) (err error) {
 
 // GC deletes the attachments of containers the runtime no longer knows (a missed DEL), so their
 // IPs and devices come back.
-func (p *Plugin) GC(args *skel.CmdArgs) (err error) {
+func (p *Plugin) GC(args *skel.CmdArgs) error { return p.GCContext(context.Background(), args) }
+
+// GCContext is GC under ctx.
+func (p *Plugin) GCContext(ctx context.Context, args *skel.CmdArgs) (err error) {
 	defer p.recoverPanic("GC", args.ContainerID, args.Args, &err)
 	if err := p.nested("GC"); err != nil {
 		return err
@@ -572,7 +560,7 @@ func (p *Plugin) GC(args *skel.CmdArgs) (err error) {
 		if entry != nil {
 			netns = entry.NetNS
 		}
-		if err := p.Del(&skel.CmdArgs{ContainerID: id, Netns: netns, Path: args.Path, StdinData: args.StdinData}); err != nil {
+		if err := p.DelContext(ctx, &skel.CmdArgs{ContainerID: id, Netns: netns, Path: args.Path, StdinData: args.StdinData}); err != nil {
 			errs = append(errs, fmt.Errorf("gc container %s: %w", id, err))
 		}
 	}

@@ -40,6 +40,13 @@ type Networks interface {
 	ClearStatus(containerID string)
 }
 
+// CachedNetworks is a Networks whose Pod answers from a cache (the node agent's informer):
+// LivePod asks the API server, for when the cached pod is not the runtime's.
+type CachedNetworks interface {
+	Networks
+	LivePod(ctx context.Context, namespace, name string) (*corev1.Pod, error)
+}
+
 // apiNetworks reads NADs and pods through the API server.
 type apiNetworks struct {
 	kube kubernetes.Interface

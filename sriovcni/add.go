@@ -19,7 +19,10 @@ import (
 // Add gives the netconf's VF to the container and returns the CNI result (at the current
 // spec version; the caller converts it to the netconf's cniVersion). On failure nothing it
 // changed stays changed.
-func (p *Plugin) Add(a Args) (*current.Result, error) {
+func (p *Plugin) Add(a Args) (*current.Result, error) { return p.AddContext(context.Background(), a) }
+
+// AddContext is Add under ctx (the IPAM call is cancelled with it; undoing a failed ADD is not).
+func (p *Plugin) AddContext(ctx context.Context, a Args) (*current.Result, error) {
 	conf, err := LoadConf(a.StdinData, a.Args)
 	if err != nil {
 		return nil, err
@@ -33,7 +36,7 @@ func (p *Plugin) Add(a Args) (*current.Result, error) {
 	if !p.Sys.Exists(conf.DeviceID) {
 		return nil, fmt.Errorf("sriov: field \"deviceID\": vf %s: no such PCI device under %s", conf.DeviceID, p.Sys.Root)
 	}
-	res, err := p.add(log, conf, a)
+	res, err := p.add(ctx, log, conf, a)
 	if err != nil {
 		log.Error("ADD failed", "err", err)
 		return nil, err
@@ -42,7 +45,7 @@ func (p *Plugin) Add(a Args) (*current.Result, error) {
 	return res, nil
 }
 
-func (p *Plugin) add(log *slog.Logger, conf *NetConf, a Args) (_ *current.Result, err error) {
+func (p *Plugin) add(ctx context.Context, log *slog.Logger, conf *NetConf, a Args) (_ *current.Result, err error) {
 	st := p.store()
 	lk, err := st.lock(conf.DeviceID, "sriov: vf "+conf.DeviceID)
 	if err != nil {
@@ -191,7 +194,7 @@ func (p *Plugin) add(log *slog.Logger, conf *NetConf, a Args) (_ *current.Result
 
 	res := &current.Result{CNIVersion: current.ImplementedSpecVersion, Interfaces: []*current.Interface{iface}}
 	if conf.IPAM.Type != "" {
-		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+		ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
 		defer cancel()
 		ir, ierr := ipamAdd(ctx, conf, a, a.StdinData)
 		if ierr != nil {
@@ -200,7 +203,7 @@ func (p *Plugin) add(log *slog.Logger, conf *NetConf, a Args) (_ *current.Result
 		// err here is the function's result: a later step's failure releases the lease.
 		defer func() {
 			if err != nil {
-				if _, derr := execIPAM(context.Background(), "DEL", conf.IPAM.Type, a, a.StdinData); derr != nil {
+				if _, derr := execIPAM(context.WithoutCancel(ctx), "DEL", conf.IPAM.Type, a, a.StdinData); derr != nil {
 					log.Error("undo: release IPAM", "err", derr)
 				}
 			}

@@ -19,7 +19,10 @@ import (
 // Check verifies that the attachment is still what ADD made it: the VF still belongs to it,
 // its admin settings are those asked for, and (netdev mode) the pod's interface exists, is up,
 // is the VF, and has the MAC and addresses of the prevResult.
-func (p *Plugin) Check(a Args) error {
+func (p *Plugin) Check(a Args) error { return p.CheckContext(context.Background(), a) }
+
+// CheckContext is Check under ctx.
+func (p *Plugin) CheckContext(ctx context.Context, a Args) error {
 	conf, err := LoadConf(a.StdinData, a.Args)
 	if err != nil {
 		return err
@@ -122,7 +125,7 @@ func (p *Plugin) Check(a Args) error {
 		}
 	}
 	if conf.IPAM.Type != "" {
-		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		ctx, cancel := context.WithTimeout(ctx, time.Minute)
 		defer cancel()
 		if _, err := execIPAM(ctx, "CHECK", conf.IPAM.Type, a, a.StdinData); err != nil {
 			return fmt.Errorf("sriov: vf %s: %w", c.VF, err)

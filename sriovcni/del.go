@@ -17,7 +17,10 @@ import (
 // released, the device-info file and the cache are removed. It works from the cache ADD wrote,
 // so it needs neither the pod's netns nor the process that ran ADD. Without a cache there is
 // nothing to undo (ADD failed and cleaned up, or an earlier DEL finished): success.
-func (p *Plugin) Del(a Args) error {
+func (p *Plugin) Del(a Args) error { return p.DelContext(context.Background(), a) }
+
+// DelContext is Del under ctx.
+func (p *Plugin) DelContext(ctx context.Context, a Args) error {
 	st := p.store()
 	c, err := st.loadCache(a.ContainerID, a.IfName)
 	corrupt := errors.Is(err, errCorrupt)
@@ -57,7 +60,7 @@ func (p *Plugin) Del(a Args) error {
 		// Some runtimes send DEL without CNI_NETNS; the netns ADD used may still exist.
 		a.Netns = c.Netns
 	}
-	if err := p.teardown(log, c, conf, a); err != nil {
+	if err := p.teardown(ctx, log, c, conf, a); err != nil {
 		log.Error("DEL failed", "err", err)
 		return err
 	}
@@ -68,7 +71,7 @@ func (p *Plugin) Del(a Args) error {
 // teardown undoes one cached attachment. A VF that now belongs to another attachment (this is
 // a late DEL from a container whose VF was taken over) is left alone; the attachment's own
 // IPAM lease, device-info and cache still go. On any failure the state stays for a retry.
-func (p *Plugin) teardown(log *slog.Logger, c *Cache, conf *NetConf, a Args) error {
+func (p *Plugin) teardown(ctx context.Context, log *slog.Logger, c *Cache, conf *NetConf, a Args) error {
 	st := p.store()
 	lk, err := st.lock(c.VF, "sriov: vf "+c.VF)
 	if err != nil {
@@ -101,7 +104,7 @@ func (p *Plugin) teardown(log *slog.Logger, c *Cache, conf *NetConf, a Args) err
 	}
 	if conf.IPAM.Type != "" {
 		ia := Args{ContainerID: c.ContainerID, Netns: a.Netns, IfName: c.IfName, Args: c.CNIArgs, Path: a.Path}
-		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+		ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
 		_, err := execIPAM(ctx, "DEL", conf.IPAM.Type, ia, c.NetConf)
 		cancel()
 		if err != nil {
@@ -124,7 +127,10 @@ func (p *Plugin) teardown(log *slog.Logger, c *Cache, conf *NetConf, a Args) err
 
 // GC releases every attachment of this network the plugin holds state for that is not in
 // the runtime's list of valid attachments (cni.dev/valid-attachments): what missed DELs left.
-func (p *Plugin) GC(a Args) error {
+func (p *Plugin) GC(a Args) error { return p.GCContext(context.Background(), a) }
+
+// GCContext is GC under ctx.
+func (p *Plugin) GCContext(ctx context.Context, a Args) error {
 	nc := &types.NetConf{}
 	if err := json.Unmarshal(a.StdinData, nc); err != nil {
 		return fmt.Errorf("sriov: GC: parse netconf: %w", err)
@@ -152,7 +158,7 @@ func (p *Plugin) GC(a Args) error {
 		log, closeLog := p.logger(conf)
 		log = log.With("vf", c.VF, "container", c.ContainerID, "ifname", c.IfName)
 		log.Info("GC: releasing an attachment the runtime no longer knows")
-		if err := p.teardown(log, c, conf, Args{Netns: c.Netns, Path: a.Path}); err != nil {
+		if err := p.teardown(ctx, log, c, conf, Args{Netns: c.Netns, Path: a.Path}); err != nil {
 			errs = append(errs, err)
 		}
 		closeLog()

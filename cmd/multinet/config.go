@@ -19,6 +19,9 @@ func configCmd(args []string, stdout, stderr io.Writer) int {
 	fs.SetOutput(stderr)
 	var o meta.GenerateOptions
 	var global, policy string
+	fs.StringVar(&o.Mode, "mode", meta.ModeThin, "thin (the conf runs multinet) or thick (it runs multinet-shim, which asks multinetd)")
+	fs.StringVar(&o.Socket, "socket", "", "thick mode: multinetd's socket (default /run/multinet/multinet.sock)")
+	fs.StringVar(&o.AgentWait, "agent-wait", "", "thick mode: how long ADD waits for multinetd (default 45s)")
 	fs.StringVar(&o.ConfDir, "conf-dir", meta.DefaultConfDir, "CNI conf dir holding the cluster network's conf")
 	fs.StringVar(&o.Kubeconfig, "kubeconfig", "", "kubeconfig the plugin uses to read NADs and pods")
 	fs.StringVar(&o.CacheDir, "cache-dir", "", "delegate cache dir (default "+meta.DefaultCacheDir+")")

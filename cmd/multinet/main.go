@@ -58,7 +58,7 @@ func withContext(err error) error {
 }
 
 func usage() string {
-	return "usage: multinet config generate --conf-dir DIR [--kubeconfig FILE] [--cache-dir DIR] [--bin-dir DIR]\n" +
+	return "usage: multinet config generate [--mode thin|thick] [--socket FILE] [--agent-wait 45s] --conf-dir DIR [--kubeconfig FILE] [--cache-dir DIR] [--bin-dir DIR]\n" +
 		"         [--log-dir DIR] [--log-file FILE] [--log-level LEVEL] [--namespace-isolation] [--global-namespaces a,b]\n" +
 		"         [--readiness-indicator-file FILE] [--pod-resources-socket FILE]\n" +
 		"       (run with CNI_COMMAND set, multinet is the CNI plugin)\n"

@@ -11,9 +11,22 @@ cluster-down:
 	@./e2e/cluster/down.sh
 
 # Brings the cluster up, runs the tests, always tears it down; on failure shows the logs' tails.
+# Then the same for thick mode (e2e-cluster-thick).
 e2e-cluster:
-	@./e2e/cluster/up.sh
+	@MULTINET_MODE=thin ./e2e/cluster/up.sh
 	@$(GO) test -count=1 -tags e2e_cluster -v ./e2e/cluster/... ; rc=$$?; \
 	  if [ $$rc -ne 0 ]; then for l in kubelet containerd kube-apiserver; do \
+	    echo "=== tail of $$l log ($(CLUSTER_DIR)/logs/$$l.log)"; tail -n 25 $(CLUSTER_DIR)/logs/$$l.log; done; fi; \
+	  ./e2e/cluster/down.sh; exit $$rc
+	@$(MAKE) --no-print-directory e2e-cluster-thick
+
+# The node's CNI in thick mode (multinetd + multinet-shim): the meta and SR-IOV tests again, and
+# the agent's own (killed while pods are created, down while they are deleted).
+THICK_RUN ?= TestPodOnClusterNetwork|TestMeta|TestMultus|TestSriov|TestThick
+.PHONY: e2e-cluster-thick
+e2e-cluster-thick:
+	@MULTINET_MODE=thick ./e2e/cluster/up.sh
+	@$(GO) test -count=1 -tags e2e_cluster -v -run '$(THICK_RUN)' ./e2e/cluster/... ; rc=$$?; \
+	  if [ $$rc -ne 0 ]; then for l in multinetd kubelet containerd; do \
 	    echo "=== tail of $$l log ($(CLUSTER_DIR)/logs/$$l.log)"; tail -n 25 $(CLUSTER_DIR)/logs/$$l.log; done; fi; \
 	  ./e2e/cluster/down.sh; exit $$rc

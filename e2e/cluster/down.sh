@@ -19,6 +19,7 @@ stop() {
   rm -f "$D/run/$1.pid"
 }
 stop kubelet
+stop multinetd
 stop kube-apiserver
 # Shims of our containerd carry its socket address on their command line.
 for pid in $(pgrep -f "containerd-shim.*-address $D/containerd/containerd.sock" 2>/dev/null); do kill -KILL "$pid" 2>/dev/null; done

@@ -7,12 +7,17 @@ here=$(cd "$(dirname "$0")" && pwd)
 repo=$(cd "$here/../.." && pwd)
 CLUSTER_DIR=${CLUSTER_DIR:-/tmp/multinet-cluster}
 NODE=${NODE_NAME:-node1}
+# MULTINET_MODE=thick runs the node agent multinetd and writes the conf with the multinet-shim;
+# thin (the default) runs the multinet binary for every CNI call.
+MODE=${MULTINET_MODE:-thin}
+case "$MODE" in thin|thick) ;; *) echo "cluster-up: MULTINET_MODE=$MODE: want thin or thick" >&2; exit 2;; esac
 D=$CLUSTER_DIR
 log() { echo "cluster-up: $*"; }
 
 alive() { [ -f "$D/run/$1.pid" ] && kill -0 "$(cat "$D/run/$1.pid")" 2>/dev/null; }
-if alive kube-apiserver && alive kubelet && alive containerd && alive etcd; then
-  log "already up ($D)"; exit 0
+running_mode() { grep -q '"multinet-shim"' "$D/net.d/00-multinet.conflist" 2>/dev/null && echo thick || echo thin; }
+if alive kube-apiserver && alive kubelet && alive containerd && alive etcd && [ "$(running_mode)" = "$MODE" ]; then
+  log "already up ($D, $MODE mode)"; exit 0
 fi
 "$here/down.sh" >/dev/null 2>&1 || true
 
@@ -35,7 +40,9 @@ mkdir -p "$D"/{pki,etcd,kubelet,containerd/root,containerd/state,run,logs,net.d,
 for p in /usr/lib/cni/*; do ln -sf "$p" "$D/cni-bin/"; done
 
 (cd "$repo" && CGO_ENABLED=0 go build -o "$D/tools/clusterctl" ./e2e/cluster/clusterctl && CGO_ENABLED=0 go build -o "$D/tools/pause" ./e2e/cluster/pause \
-  && CGO_ENABLED=0 go build -o "$D/cni-bin/" ./cmd/multinet ./cmd/sriov ./cmd/passthru)
+  && CGO_ENABLED=0 go build -o "$D/cni-bin/" ./cmd/multinet ./cmd/sriov ./cmd/passthru \
+  && if [ "$MODE" = thick ]; then CGO_ENABLED=0 go build -trimpath -ldflags="-s -w" -o "$D/cni-bin/" ./cmd/multinet-shim \
+       && CGO_ENABLED=0 go build -o "$D/tools/" ./cmd/multinetd; fi)
 
 pki=$D/pki
 if [ ! -f "$pki/serving.crt" ]; then
@@ -181,9 +188,32 @@ kubeconfig "$D/multinet.d/kubeconfig" multinet "$sa_token"
 # Multus's node features its own e2e suite relies on: the readiness indicator (tests remove it to
 # hold ADDs) and an auxiliary chain, empty until a test drops plugins into its subdirectory.
 touch "$D/run/cluster-network-ready"
-"$D/cni-bin/multinet" config generate --conf-dir "$D/net.d" --kubeconfig "$D/multinet.d/kubeconfig" \
+thick=()
+if [ "$MODE" = thick ]; then
+  # The agent as its DaemonSet would run it: its own service account (list/watch), a
+  # node-bound token, the same sysfs/state/devinfo/pools as the plugins containerd runs (the
+  # shim's DEL fallback execs those with containerd's environment). Kept as a script so tests
+  # can kill it and start it again.
+  agent_token=$("$D/tools/clusterctl" token "$D/kubeconfig" kube-system/multinetd 48h "$NODE")
+  kubeconfig "$D/multinet.d/multinetd.kubeconfig" multinetd "$agent_token"
+  agent_metrics=127.0.0.1:$(freeport)
+  echo "$agent_metrics" > "$D/run/multinetd.metrics"
+  cat > "$D/run/multinetd.sh" <<EOT
+#!/bin/sh
+exec env MULTINET_SYSFS_ROOT="$D/sim-sysfs" MULTINET_DEVINFO_DIR="$D/devinfo" MULTINET_STATE_DIR="$D/cni-state" MULTINET_POOLS_FILE="$D/pools.json" \\
+  "$D/tools/multinetd" --kubeconfig "$D/multinet.d/multinetd.kubeconfig" --node-name "$NODE" \\
+  --socket "$D/run/multinet/multinet.sock" --metrics-addr "$agent_metrics" --log-dir "$D/logs" --log-level info
+EOT
+  chmod +x "$D/run/multinetd.sh"
+  setsid "$D/run/multinetd.sh" >>"$D/logs/multinetd.log" 2>&1 < /dev/null &
+  echo $! > "$D/run/multinetd.pid"
+  for i in $(seq 150); do [ -S "$D/run/multinet/multinet.sock" ] && break; sleep 0.2; done
+  [ -S "$D/run/multinet/multinet.sock" ] || { echo "cluster-up: multinetd not serving; see $D/logs/multinetd.log" >&2; tail -20 "$D/logs/multinetd.log" >&2; exit 1; }
+  thick=(--mode thick --socket "$D/run/multinet/multinet.sock")
+fi
+"$D/cni-bin/multinet" config generate "${thick[@]}" --conf-dir "$D/net.d" --kubeconfig "$D/multinet.d/kubeconfig" \
   --cache-dir "$D/multinet-cache" --log-dir "$D/logs" --log-file multinet.log --log-level info \
   --readiness-indicator-file "$D/run/cluster-network-ready" --auxiliary-cni-chain-name vendor-cni-chain \
   --namespace-isolation --global-namespaces default \
   --pod-resources-socket "$D/kubelet/pod-resources/kubelet.sock" >/dev/null
-log "node $NODE Ready in $(( $(date +%s) - t0 ))s; KUBECONFIG=$D/kubeconfig"
+log "multinet $MODE mode; node $NODE Ready in $(( $(date +%s) - t0 ))s; KUBECONFIG=$D/kubeconfig"

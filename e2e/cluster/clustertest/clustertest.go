@@ -358,3 +358,64 @@ func (c *Cluster) StopAPIServer(t testing.TB) (restart func()) {
 	t.Cleanup(restart)
 	return restart
 }
+
+// Thick reports whether the node's CNI runs in thick mode (the conf names multinet-shim and
+// multinetd serves it; MULTINET_MODE=thick at cluster-up).
+func (c *Cluster) Thick() bool {
+	b, err := os.ReadFile(filepath.Join(c.CNIConfDir(), "00-multinet.conflist"))
+	return err == nil && strings.Contains(string(b), `"multinet-shim"`)
+}
+
+// AgentMetrics is the address of multinetd's /metrics, /healthz and /readyz.
+func (c *Cluster) AgentMetrics() string {
+	b, _ := os.ReadFile(filepath.Join(c.Dir, "run", "multinetd.metrics"))
+	return strings.TrimSpace(string(b))
+}
+
+// KillAgent SIGKILLs multinetd (a crash, an OOM kill) and returns a function that starts it
+// again and waits until it serves; the restart also runs when the test ends.
+func (c *Cluster) KillAgent(t testing.TB) (restart func()) {
+	t.Helper()
+	pidFile := filepath.Join(c.Dir, "run", "multinetd.pid")
+	b, err := os.ReadFile(pidFile)
+	if err != nil {
+		t.Fatalf("multinetd pid: %v (is the cluster in thick mode?)", err)
+	}
+	pid, _ := strconv.Atoi(strings.TrimSpace(string(b)))
+	_ = syscall.Kill(pid, syscall.SIGKILL)
+	for i := 0; i < 100 && syscall.Kill(pid, 0) == nil; i++ {
+		time.Sleep(50 * time.Millisecond)
+	}
+	started := false
+	restart = func() {
+		if started {
+			return
+		}
+		started = true
+		logf, err := os.OpenFile(filepath.Join(c.Dir, "logs", "multinetd.log"), os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o644)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer logf.Close()
+		cmd := exec.Command(filepath.Join(c.Dir, "run", "multinetd.sh"))
+		cmd.Stdout, cmd.Stderr = logf, logf
+		cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+		if err := cmd.Start(); err != nil {
+			t.Fatalf("restart multinetd: %v", err)
+		}
+		os.WriteFile(pidFile, []byte(strconv.Itoa(cmd.Process.Pid)), 0o644)
+		_ = cmd.Process.Release()
+		sock := filepath.Join(c.Dir, "run", "multinet", "multinet.sock")
+		deadline := time.Now().Add(60 * time.Second)
+		for time.Now().Before(deadline) {
+			if conn, err := net.Dial("unix", sock); err == nil {
+				conn.Close()
+				return
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+		t.Fatal("multinetd not serving 60s after restart")
+	}
+	t.Cleanup(restart)
+	return restart
+}
