@@ -217,8 +217,9 @@ func TestDPDKPodsPassPacketsThroughOVS(t *testing.T) {
 		}
 		// What dpdk-args printed in the pod: the slot's socket as the pod sees it, server mode.
 		want := fmt.Sprintf("EAL-ARGS: --vdev net_virtio_user0,path=%s/%s/sock,server=1 --no-pci", dpdkCDir, slot)
-		if got := d.waitLog(t, 0, regexp.MustCompile(`EAL-ARGS: .*`), "EAL arguments"); !strings.Contains(got, want) {
-			t.Errorf("pod %s: %q, want %q", d.name, strings.SplitN(got, "\n", 2)[0], want)
+		ealRe := regexp.MustCompile(`EAL-ARGS: .*`)
+		if got := ealRe.FindString(d.waitLog(t, 0, ealRe, "EAL arguments")); strings.TrimSpace(got) != want {
+			t.Errorf("pod %s: %q, want %q", d.name, got, want)
 		}
 	}
 	if len(slots) != 2 {
