@@ -3,6 +3,7 @@
 package cluster
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -14,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	nadv1 "github.com/k8snetworkplumbingwg/network-attachment-definition-client/pkg/apis/k8s.cni.cncf.io/v1"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 
@@ -193,8 +195,9 @@ func TestDPDKPodsPassPacketsThroughOVS(t *testing.T) {
 	p := startDevicePlugin(t, c, pcitest.New(t).Root, `{"resourceList":[{"resourceName":"mn_e2e_dpdk","resourcePrefix":"multinet.io",
 	  "deviceType":"vhostUser","vhostUser":{"dir":"`+pool+`","count":2,"mode":"server","containerDir":"`+dpdkCDir+`"}}]}`)
 	waitNodeRes(t, c, p, "registered", dpdkRes, 2, 2)
-	c.CreateNAD(t, "default", dpdkNAD, fmt.Sprintf(`{"cniVersion":"1.0.0","name":%q,"type":"vhostuser","bridge":%q,"vlan":%d,"mtu":1500,"ovsdbSocket":%q}`,
-		dpdkNAD, dpdkBridge, dpdkVLAN, ovs.DB), map[string]string{"k8s.v1.cni.cncf.io/resourceName": dpdkRes})
+	// containerDir repeats the pool's: the plugin publishes the socket as the pod sees it.
+	c.CreateNAD(t, "default", dpdkNAD, fmt.Sprintf(`{"cniVersion":"1.0.0","name":%q,"type":"vhostuser","bridge":%q,"vlan":%d,"mtu":1500,"ovsdbSocket":%q,"containerDir":%q}`,
+		dpdkNAD, dpdkBridge, dpdkVLAN, ovs.DB, dpdkCDir), map[string]string{"k8s.v1.cni.cncf.io/resourceName": dpdkRes})
 
 	rx, tx := createDPDKPod(t, c, "dpdk-rx", "rxonly"), createDPDKPod(t, c, "dpdk-tx", "txonly")
 	slots := map[string]bool{}
@@ -215,7 +218,16 @@ func TestDPDKPodsPassPacketsThroughOVS(t *testing.T) {
 		if got, _ := ovs.Vsctl("get", "Port", d.port, "tag"); got != fmt.Sprint(dpdkVLAN) {
 			t.Errorf("port %s tag %s, want %d", d.port, got, dpdkVLAN)
 		}
-		// What dpdk-args printed in the pod: the slot's socket as the pod sees it, server mode.
+		// network-status carries the slot as the pod sees it; dpdk-args in the pod printed it.
+		var sts []nadv1.NetworkStatus
+		if err := json.Unmarshal([]byte(d.pod.Annotations[nadv1.NetworkStatusAnnot]), &sts); err != nil {
+			t.Fatalf("pod %s network-status: %v", d.name, err)
+		}
+		podSock := fmt.Sprintf("%s/%s/sock", dpdkCDir, slot)
+		if len(sts) != 2 || sts[1].Interface != "net1" || sts[1].DeviceInfo == nil || sts[1].DeviceInfo.VhostUser == nil ||
+			sts[1].DeviceInfo.VhostUser.Path != podSock || sts[1].DeviceInfo.VhostUser.Mode != "server" {
+			t.Errorf("pod %s network-status %s: want net1 with vhost-user device-info %s, server", d.name, d.pod.Annotations[nadv1.NetworkStatusAnnot], podSock)
+		}
 		want := fmt.Sprintf("EAL-ARGS: --vdev net_virtio_user0,path=%s/%s/sock,server=1 --no-pci", dpdkCDir, slot)
 		ealRe := regexp.MustCompile(`EAL-ARGS: .*`)
 		if got := ealRe.FindString(d.waitLog(t, 0, ealRe, "EAL arguments")); strings.TrimSpace(got) != want {
