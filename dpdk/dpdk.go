@@ -238,8 +238,23 @@ func Plan(status []Device, env *EnvDevices, driverOf func(pci string) string) (d
 		}
 		return driverOf != nil && userspaceDrivers[driverOf(addr)]
 	}
+	// A slot's socket is <dir>/<slot>/<name> on the host and in the pod alike, but the two dirs
+	// differ when the pool has a containerDir that the NAD does not repeat: network-status then
+	// names the host's path. The device plugin's variable names what the container sees, so
+	// the slot is taken once, at that path, in network-status's place.
+	podPath := map[string]string{}
+	if env != nil {
+		for _, d := range env.Vhost {
+			podPath[slotKey(d.Socket)] = d.Socket
+		}
+	}
 	seenPCI, seenSock := map[string]bool{}, map[string]bool{}
 	take := func(d Device) {
+		if d.Kind == KindVhostUser {
+			if p, ok := podPath[slotKey(d.Socket)]; ok && p != d.Socket {
+				d.Socket = p
+			}
+		}
 		switch d.Kind {
 		case KindPCI:
 			if seenPCI[d.PCI] {
@@ -270,6 +285,11 @@ func Plan(status []Device, env *EnvDevices, driverOf func(pci string) string) (d
 		}
 	}
 	return devs, skipped
+}
+
+// slotKey is a vhost-user socket's slot and file name: "vhost-0/sock".
+func slotKey(sock string) string {
+	return filepath.Join(filepath.Base(filepath.Dir(sock)), filepath.Base(sock))
 }
 
 // Options shape the vhost-user devargs.

@@ -83,6 +83,20 @@ func TestEALArgsFromTheEnvironmentAlone(t *testing.T) {
 	}
 }
 
+// A pool with a containerDir the NAD does not repeat: network-status names the slot's host
+// path, the device plugin's variable the path the container sees. One port, at the pod's path,
+// in network-status's order (not a second virtio-user port on a path the pod cannot reach).
+func TestEALArgsTakeTheSocketThePodSees(t *testing.T) {
+	hostStatus := strings.ReplaceAll(status, "/var/run/vhu/", "/var/lib/multinet/vhost/")
+	args, _ := plan(t, hostStatus, env, nil)
+	want := []string{"--vdev", "net_virtio_user0,path=/var/run/vhu/vhost-0/sock,server=1",
+		"-a", "0000:00:05.1",
+		"--vdev", "net_virtio_user1,path=/var/run/vhu/vhost-1/sock"}
+	if !reflect.DeepEqual(args, want) {
+		t.Fatalf("args\n got %q\nwant %q", args, want)
+	}
+}
+
 func TestEALArgsOptions(t *testing.T) {
 	st, err := FromNetworkStatus([]byte(status))
 	if err != nil {

@@ -2,6 +2,7 @@
 TEST_TIERS += e2e-cluster
 CLUSTER_DIR ?= /tmp/multinet-cluster
 export CLUSTER_DIR
+CLUSTER_RUN ?=
 
 .PHONY: cluster-up cluster-down e2e-cluster
 cluster-up:
@@ -10,11 +11,13 @@ cluster-up:
 cluster-down:
 	@./e2e/cluster/down.sh
 
-# Brings the cluster up, runs the tests, always tears it down; on failure shows the logs' tails.
-# Then the same for thick mode (e2e-cluster-thick).
+# Brings the cluster up, runs the tests (CLUSTER_RUN=regexp: a subset), always tears it down; on
+# failure shows the logs' tails. Then the same for thick mode (e2e-cluster-thick). The DPDK pods'
+# test needs OVS-DPDK and testpmd on the node.
 e2e-cluster:
+	@./e2e/dpdk/deps.sh
 	@MULTINET_MODE=thin ./e2e/cluster/up.sh
-	@$(GO) test -count=1 -tags e2e_cluster -v ./e2e/cluster/... ; rc=$$?; \
+	@$(GO) test -count=1 -tags e2e_cluster -v -timeout 30m ./e2e/cluster/... $(if $(CLUSTER_RUN),-run '$(CLUSTER_RUN)') ; rc=$$?; \
 	  if [ $$rc -ne 0 ]; then for l in kubelet containerd kube-apiserver; do \
 	    echo "=== tail of $$l log ($(CLUSTER_DIR)/logs/$$l.log)"; tail -n 25 $(CLUSTER_DIR)/logs/$$l.log; done; fi; \
 	  ./e2e/cluster/down.sh; exit $$rc

@@ -40,7 +40,7 @@ mkdir -p "$D"/{pki,etcd,kubelet,containerd/root,containerd/state,run,logs,net.d,
 for p in /usr/lib/cni/*; do ln -sf "$p" "$D/cni-bin/"; done
 
 (cd "$repo" && CGO_ENABLED=0 go build -o "$D/tools/clusterctl" ./e2e/cluster/clusterctl && CGO_ENABLED=0 go build -o "$D/tools/pause" ./e2e/cluster/pause \
-  && CGO_ENABLED=0 go build -o "$D/cni-bin/" ./cmd/multinet ./cmd/sriov ./cmd/passthru \
+  && CGO_ENABLED=0 go build -o "$D/cni-bin/" ./cmd/multinet ./cmd/sriov ./cmd/passthru ./cmd/vhostuser \
   && if [ "$MODE" = thick ]; then CGO_ENABLED=0 go build -trimpath -ldflags="-s -w" -o "$D/cni-bin/" ./cmd/multinet-shim \
        && CGO_ENABLED=0 go build -o "$D/tools/" ./cmd/multinetd; fi)
 

@@ -28,6 +28,7 @@ import (
 
 	"github.com/multinet-io/multinet/deviceplugin"
 	"github.com/multinet-io/multinet/devinfo"
+	"github.com/multinet-io/multinet/e2e/ovsdpdk"
 	"github.com/multinet-io/multinet/pci/pcitest"
 )
 
@@ -303,17 +304,13 @@ func (tp *testpmd) quit(t testing.TB) {
 	}
 }
 
-var accumulatedRe = regexp.MustCompile(`(?s)Accumulated forward statistics for all ports.*?RX-packets:\s+(\d+).*?TX-packets:\s+(\d+)`)
-
 // totals parses testpmd's final "Accumulated forward statistics" block.
 func totals(t testing.TB, out string) (rx, tx int) {
 	t.Helper()
-	m := accumulatedRe.FindStringSubmatch(out)
-	if m == nil {
-		t.Fatalf("no forward statistics in testpmd output:\n%s", out)
+	rx, tx, err := ovsdpdk.TestpmdTotals(out)
+	if err != nil {
+		t.Fatalf("%v:\n%s", err, out)
 	}
-	rx, _ = strconv.Atoi(m[1])
-	tx, _ = strconv.Atoi(m[2])
 	return rx, tx
 }
 
@@ -576,8 +573,8 @@ type traffic struct {
 }
 
 var (
-	startedRe = regexp.MustCompile(`packet forwarding - ports=`)
-	stoppedRe = accumulatedRe
+	startedRe = ovsdpdk.TestpmdStarted
+	stoppedRe = ovsdpdk.TestpmdStopped
 )
 
 // runTraffic starts the receiver on b, then the sender on a, forwards for d, stops the sender,

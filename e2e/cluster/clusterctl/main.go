@@ -4,14 +4,16 @@ package main
 
 import (
 	"archive/tar"
-	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"io"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"sort"
 	"strings"
 	"time"
 
@@ -31,7 +33,8 @@ const usage = `usage:
   clusterctl apply KUBECONFIG FILE...
   clusterctl delete-pods KUBECONFIG TIMEOUT
   clusterctl token KUBECONFIG NAMESPACE/SERVICEACCOUNT TTL [NODE]   (prints a token, TokenRequest API; bound to NODE if given)
-  clusterctl image BINARY ENTRYPOINT TAG OUT.tar`
+  clusterctl image BINARY ENTRYPOINT TAG OUT.tar
+  clusterctl image-files TAG OUT.tar ENTRYPOINT HOSTPATH[=IMAGEPATH]...   (host files, dirs and the libraries they need)`
 
 func main() {
 	if err := run(os.Args[1:]); err != nil {
@@ -46,6 +49,9 @@ func run(args []string) error {
 	}
 	if args[0] == "image" && len(args) == 5 {
 		return image(args[1], args[2], args[3], args[4])
+	}
+	if args[0] == "image-files" && len(args) >= 5 {
+		return imageFiles(args[1], args[2], args[3], args[4:])
 	}
 	if len(args) < 3 {
 		return fmt.Errorf("%s", usage)
@@ -231,28 +237,258 @@ func deletePods(cs kubernetes.Interface, timeout time.Duration) error {
 // image writes a one-layer image in the `docker save` layout that `ctr images import` takes:
 // the binary at its path inside the layer, a config naming the entrypoint, a manifest.
 func image(binary, entrypoint, tag, out string) error {
-	bin, err := os.ReadFile(binary)
+	l := newLayer()
+	if err := l.addAs(binary, entrypoint); err != nil {
+		return err
+	}
+	return l.write(tag, []string{entrypoint}, out)
+}
+
+// imageFiles writes an image of host files at their own paths (HOST) or elsewhere
+// (HOST=IMAGE): directories whole, symlinks as symlinks along with what they point to, and
+// every shared library an ELF file needs (as ldd resolves it on this host), so a dynamically
+// linked program from the host's packages runs in the container as it runs here.
+func imageFiles(tag, out, entrypoint string, specs []string) error {
+	l := newLayer()
+	for _, spec := range specs {
+		host, img, renamed := strings.Cut(spec, "=")
+		var err error
+		if renamed {
+			err = l.addAs(host, img)
+		} else {
+			err = l.addPath(host)
+		}
+		if err != nil {
+			return fmt.Errorf("%s: %w", spec, err)
+		}
+	}
+	return l.write(tag, []string{entrypoint}, out)
+}
+
+// entry is one member of the layer: a directory, a regular file (its content read from host)
+// or a symlink.
+type entry struct {
+	typ  byte
+	host string
+	link string
+	mode int64
+}
+
+type layer struct {
+	entries map[string]entry // by path inside the image, without the leading slash
+	lddDone map[string]bool
+}
+
+func newLayer() *layer { return &layer{entries: map[string]entry{}, lddDone: map[string]bool{}} }
+
+// dirs records the parents of an image path as directories (unless already there as links).
+func (l *layer) dirs(img string) {
+	for d := filepath.Dir(img); d != "." && d != "/" && d != ""; d = filepath.Dir(d) {
+		if _, ok := l.entries[d]; !ok {
+			l.entries[d] = entry{typ: tar.TypeDir, mode: 0o755}
+		}
+	}
+}
+
+// addAs puts a host file (symlinks followed) at img, with the libraries it needs.
+func (l *layer) addAs(host, img string) error {
+	fi, err := os.Stat(host)
 	if err != nil {
 		return err
 	}
-	var layer bytes.Buffer
-	lw := tar.NewWriter(&layer)
-	dir := strings.TrimPrefix(filepath.Dir(entrypoint), "/")
-	if dir != "" && dir != "." {
-		if err := lw.WriteHeader(&tar.Header{Name: dir + "/", Typeflag: tar.TypeDir, Mode: 0o755}); err != nil {
+	if !fi.Mode().IsRegular() {
+		return fmt.Errorf("%s is not a regular file", host)
+	}
+	img = strings.TrimPrefix(filepath.Clean(img), "/")
+	l.dirs(img)
+	l.entries[img] = entry{typ: tar.TypeReg, host: host, mode: int64(fi.Mode().Perm())}
+	return l.libs(host)
+}
+
+// addPath puts a host path into the image at the same path, resolving it component by
+// component so that every symlink on the way (Debian's /lib -> usr/lib, a library's soname
+// links) is in the image too and resolves there as on the host.
+func (l *layer) addPath(p string) error {
+	if !filepath.IsAbs(p) {
+		return fmt.Errorf("%s: want an absolute path", p)
+	}
+	return l.addResolved(filepath.Clean(p), 0, true)
+}
+
+// addResolved adds p and the symlinks on its way; with whole, a directory at p comes with
+// all it holds, else only as a directory (a symlink's target on the way to something else).
+func (l *layer) addResolved(p string, depth int, whole bool) error {
+	if depth > 40 {
+		return fmt.Errorf("%s: too many levels of symbolic links", p)
+	}
+	cur := "/"
+	parts := strings.Split(strings.TrimPrefix(p, "/"), "/")
+	for i, part := range parts {
+		next := filepath.Join(cur, part)
+		fi, err := os.Lstat(next)
+		if err != nil {
+			return err
+		}
+		img := strings.TrimPrefix(next, "/")
+		last := i == len(parts)-1
+		switch {
+		case fi.Mode()&os.ModeSymlink != 0:
+			target, err := os.Readlink(next)
+			if err != nil {
+				return err
+			}
+			l.entries[img] = entry{typ: tar.TypeSymlink, link: target, mode: 0o777}
+			abs := target
+			if !filepath.IsAbs(abs) {
+				abs = filepath.Join(cur, target)
+			}
+			if err := l.addResolved(abs, depth+1, whole && last); err != nil {
+				return fmt.Errorf("%s -> %s: %w", next, target, err)
+			}
+			if last {
+				return nil
+			}
+			if cur, err = filepath.EvalSymlinks(next); err != nil {
+				return err
+			}
+		case fi.IsDir():
+			if e, ok := l.entries[img]; !ok || e.typ != tar.TypeDir {
+				l.entries[img] = entry{typ: tar.TypeDir, mode: int64(fi.Mode().Perm())}
+			}
+			if last && whole {
+				return l.addDir(next)
+			}
+			cur = next
+		case fi.Mode().IsRegular() && last:
+			if _, ok := l.entries[img]; ok {
+				return nil
+			}
+			l.entries[img] = entry{typ: tar.TypeReg, host: next, mode: int64(fi.Mode().Perm())}
+			return l.libs(next)
+		default:
+			return fmt.Errorf("%s: not a directory, regular file or symlink", next)
+		}
+	}
+	return nil
+}
+
+// addDir adds everything under a host directory.
+func (l *layer) addDir(dir string) error {
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return err
+	}
+	for _, e := range ents {
+		if err := l.addResolved(filepath.Join(dir, e.Name()), 0, true); err != nil {
 			return err
 		}
 	}
-	if err := lw.WriteHeader(&tar.Header{Name: strings.TrimPrefix(entrypoint, "/"), Mode: 0o755, Size: int64(len(bin))}); err != nil {
+	return nil
+}
+
+// libs adds the shared libraries an ELF file needs, as this host's ldd resolves them (the
+// whole closure: ldd lists indirect needs too). Files that are not dynamic ELF need nothing.
+func (l *layer) libs(host string) error {
+	if l.lddDone[host] {
+		return nil
+	}
+	l.lddDone[host] = true
+	f, err := os.Open(host)
+	if err != nil {
 		return err
 	}
-	lw.Write(bin)
-	lw.Close()
-	layerSum := sha256.Sum256(layer.Bytes())
-	layerID := hex.EncodeToString(layerSum[:])
+	magic := make([]byte, 4)
+	_, err = f.Read(magic)
+	f.Close()
+	if err != nil || string(magic) != "\x7fELF" {
+		return nil
+	}
+	out, err := exec.Command("ldd", host).CombinedOutput()
+	if err != nil {
+		if strings.Contains(string(out), "not a dynamic executable") || strings.Contains(string(out), "statically linked") {
+			return nil
+		}
+		return fmt.Errorf("ldd %s: %v: %s", host, err, out)
+	}
+	for _, line := range strings.Split(string(out), "\n") {
+		line = strings.TrimSpace(line)
+		if strings.Contains(line, "=> not found") {
+			return fmt.Errorf("%s needs %s, which this host does not have", host, strings.Fields(line)[0])
+		}
+		lib := line
+		if _, after, ok := strings.Cut(line, "=>"); ok {
+			lib = strings.TrimSpace(after)
+		}
+		lib, _, _ = strings.Cut(lib, " (")
+		if !strings.HasPrefix(lib, "/") {
+			continue // linux-vdso and the like: the kernel's
+		}
+		if err := l.addPath(lib); err != nil {
+			return fmt.Errorf("%s needs %s: %w", host, lib, err)
+		}
+	}
+	return nil
+}
+
+// write streams the layer to a file beside out (hashing it on the way), then the image: layer,
+// config naming the entrypoint, manifest.
+func (l *layer) write(tag string, entrypoint []string, out string) error {
+	lf, err := os.CreateTemp(filepath.Dir(out), ".layer-*.tar")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(lf.Name())
+	defer lf.Close()
+	sum := sha256.New()
+	lw := tar.NewWriter(io.MultiWriter(lf, sum))
+	names := make([]string, 0, len(l.entries))
+	for n := range l.entries {
+		names = append(names, n)
+	}
+	sort.Strings(names) // a parent sorts before what it holds
+	for _, n := range names {
+		e := l.entries[n]
+		h := &tar.Header{Name: n, Typeflag: e.typ, Mode: e.mode, Linkname: e.link}
+		var src *os.File
+		switch e.typ {
+		case tar.TypeDir:
+			h.Name += "/"
+		case tar.TypeReg:
+			if src, err = os.Open(e.host); err != nil {
+				return err
+			}
+			fi, err := src.Stat()
+			if err != nil {
+				src.Close()
+				return err
+			}
+			h.Size = fi.Size()
+		}
+		if err := lw.WriteHeader(h); err != nil {
+			return err
+		}
+		if src != nil {
+			_, err := io.Copy(lw, src)
+			src.Close()
+			if err != nil {
+				return fmt.Errorf("%s: %w", e.host, err)
+			}
+		}
+	}
+	if err := lw.Close(); err != nil {
+		return err
+	}
+	layerID := hex.EncodeToString(sum.Sum(nil))
+	size, err := lf.Seek(0, io.SeekCurrent)
+	if err != nil {
+		return err
+	}
+	if _, err := lf.Seek(0, io.SeekStart); err != nil {
+		return err
+	}
 	cfg, _ := json.Marshal(map[string]any{
 		"architecture": "amd64", "os": "linux",
-		"config": map[string]any{"Entrypoint": []string{entrypoint}},
+		"config": map[string]any{"Entrypoint": entrypoint, "Env": []string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"}},
 		"rootfs": map[string]any{"type": "layers", "diff_ids": []string{"sha256:" + layerID}},
 	})
 	cfgSum := sha256.Sum256(cfg)
@@ -263,15 +499,24 @@ func image(binary, entrypoint, tag, out string) error {
 	if err != nil {
 		return err
 	}
+	defer f.Close()
 	tw := tar.NewWriter(f)
+	if err := tw.WriteHeader(&tar.Header{Name: layerID + "/layer.tar", Mode: 0o644, Size: size}); err != nil {
+		return err
+	}
+	if _, err := io.Copy(tw, lf); err != nil {
+		return err
+	}
 	for _, e := range []struct {
 		name string
 		data []byte
-	}{{layerID + "/layer.tar", layer.Bytes()}, {cfgName, cfg}, {"manifest.json", manifest}} {
+	}{{cfgName, cfg}, {"manifest.json", manifest}} {
 		if err := tw.WriteHeader(&tar.Header{Name: e.name, Mode: 0o644, Size: int64(len(e.data))}); err != nil {
 			return err
 		}
-		tw.Write(e.data)
+		if _, err := tw.Write(e.data); err != nil {
+			return err
+		}
 	}
 	if err := tw.Close(); err != nil {
 		return err
