@@ -27,6 +27,8 @@ type Report struct {
 	WrapOverheadMS float64 `json:"wrap_overhead_ms"`
 	// Paired compares the two stacks pod by pod: sample i of each ran back to back.
 	Paired []Paired `json:"paired,omitempty"`
+	// PF is the real PF of a --pf run (netdev, PCI address, driver); "" for the simulated node.
+	PF string `json:"pf,omitempty"`
 }
 
 // Paired is multus/multinet per pair of pods that ran back to back (same cycle), which cancels
@@ -198,14 +200,21 @@ func (r *Report) WriteJSON(path string) error {
 // Table prints the stacks side by side per scenario, then multus/multinet ratios.
 func (r *Report) Table(w io.Writer) {
 	m := r.Machine
-	fmt.Fprintf(w, "%d cores (%s), kernel %s, %s; multinet %s, Multus %s, kube-apiserver %s; times in ms\n",
-		m.Cores, m.CPU, m.Kernel, m.Go, m.Versions["multinet"], m.Versions["multus"], m.Versions["kube-apiserver"])
+	if r.PF != "" {
+		fmt.Fprintf(w, "%d cores (%s), kernel %s, %s; multinet %s; PF %s; times in ms\n",
+			m.Cores, m.CPU, m.Kernel, m.Go, m.Versions["multinet"], r.PF)
+	} else {
+		fmt.Fprintf(w, "%d cores (%s), kernel %s, %s; multinet %s, Multus %s, kube-apiserver %s; times in ms\n",
+			m.Cores, m.CPU, m.Kernel, m.Go, m.Versions["multinet"], m.Versions["multus"], m.Versions["kube-apiserver"])
+	}
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintln(tw, "scenario\tstack\tn\tADD p50\tp90\tp99\tmax\tDEL p50\tp90\tp99\tmax\tmeta ADD p50\tmeta DEL p50\tCPU/ADD\tplugin RSS MB\tfail add/del\t")
 	for _, s := range r.Scenarios {
 		share, shareDel, cpu, rss := "-", "-", "-", "-"
 		if s.Stack != "floor" {
-			share, shareDel = fmt.Sprintf("%.2f", s.MetaShareP50), fmt.Sprintf("%.2f", s.MetaShareDelP50)
+			if s.ShareCount > 0 {
+				share, shareDel = fmt.Sprintf("%.2f", s.MetaShareP50), fmt.Sprintf("%.2f", s.MetaShareDelP50)
+			}
 			cpu, rss = fmt.Sprintf("%.1f", s.PluginCPUP50), fmt.Sprintf("%.1f", float64(s.PluginMaxRSSKB)/1024)
 		}
 		fmt.Fprintf(tw, "%s\t%s\t%d\t%.2f\t%.2f\t%.2f\t%.2f\t%.2f\t%.2f\t%.2f\t%.2f\t%s\t%s\t%s\t%s\t%d/%d\t\n", s.Name, s.Stack, s.Count,
@@ -213,6 +222,11 @@ func (r *Report) Table(w io.Writer) {
 	}
 	tw.Flush()
 	fmt.Fprintln(w)
+	if r.PF != "" {
+		fmt.Fprintf(w, "sriov = our sriov plugin exec'd through libcni (vlan %d through the PF; a netdev VF moved into the pod as net1); floor = the same netlink operations in one process; CPU/ADD and RSS of the plugin process\n", pfBenchVLAN)
+		r.errors(w)
+		return
+	}
 	fmt.Fprintf(w, "meta = the meta-plugin's own share (delegates' time and %.2f ms per wrapped exec subtracted); CPU/ADD = CPU ms of the plugin process tree\n", r.WrapOverheadMS)
 	fmt.Fprintln(w, "multus / multinet (p50; >1 means multinet is faster):")
 	for _, s := range r.Scenarios {
@@ -233,17 +247,21 @@ func (r *Report) Table(w io.Writer) {
 			fmt.Fprintf(w, "  %-14s ADD %.2fx (%d/%d)  DEL %.2fx (%d/%d)\n", p.Name, p.AddRatioP50, p.AddMultinetWn, p.Pairs, p.DelRatioP50, p.DelMultinetWn, p.Pairs)
 		}
 	}
-	for _, s := range r.Scenarios {
-		if s.FirstError != "" {
-			fmt.Fprintf(w, "  %s/%s: %d ADD, %d DEL failures, %d wrong; first error: %s\n", s.Name, s.Stack, s.AddFailures, s.DelFailures, s.WrongAttach, s.FirstError)
-		}
-	}
+	r.errors(w)
 	if len(r.Daemons) > 0 {
 		fmt.Fprintf(w, "daemon peak RSS (shared by both stacks; neither runs its own daemon): ")
 		for k, v := range r.Daemons {
 			fmt.Fprintf(w, "%s %.0f MB  ", k, float64(v)/1024)
 		}
 		fmt.Fprintln(w)
+	}
+}
+
+func (r *Report) errors(w io.Writer) {
+	for _, s := range r.Scenarios {
+		if s.FirstError != "" {
+			fmt.Fprintf(w, "  %s/%s: %d ADD, %d DEL failures, %d wrong; first error: %s\n", s.Name, s.Stack, s.AddFailures, s.DelFailures, s.WrongAttach, s.FirstError)
+		}
 	}
 }
 

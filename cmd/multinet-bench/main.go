@@ -1,6 +1,7 @@
 // Command multinet-bench measures pod attach/detach latency of multinet and upstream Multus
 // side by side on one simulated node (see benchmarks/ and `make bench`). Run as root: it works
-// in its own network and mount namespaces.
+// in its own network and mount namespaces. With --pf it measures instead on a real node's PF:
+// its free VFs as they are (netdev and vfio-pci), each put back as found afterwards.
 package main
 
 import (
@@ -11,12 +12,17 @@ import (
 	"path/filepath"
 
 	"github.com/multinet-io/multinet/benchmarks"
+	"github.com/multinet-io/multinet/podresources"
 )
 
 func main() {
 	var o benchmarks.Options
 	var out string
 	var keep, verbose bool
+	var pf, sysfsRoot, checkpoint string
+	flag.StringVar(&pf, "pf", "", "measure on this real PF's VFs (its netdev) instead of a simulated node; run it on a node with no SR-IOV pods")
+	flag.StringVar(&sysfsRoot, "sysfs-root", "/sys", "sysfs root (with --pf)")
+	flag.StringVar(&checkpoint, "kubelet-checkpoint", podresources.DefaultCheckpoint, "with --pf: VFs this kubelet device checkpoint gives a pod are left alone")
 	flag.StringVar(&o.BinDir, "bin-dir", "bin", "dir with the multinet and sriov binaries")
 	flag.StringVar(&o.WrapBin, "wrap", "bin/bench/wrap", "delegate timing wrapper binary")
 	flag.StringVar(&o.MultusBin, "multus", "", "upstream multus binary (empty: multinet only)")
@@ -36,6 +42,9 @@ func main() {
 	flag.BoolVar(&keep, "keep", false, "keep the scratch dir (logs, caches)")
 	flag.BoolVar(&verbose, "v", false, "debug logs")
 	flag.Parse()
+	if pf != "" {
+		os.Exit(runPF(pf, sysfsRoot, checkpoint, o, out, verbose))
+	}
 
 	code, err := benchmarks.Isolate()
 	if err != nil {
@@ -77,4 +86,35 @@ func main() {
 		fmt.Fprintln(os.Stderr, "multinet-bench:", err)
 		os.Exit(1)
 	}
+}
+
+// runPF is --pf: in the host's namespaces (the PF and its VFs live there), the plugin's state in
+// a scratch dir.
+func runPF(pf, sysfsRoot, checkpoint string, o benchmarks.Options, out string, verbose bool) int {
+	level := slog.LevelInfo
+	if verbose {
+		level = slog.LevelDebug
+	}
+	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+	binDir, _ := filepath.Abs(o.BinDir)
+	dir, err := os.MkdirTemp("", "multinet-bench-pf-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "multinet-bench:", err)
+		return 1
+	}
+	defer os.RemoveAll(dir)
+	rep, err := benchmarks.RunPF(benchmarks.PFOptions{PF: pf, SysfsRoot: sysfsRoot, BinDir: binDir, Dir: dir,
+		Cycles: o.Cycles, Checkpoint: checkpoint, Log: log, Version: o.MultinetVersion})
+	if rep != nil {
+		rep.Table(os.Stdout)
+		os.MkdirAll(filepath.Dir(out), 0o755)
+		if werr := rep.WriteJSON(out); werr != nil {
+			fmt.Fprintln(os.Stderr, "multinet-bench:", werr)
+		}
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "multinet-bench:", err)
+		return 1
+	}
+	return 0
 }

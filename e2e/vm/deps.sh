@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Installs QEMU (bookworm-backports, for the igb SR-IOV model) and the tools that build the
-# guest, and unpacks a Debian kernel + busybox into the cache. Idempotent; prints the directory
+# Installs QEMU (bookworm-backports, for the igb SR-IOV model), the tools that build the guest and
+# Debian's DPDK (dpdk-testpmd and the igb VF PMD, which the runner copies into the guest), and unpacks a Debian kernel + busybox into the cache. Idempotent; prints the directory
 # holding the unpacked guest parts.
 set -euo pipefail
 CACHE_DIR=${CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/multinet}
@@ -15,6 +15,9 @@ qemu_ok() { command -v qemu-system-x86_64 >/dev/null && qemu-system-x86_64 -devi
 missing=()
 qemu_ok || missing+=(qemu)
 for t in cpio xz gzip; do command -v $t >/dev/null || missing+=($t); done
+dpdk_pkgs=(dpdk-dev librte-bus-pci23 librte-net-e1000-23 librte-mempool-ring23)
+dpdk_ok() { [ -x /usr/bin/dpdk-testpmd ] && [ -e /usr/lib/x86_64-linux-gnu/dpdk/pmds-23.0/librte_net_e1000.so ]; }
+dpdk_ok || missing+=(dpdk)
 if [ ${#missing[@]} -gt 0 ] || [ "$need_update" = 1 ] || [ ! -f "$CACHE_DIR/vm/kernel.version" ]; then
   apt-get -o DPkg::Lock::Timeout=300 update -q >/dev/null
 fi
@@ -22,6 +25,7 @@ if ! qemu_ok; then
   apt-get -o DPkg::Lock::Timeout=300 install -y -q -t bookworm-backports --no-install-recommends qemu-system-x86 >/dev/null
 fi
 command -v cpio >/dev/null && command -v xz >/dev/null || apt-get -o DPkg::Lock::Timeout=300 install -y -q cpio xz-utils kmod >/dev/null
+dpdk_ok || apt-get -o DPkg::Lock::Timeout=300 install -y -q --no-install-recommends "${dpdk_pkgs[@]}" >/dev/null
 
 # The newest 6.x kernel image backports offers, pinned in the cache by its version.
 if [ ! -f "$CACHE_DIR/vm/kernel.version" ]; then

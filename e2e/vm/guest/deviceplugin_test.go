@@ -89,59 +89,11 @@ func TestDevicePluginIgbVFs(t *testing.T) {
 	}
 	t.Cleanup(func() { _ = m.Sys.BindDefault(vfs[2]) })
 
-	// The PF's link decides its VFs' health: bring it up (and let igb finish negotiating) first.
-	pfl, err := netlink.LinkByName(pfNetdev(t, pf1))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if pfl.Attrs().Flags&net.FlagUp == 0 {
-		if err := netlink.LinkSetUp(pfl); err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { netlink.LinkSetDown(pfl) })
-	}
-	operUp := func() bool {
-		b, _ := os.ReadFile("/sys/bus/pci/devices/" + pf1 + "/net/" + pfl.Attrs().Name + "/operstate")
-		return strings.TrimSpace(string(b)) == "up"
-	}
-	waitFor(t, "PF operstate up", operUp)
-
-	dir, err := os.MkdirTemp("", "dp")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer os.RemoveAll(dir)
-	reg := &registrar{dir: dir, lists: map[string][]*dp.Device{}, eps: map[string]string{}}
-	l, err := net.Listen("unix", filepath.Join(dir, "kubelet.sock"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := grpc.NewServer()
-	dp.RegisterRegistrationServer(srv, reg)
-	go srv.Serve(l)
-	defer srv.Stop()
-
-	cfg := filepath.Join(dir, "config.json")
-	os.WriteFile(cfg, []byte(`{"resourceList":[
+	pfl, operUp := pfUp(t, pf1)
+	p := startDevicePlugin(t, `{"resourceList":[
 	  {"resourceName":"igbvf","selectors":{"vendors":["8086"],"devices":["10ca"],"drivers":["igbvf"]}},
-	  {"resourceName":"igb_dpdk","selectors":{"vendors":["8086"],"drivers":["vfio-pci"]}}]}`), 0o644)
-	devinfoDir := filepath.Join(dir, "devinfo")
-	cmd := exec.Command("/bin/multinet-deviceplugin", "--config", cfg, "--sysfs-root", "/sys", "--device-plugin-dir", dir,
-		"--pools-file", filepath.Join(dir, "pools.json")) // not the node's: the sriov tests use VFs of no pool
-	cmd.Env = append(os.Environ(), devinfo.EnvBase+"="+devinfoDir)
-	logb := &strings.Builder{}
-	var logMu sync.Mutex
-	cmd.Stdout, cmd.Stderr = lockedWriter{logb, &logMu}, lockedWriter{logb, &logMu}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer func() {
-		cmd.Process.Signal(os.Interrupt)
-		cmd.Wait()
-		logMu.Lock()
-		t.Logf("plugin log:\n%s", logb.String())
-		logMu.Unlock()
-	}()
+	  {"resourceName":"igb_dpdk","selectors":{"vendors":["8086"],"drivers":["vfio-pci"]}}]}`)
+	reg, devinfoDir := p.reg, p.devinfoDir
 
 	waitFor(t, "both pools listed healthy", func() bool {
 		h, v := reg.health("intel.com/igbvf"), reg.health("intel.com/igb_dpdk")
@@ -155,20 +107,11 @@ func TestDevicePluginIgbVFs(t *testing.T) {
 	}
 
 	// Allocate the vfio VF through the plugin's socket, as kubelet would.
-	conn, err := grpc.NewClient("unix://"+filepath.Join(dir, "intel.com_igb_dpdk.sock"), grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	resp, err := dp.NewDevicePluginClient(conn).Allocate(context.Background(), &dp.AllocateRequest{ContainerRequests: []*dp.ContainerAllocateRequest{{DevicesIds: []string{vfs[2]}}}})
-	if err != nil {
-		t.Fatal(err)
-	}
+	r := p.allocate(t, "igb_dpdk", vfs[2])
 	group, err := m.Sys.VFIODevicePath(vfs[2])
 	if err != nil {
 		t.Fatal(err)
 	}
-	r := resp.ContainerResponses[0]
 	var specs []string
 	for _, d := range r.Devices {
 		specs = append(specs, d.HostPath)
@@ -208,6 +151,93 @@ func TestDevicePluginIgbVFs(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitFor(t, "rebound VF in the igbvf pool", func() bool { return len(reg.health("intel.com/igbvf")) == 3 })
+}
+
+// pfUp brings the PF's link up (it decides its VFs' health and link) for the test, and waits
+// until igb has finished negotiating.
+func pfUp(t *testing.T, pf string) (netlink.Link, func() bool) {
+	t.Helper()
+	pfl, err := netlink.LinkByName(pfNetdev(t, pf))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if pfl.Attrs().Flags&net.FlagUp == 0 {
+		if err := netlink.LinkSetUp(pfl); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { netlink.LinkSetDown(pfl) })
+	}
+	operUp := func() bool {
+		b, _ := os.ReadFile("/sys/bus/pci/devices/" + pf + "/net/" + pfl.Attrs().Name + "/operstate")
+		return strings.TrimSpace(string(b)) == "up"
+	}
+	waitFor(t, "PF operstate up", operUp)
+	return pfl, operUp
+}
+
+// pluginRun is /bin/multinet-deviceplugin registered with the test's kubelet registrar.
+type pluginRun struct {
+	reg             *registrar
+	dir, devinfoDir string
+}
+
+// startDevicePlugin runs the device plugin binary with the config until the test ends, its
+// log in the test's log.
+func startDevicePlugin(t *testing.T, config string) *pluginRun {
+	t.Helper()
+	dir, err := os.MkdirTemp("", "dp")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	reg := &registrar{dir: dir, lists: map[string][]*dp.Device{}, eps: map[string]string{}}
+	l, err := net.Listen("unix", filepath.Join(dir, "kubelet.sock"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := grpc.NewServer()
+	dp.RegisterRegistrationServer(srv, reg)
+	go srv.Serve(l)
+	t.Cleanup(srv.Stop)
+
+	cfg := filepath.Join(dir, "config.json")
+	if err := os.WriteFile(cfg, []byte(config), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	devinfoDir := filepath.Join(dir, "devinfo")
+	cmd := exec.Command("/bin/multinet-deviceplugin", "--config", cfg, "--sysfs-root", "/sys", "--device-plugin-dir", dir,
+		"--pools-file", filepath.Join(dir, "pools.json")) // not the node's: the sriov tests use VFs of no pool
+	cmd.Env = append(os.Environ(), devinfo.EnvBase+"="+devinfoDir)
+	logb := &strings.Builder{}
+	var logMu sync.Mutex
+	cmd.Stdout, cmd.Stderr = lockedWriter{logb, &logMu}, lockedWriter{logb, &logMu}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		cmd.Process.Signal(os.Interrupt)
+		cmd.Wait()
+		logMu.Lock()
+		t.Logf("plugin log:\n%s", logb.String())
+		logMu.Unlock()
+	})
+	return &pluginRun{reg: reg, dir: dir, devinfoDir: devinfoDir}
+}
+
+// allocate asks the plugin for devices of a pool (intel.com/<pool>) through its socket, as
+// kubelet does for a container.
+func (p *pluginRun) allocate(t *testing.T, pool string, ids ...string) *dp.ContainerAllocateResponse {
+	t.Helper()
+	conn, err := grpc.NewClient("unix://"+filepath.Join(p.dir, "intel.com_"+pool+".sock"), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	resp, err := dp.NewDevicePluginClient(conn).Allocate(context.Background(), &dp.AllocateRequest{ContainerRequests: []*dp.ContainerAllocateRequest{{DevicesIds: ids}}})
+	if err != nil {
+		t.Fatalf("allocate %v from %s: %v", ids, pool, err)
+	}
+	return resp.ContainerResponses[0]
 }
 
 type lockedWriter struct {

@@ -26,6 +26,17 @@ var modules = []string{"dca", "i2c-algo-bit", "igb", "igbvf", "irqbypass", "vfio
 	// vDPA: the bus, both of its drivers and VDUSE (the guest kernel has no vdpa_sim).
 	"vdpa", "vhost_iotlb", "vhost", "vhost_vdpa", "virtio_vdpa", "vduse", "failover", "net_failover", "virtio_net"}
 
+// The DPDK application the guest drives a vfio-pci VF with: Debian's dpdk-testpmd (e2e/vm/deps.sh
+// installs it on the host) with the libraries ldd resolves for it on the host, and the PMDs it
+// needs from DPDK's plugin dir. EAL dlopens every PMD in that dir at start, so the guest gets
+// only these (PCI bus, igb VF, the ring mempool) and their libraries, not all 128 Debian ships.
+const (
+	testpmd   = "/usr/bin/dpdk-testpmd"
+	dpdkPMDir = "/usr/lib/x86_64-linux-gnu/dpdk/pmds-23.0"
+)
+
+var dpdkPMDs = []string{"librte_bus_pci.so", "librte_bus_vdev.so", "librte_net_e1000.so", "librte_mempool_ring.so"}
+
 func main() {
 	parts := flag.String("parts", "", "directory with the unpacked kernel and busybox packages (e2e/vm/deps.sh prints it)")
 	bins := flag.String("bin", "bin", "directory with the project's static binaries")
@@ -134,6 +145,9 @@ func buildInitramfs(work, parts, bins string, pkgs []string) (string, error) {
 			return "", fmt.Errorf("go test -c %s: %w\n%s", p, err, out)
 		}
 	}
+	if err := addTestpmd(root); err != nil {
+		return "", err
+	}
 	var load strings.Builder
 	for _, m := range modules {
 		fmt.Fprintf(&load, "insmod /lib/modules/%s.ko || echo \"MULTINET-E2E-MODULE-FAIL %s\"\n", m, m)
@@ -163,6 +177,107 @@ poweroff -f
 		return "", err
 	}
 	return kernels[0], sh(root, "find . | cpio -o -H newc --quiet | gzip -1 > ../initrd.gz")
+}
+
+// addTestpmd copies dpdk-testpmd, the selected PMDs and every library they load into the guest
+// root at the host's paths.
+func addTestpmd(root string) error {
+	if _, err := os.Stat(testpmd); err != nil {
+		return fmt.Errorf("%w (e2e/vm/deps.sh installs it)", err)
+	}
+	// glibc dlopens libgcc_s when a thread is cancelled (EAL's at exit); ldd cannot see that.
+	files := []string{testpmd, "/lib/x86_64-linux-gnu/libgcc_s.so.1"}
+	for _, pmd := range dpdkPMDs {
+		names, _ := filepath.Glob(filepath.Join(dpdkPMDir, pmd+"*"))
+		if len(names) == 0 {
+			return fmt.Errorf("DPDK PMD %s not in %s (e2e/vm/deps.sh installs it)", pmd, dpdkPMDir)
+		}
+		files = append(files, names...)
+	}
+	// Each library's own dependencies, resolved from it: a library may reach a name testpmd
+	// reaches by its RUNPATH through the system library dir instead.
+	seen := map[string]bool{}
+	for i := 0; i < len(files); i++ {
+		f := files[i]
+		out, err := exec.Command("ldd", f).CombinedOutput()
+		if err != nil {
+			return fmt.Errorf("ldd %s: %w\n%s", f, err, out)
+		}
+		for _, line := range strings.Split(string(out), "\n") {
+			if strings.Contains(line, "not found") {
+				return fmt.Errorf("ldd %s: %s", f, strings.TrimSpace(line))
+			}
+			fields := strings.Fields(line)
+			var lib string
+			switch {
+			case len(fields) >= 3 && fields[1] == "=>":
+				lib = fields[2]
+			case len(fields) >= 1 && filepath.IsAbs(fields[0]):
+				lib = fields[0] // the dynamic loader
+			}
+			if lib != "" && filepath.IsAbs(lib) && !seen[lib] {
+				seen[lib] = true
+				files = append(files, lib)
+			}
+		}
+	}
+	for _, f := range files {
+		if err := copyHostPath(root, f); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// copyHostPath puts the host file f into the guest root: its content once, at the fully
+// resolved path, and f's own name as a symlink to it. One file per library, however many names
+// it is reached by, matters: the loader tells libraries apart by inode, and a DPDK bus or driver
+// loaded twice registers twice.
+func copyHostPath(root, f string) error {
+	real, err := filepath.EvalSymlinks(f)
+	if err != nil {
+		return err
+	}
+	if _, err := os.Lstat(filepath.Join(root, real)); os.IsNotExist(err) {
+		st, err := os.Stat(real)
+		if err != nil {
+			return err
+		}
+		if err := os.MkdirAll(filepath.Join(root, filepath.Dir(real)), 0o755); err != nil {
+			return err
+		}
+		if err := copyFile(real, filepath.Join(root, real), st.Mode().Perm()); err != nil {
+			return err
+		}
+	}
+	// A directory that is a symlink on the host (merged /usr: /lib64 -> usr/lib64) is one in
+	// the guest too, unless the guest has its own there (/lib holds the guest's modules).
+	dir := filepath.Dir(f)
+	realDir, err := filepath.EvalSymlinks(dir)
+	if err != nil {
+		return err
+	}
+	if realDir != dir {
+		if _, err := os.Lstat(filepath.Join(root, dir)); os.IsNotExist(err) {
+			if err := os.MkdirAll(filepath.Join(root, filepath.Dir(dir)), 0o755); err != nil {
+				return err
+			}
+			if err := os.Symlink(realDir, filepath.Join(root, dir)); err != nil {
+				return err
+			}
+		}
+	}
+	name := filepath.Join(realDir, filepath.Base(f))
+	if name == real {
+		return nil
+	}
+	if err := os.MkdirAll(filepath.Join(root, realDir), 0o755); err != nil {
+		return err
+	}
+	if _, err := os.Lstat(filepath.Join(root, name)); err == nil {
+		return nil
+	}
+	return os.Symlink(real, filepath.Join(root, name))
 }
 
 func copyFile(from, to string, mode os.FileMode) error {
@@ -227,7 +342,8 @@ func boot(kernel, initrd string, timeout time.Duration, run, logPath string) (*r
 		}
 	}
 	args := []string{
-		"-machine", "q35,kernel-irqchip=split", "-accel", "tcg", "-m", "1024", "-smp", "2",
+		// -cpu max: Debian's DPDK needs SSE4.2, which QEMU's default TCG CPU lacks.
+		"-machine", "q35,kernel-irqchip=split", "-accel", "tcg", "-cpu", "max", "-m", "1024", "-smp", "2",
 		"-nographic", "-no-reboot", "-device", "intel-iommu,intremap=on,caching-mode=on",
 		"-kernel", kernel, "-initrd", initrd, "-append", appendArgs,
 		"-netdev", "user,id=n0,restrict=on", "-device", "igb,netdev=n0,addr=0x2",
