@@ -10,6 +10,7 @@ import (
 
 	current "github.com/containernetworking/cni/pkg/types/100"
 	"github.com/containernetworking/plugins/pkg/ipam"
+	"github.com/containernetworking/plugins/pkg/netlinksafe"
 	"github.com/containernetworking/plugins/pkg/ns"
 	"github.com/vishvananda/netlink"
 
@@ -98,7 +99,7 @@ func (p *Plugin) add(log *slog.Logger, conf *NetConf, a Args) (_ *current.Result
 	}
 	orig := Original{Admin: admin}
 	if !v.dpdk {
-		l, err := netlink.LinkByName(v.netdevs[0])
+		l, err := netlinksafe.LinkByName(v.netdevs[0])
 		if err != nil {
 			return nil, fmt.Errorf("sriov: vf %s: netdev %s: %w", v.addr, v.netdevs[0], err)
 		}
@@ -226,7 +227,7 @@ func (p *Plugin) add(log *slog.Logger, conf *NetConf, a Args) (_ *current.Result
 // it is still in the host), also on failure, for the undo.
 func moveIn(v *vfInfo, conf *NetConf, ifName string, podNS ns.NetNS) (mac, inPod string, err error) {
 	tmp := tmpName(v.addr)
-	l, err := netlink.LinkByName(v.netdevs[0])
+	l, err := netlinksafe.LinkByName(v.netdevs[0])
 	if err != nil {
 		return "", "", fmt.Errorf("sriov: vf %s: netdev %s: %w", v.addr, v.netdevs[0], err)
 	}
@@ -245,10 +246,10 @@ func moveIn(v *vfInfo, conf *NetConf, ifName string, podNS ns.NetNS) (mac, inPod
 	}
 	inPod = tmp
 	err = podNS.Do(func(ns.NetNS) error {
-		if _, err := netlink.LinkByName(ifName); err == nil {
+		if _, err := netlinksafe.LinkByName(ifName); err == nil {
 			return fmt.Errorf("sriov: vf %s: netns %s already has an interface %s", v.addr, podNS.Path(), ifName)
 		}
-		l, err := netlink.LinkByName(tmp)
+		l, err := netlinksafe.LinkByName(tmp)
 		if err != nil {
 			return fmt.Errorf("sriov: vf %s: %s in netns %s: %w", v.addr, tmp, podNS.Path(), err)
 		}
@@ -277,7 +278,7 @@ func settledMAC(vf, ifName string, want net.HardwareAddr) (string, error) {
 	const wait, step = 2 * time.Second, 50 * time.Millisecond
 	asked := false
 	for start := time.Now(); ; time.Sleep(step) {
-		l, err := netlink.LinkByName(ifName)
+		l, err := netlinksafe.LinkByName(ifName)
 		if err != nil {
 			return "", fmt.Errorf("sriov: vf %s: %s: %w", vf, ifName, err)
 		}
@@ -360,7 +361,7 @@ func (p *Plugin) returnNetdev(log *slog.Logger, c *Cache, podNS ns.NetNS, ifName
 			if l.Attrs().Name != tmp {
 				// The pod may hold the temporary name itself, to make every DEL fail: then
 				// the VF moves under a name it cannot guess.
-				if o, err := netlink.LinkByName(tmp); err == nil && o.Attrs().Index != l.Attrs().Index {
+				if o, err := netlinksafe.LinkByName(tmp); err == nil && o.Attrs().Index != l.Attrs().Index {
 					movedAs = randomTmpName()
 				}
 				if err := netlink.LinkSetName(l, movedAs); err != nil {
@@ -438,7 +439,7 @@ func (p *Plugin) returnNetdev(log *slog.Logger, c *Cache, podNS ns.NetNS, ifName
 // whose parent device the kernel reports must be the VF itself (a pod may have reused the name).
 func findOurs(c *Cache, names ...string) netlink.Link {
 	for _, n := range names {
-		l, err := netlink.LinkByName(n)
+		l, err := netlinksafe.LinkByName(n)
 		if err != nil {
 			continue
 		}
