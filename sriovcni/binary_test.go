@@ -12,6 +12,7 @@ import (
 	"github.com/containernetworking/plugins/pkg/ns"
 
 	"github.com/multinet-io/multinet/devinfo"
+	"github.com/multinet-io/multinet/devpools"
 	"github.com/multinet-io/multinet/pci"
 )
 
@@ -25,7 +26,9 @@ func (n *node) runPlugin(bin, command, cid, netns string, conf []byte) ([]byte, 
 		cmd.Env = []string{"CNI_COMMAND=" + command, "CNI_CONTAINERID=" + cid, "CNI_NETNS=" + netns,
 			"CNI_IFNAME=net1", "CNI_PATH=" + cniBinDir, "CNI_ARGS=IgnoreUnknown=1;K8S_POD_NAME=p;MAC=02:00:00:00:99:01",
 			pci.EnvSysfsRoot + "=" + n.p.Sys.Root, EnvStateDir + "=" + filepath.Dir(n.p.StateDir),
-			devinfo.EnvBase + "=" + devinfo.Base()}
+			devinfo.EnvBase + "=" + devinfo.Base(),
+			// Not the host's real pools file: an e2e run on this machine leaves one there.
+			devpools.EnvPath + "=" + filepath.Join(n.p.StateDir, "no-pools.json")}
 		cmd.Stdin = bytes.NewReader(conf)
 		var stderr bytes.Buffer
 		cmd.Stderr = &stderr
