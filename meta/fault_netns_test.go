@@ -1,6 +1,8 @@
 package meta_test
 
 import (
+	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -10,6 +12,7 @@ import (
 
 	"github.com/containernetworking/plugins/pkg/ns"
 	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
 
 	"github.com/multinet-io/multinet/doctor"
 	"github.com/multinet-io/multinet/pci"
@@ -213,4 +216,135 @@ func TestFaultDelegateFailsAtEveryAttachment(t *testing.T) {
 		t.Fatal(err)
 	}
 	v.assertNothingLeft(append(pods, p)...)
+}
+
+// Corrupt and truncated records: after a pod's ADD its delegate cache, the sriov plugin's
+// attachment cache or the VF's ownership record is truncated or overwritten with garbage.
+// The runtime's DEL still gives the VFs back and releases every lease; what could not be read
+// is quarantined and reported by doctor, and nothing else is.
+func TestFaultCorruptRecordsDelCleansUp(t *testing.T) {
+	for _, tc := range []struct{ name, file, content string }{
+		{"delegate cache truncated", "meta", `{"containerID": "ctr-p", "netns": "/var/run/net`},
+		{"delegate cache garbage", "meta", "\x00\x00\x00"},
+		{"sriov cache truncated", "cache", `{"containerID": "ctr-p", "ifName": "ne`},
+		{"ownership record truncated", "vf", `{"containerID"`},
+		{"ownership record empty", "vf", ``},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			v := faultNode(t, 2)
+			v.checkpoint(map[string][]string{"uid-p": v.vfs})
+			p := v.vfPod("p", "sriov-a,macvlan-a,sriov-b")
+			if _, err := p.add(); err != nil {
+				t.Fatal(err)
+			}
+			var files []string
+			switch tc.file {
+			case "meta":
+				files = v.cacheFiles()
+			default:
+				files, _ = filepath.Glob(filepath.Join(v.state, "sriov", tc.file, "*.json"))
+			}
+			if len(files) == 0 {
+				t.Fatalf("no %s record to corrupt", tc.file)
+			}
+			if err := os.WriteFile(files[0], []byte(tc.content), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			if err := p.del(); err != nil {
+				t.Fatalf("DEL with a corrupt %s: %v", tc.file, err)
+			}
+			// What doctor reports now: at most the quarantined file and its problem record.
+			var r *doctor.Report
+			_ = v.host.Do(func(ns.NetNS) error { r, _ = doctor.Check(v.doctorConfig()); return nil })
+			for _, f := range r.Findings {
+				if f.Kind != doctor.Quarantined && f.Kind != doctor.Problem {
+					t.Errorf("doctor after DEL: %s %s: %s", f.Kind, f.Subject, f.Detail)
+				}
+			}
+			os.RemoveAll(filepath.Join(v.state, "sriov", "quarantine"))
+			os.RemoveAll(filepath.Join(v.state, "sriov", "problems"))
+			v.assertNothingLeft(p)
+		})
+	}
+}
+
+// mountTiny mounts a small tmpfs on dir for the test's duration.
+func mountTiny(t *testing.T, dir string) {
+	t.Helper()
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Mount("tmpfs", dir, "tmpfs", 0, "size=512k,mode=0700"); err != nil {
+		t.Skipf("mount tmpfs on %s: %v", dir, err)
+	}
+	t.Cleanup(func() { unix.Unmount(dir, unix.MNT_DETACH) })
+}
+
+// fill writes into dir until the filesystem is full and returns the filler's path.
+func fill(t *testing.T, dir string) string {
+	t.Helper()
+	path := filepath.Join(dir, "filler")
+	f, err := os.Create(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	buf := make([]byte, 4096)
+	for {
+		if _, err := f.Write(buf); err != nil {
+			if !errors.Is(err, unix.ENOSPC) {
+				t.Fatal(err)
+			}
+			return path
+		}
+	}
+}
+
+// The state directory full (a tiny tmpfs, for the sriov plugin's state and for the
+// meta-plugin's cache in turn): a new pod's ADD fails with a clear error and attaches nothing,
+// no record is left half-written, and the DELs of the pod attached before and of the failed
+// one still work.
+func TestFaultStateDirFull(t *testing.T) {
+	for _, which := range []string{"sriov state", "meta cache"} {
+		t.Run(which, func(t *testing.T) {
+			v := faultNode(t, 2)
+			dir := v.state
+			if which == "meta cache" {
+				dir = v.cacheDir
+			}
+			mountTiny(t, dir)
+			v.checkpoint(map[string][]string{"uid-a": v.vfs[:1], "uid-b": v.vfs[1:]})
+			a := v.vfPod("a", "sriov-a,macvlan-a")
+			if _, err := a.add(); err != nil {
+				t.Fatal(err)
+			}
+			filler := fill(t, dir)
+			b := v.vfPod("b", "macvlan-b,sriov-a")
+			_, err := b.add()
+			if err == nil || !strings.Contains(err.Error(), "no space left on device") {
+				t.Fatalf("ADD with %s full: err = %v, want no space left on device", which, err)
+			}
+			if got := keys(b.links()); len(got) != 0 {
+				t.Errorf("failed pod has %v", got)
+			}
+			filepath.Walk(dir, func(path string, fi os.FileInfo, err error) error {
+				if err != nil || fi.IsDir() || path == filler || strings.HasSuffix(path, ".lock") {
+					return nil
+				}
+				b, rerr := os.ReadFile(path)
+				if rerr != nil || !json.Valid(b) {
+					t.Errorf("half-written state file %s (%d bytes): %v", path, len(b), rerr)
+				}
+				return nil
+			})
+			if err := a.del(); err != nil {
+				t.Errorf("DEL of the pod attached before, %s full: %v", which, err)
+			}
+			if err := b.del(); err != nil {
+				t.Errorf("DEL of the failed pod, %s full: %v", which, err)
+			}
+			os.Remove(filler)
+			v.assertNothingLeft(a, b)
+		})
+	}
 }
