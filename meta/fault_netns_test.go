@@ -11,6 +11,7 @@ import (
 	"testing"
 
 	"github.com/containernetworking/plugins/pkg/ns"
+	"github.com/containernetworking/plugins/pkg/testutils"
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
@@ -347,4 +348,95 @@ func TestFaultStateDirFull(t *testing.T) {
 			v.assertNothingLeft(a, b)
 		})
 	}
+}
+
+// reboot does to the node what a reboot does: every pod netns is gone, the VF netdevs are back
+// in the host (under the pod's names, or the kernel's devN when that is taken), the state
+// directories, leases and caches are kept.
+func (v *vfNode) reboot(pods ...*pod) {
+	v.t.Helper()
+	seq := 0
+	for _, p := range pods {
+		err := p.ns.Do(func(host ns.NetNS) error {
+			links, err := netlink.LinkList()
+			if err != nil {
+				return err
+			}
+			for _, l := range links {
+				addr := ""
+				for a, name := range v.names {
+					if l.Attrs().HardwareAddr.String() == v.macs[name] {
+						addr = a
+					}
+				}
+				if addr == "" {
+					continue // not a VF: dies with the netns
+				}
+				name := l.Attrs().Name
+				netlink.LinkSetDown(l)
+				if hl := link(v.host, name); hl != nil {
+					seq++
+					name = fmt.Sprintf("dev%d", seq)
+					if err := netlink.LinkSetName(l, name); err != nil {
+						return err
+					}
+				}
+				if err := netlink.LinkSetNsFd(l, int(v.host.Fd())); err != nil {
+					return err
+				}
+				v.tree.SetNetdevs(addr, name)
+			}
+			return nil
+		})
+		if err != nil {
+			v.t.Fatal(err)
+		}
+		p.ns.Close()
+		if err := testutils.UnmountNS(p.ns); err != nil {
+			v.t.Fatal(err)
+		}
+	}
+}
+
+func link(where ns.NetNS, name string) netlink.Link {
+	var l netlink.Link
+	_ = where.Do(func(ns.NetNS) error { l, _ = netlink.LinkByName(name); return nil })
+	return l
+}
+
+// A node reboot: the old pods' DELs (the runtime's, for sandboxes it remembers) succeed
+// without their netns, every VF gets its name and MAC back, every lease is released, and new
+// pods get the same VFs.
+func TestFaultNodeReboot(t *testing.T) {
+	v := faultNode(t, 3)
+	v.checkpoint(map[string][]string{"uid-a": v.vfs[:2], "uid-b": v.vfs[2:]})
+	a := v.vfPod("a", "sriov-a,macvlan-a,sriov-b")
+	b := v.vfPod("b", "sriov-a")
+	for _, p := range []*pod{a, b} {
+		if _, err := p.add(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	v.reboot(a, b)
+	for _, p := range []*pod{a, b} {
+		if err := p.del(); err != nil {
+			t.Errorf("DEL of %s after the reboot: %v", p.rt.ContainerID, err)
+		}
+	}
+	for addr := range v.names {
+		v.tree.SetNetdevs(addr, v.names[addr])
+	}
+	v.assertNothingLeft()
+	c := v.vfPod("c", "sriov-a,sriov-b,sriov-a")
+	v.checkpoint(map[string][]string{"uid-c": v.vfs})
+	if _, err := c.add(); err != nil {
+		t.Fatalf("new pod after the reboot: %v", err)
+	}
+	if got := keys(c.links()); strings.Join(got, ",") != "eth0,net1,net2,net3" {
+		t.Errorf("new pod interfaces %v", got)
+	}
+	if err := c.del(); err != nil {
+		t.Fatal(err)
+	}
+	v.assertNothingLeft(c)
 }
