@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/containernetworking/plugins/pkg/ns"
@@ -439,4 +440,72 @@ func TestFaultNodeReboot(t *testing.T) {
 		t.Fatal(err)
 	}
 	v.assertNothingLeft(c)
+}
+
+// 64 pods attach at once, four for each of 16 VFs (each names its VF in its selection): exactly
+// 16 ADDs succeed, no VF is in two pods, the 48 others fail saying who holds their VF and leave
+// nothing in their pod, and after every pod's DEL nothing is left.
+func TestFault64ConcurrentAddsOn16VFs(t *testing.T) {
+	v := faultNode(t, 16)
+	v.nad("default", "sriov-any", `{"cniVersion": "1.0.0", "type": "sriov",
+	  "ipam": {"type": "host-local", "dataDir": "`+v.ipamDir+`", "subnet": "10.60.0.0/16"}}`, nil)
+	const n = 64
+	pods := make([]*pod, n)
+	for i := range pods {
+		pods[i] = v.vfPod(fmt.Sprintf("c%d", i), fmt.Sprintf(`[{"name": "sriov-any", "deviceID": %q}]`, v.vfs[i%16]))
+	}
+	errs := make([]error, n)
+	var wg sync.WaitGroup
+	for i, p := range pods {
+		wg.Add(1)
+		go func() { defer wg.Done(); _, errs[i] = p.add() }()
+	}
+	wg.Wait()
+	holder := map[string]string{} // VF netdev's MAC -> pod
+	ok := 0
+	for i, p := range pods {
+		got := keys(p.links())
+		if errs[i] == nil {
+			ok++
+			if strings.Join(got, ",") != "eth0,net1" {
+				t.Errorf("pod %d: interfaces %v", i, got)
+			}
+			_ = p.ns.Do(func(ns.NetNS) error {
+				l, err := netlink.LinkByName("net1")
+				if err != nil {
+					return err
+				}
+				mac := l.Attrs().HardwareAddr.String()
+				if mac != v.macs[v.names[v.vfs[i%16]]] {
+					t.Errorf("pod %d: net1 is not its VF %s", i, v.vfs[i%16])
+				}
+				if other, dup := holder[mac]; dup {
+					t.Errorf("VF %s in pods %s and %d", v.vfs[i%16], other, i)
+				}
+				holder[mac] = fmt.Sprint(i)
+				return nil
+			})
+			continue
+		}
+		if !strings.Contains(errs[i].Error(), "in use by container ctr-c") || !strings.Contains(errs[i].Error(), v.vfs[i%16]) {
+			t.Errorf("pod %d: error %q does not name the VF and its holder", i, errs[i])
+		}
+		if len(got) != 0 {
+			t.Errorf("failed pod %d has %v", i, got)
+		}
+	}
+	if ok != 16 {
+		t.Errorf("%d ADDs succeeded, want 16", ok)
+	}
+	for i, p := range pods {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := p.del(); err != nil {
+				t.Errorf("DEL of pod %d: %v", i, err)
+			}
+		}()
+	}
+	wg.Wait()
+	v.assertNothingLeft(pods...)
 }
