@@ -1,16 +1,22 @@
 package meta_test
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"sort"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
+	"time"
 
+	"github.com/containernetworking/cni/libcni"
 	"github.com/containernetworking/plugins/pkg/ns"
 	"github.com/containernetworking/plugins/pkg/testutils"
 	"github.com/vishvananda/netlink"
@@ -508,4 +514,116 @@ func TestFault64ConcurrentAddsOn16VFs(t *testing.T) {
 	}
 	wg.Wait()
 	v.assertNothingLeft(pods...)
+}
+
+// killerBin is a CNI bin dir with a delegate type "killer" whose ADD SIGKILLs the process that
+// ran it (the thin plugin), as the OOM killer or a runtime's timeout would, then fails itself.
+func (v *vfNode) killerBin() string {
+	v.t.Helper()
+	dir := filepath.Join(v.dir, "killer-bin")
+	os.MkdirAll(dir, 0o755)
+	script := "#!/bin/sh\n[ \"$CNI_COMMAND\" = VERSION ] && { echo '{\"cniVersion\":\"1.0.0\",\"supportedVersions\":[\"0.3.1\",\"0.4.0\",\"1.0.0\"]}'; exit 0; }\n" +
+		"[ \"$CNI_COMMAND\" = ADD ] || exit 0\nkill -9 $PPID\nexit 1\n"
+	if err := os.WriteFile(filepath.Join(dir, "killer"), []byte(script), 0o755); err != nil {
+		v.t.Fatal(err)
+	}
+	v.nad("default", "killer", `{"cniVersion": "1.0.0", "name": "killer", "type": "killer"}`, nil)
+	return dir
+}
+
+// The thin plugin SIGKILLed while its delegate k runs, for every k (before, between and after
+// the VF and macvlan attachments): the runtime's DEL then leaves nothing.
+func TestFaultThinPluginKilledAtEachAttachment(t *testing.T) {
+	v := faultNode(t, 2)
+	killer := v.killerBin()
+	nets := []string{"sriov-a", "macvlan-a", "sriov-b"}
+	var pods []*pod
+	for k := 0; k <= len(nets); k++ {
+		list := append(append(append([]string{}, nets[:k]...), "killer"), nets[k:]...)
+		name := fmt.Sprintf("k%d", k)
+		v.checkpoint(map[string][]string{"uid-" + name: v.vfs})
+		p := v.vfPod(name, strings.Join(list, ","))
+		p.cni = libcni.NewCNIConfigWithCacheDir([]string{filepath.Dir(multinetBin), refPlugins, killer}, v.rtCache, nil)
+		pods = append(pods, p)
+		if _, err := p.add(); err == nil || !strings.Contains(err.Error(), "signal: killed") {
+			t.Fatalf("k=%d: ADD err = %v, want the plugin killed", k, err)
+		}
+		if err := p.del(); err != nil {
+			t.Fatalf("k=%d: the runtime's DEL after the kill: %v", k, err)
+		}
+		v.assertNothingLeft(p)
+		if t.Failed() {
+			t.Fatalf("k=%d: the kill left state behind", k)
+		}
+	}
+}
+
+// The thin plugin SIGKILLed at random points of a pod's ADD (20 trials spread over its whole
+// duration): once the delegates it had started have exited, the runtime's DEL leaves nothing.
+func TestFaultThinPluginKilledAtRandomPoints(t *testing.T) {
+	v := faultNode(t, 2)
+	v.checkpoint(map[string][]string{"uid-r": v.vfs})
+	var plugin map[string]any
+	var list map[string]any
+	json.Unmarshal(v.conf, &list)
+	plugin = list["plugins"].([]any)[0].(map[string]any)
+	plugin["cniVersion"], plugin["name"] = list["cniVersion"], list["name"]
+	stdin, _ := json.Marshal(plugin)
+	run := func(p *pod, kill time.Duration) error {
+		cmd := exec.Command(multinetBin)
+		cmd.Env = append(os.Environ(), "CNI_COMMAND=ADD", "CNI_CONTAINERID="+p.rt.ContainerID, "CNI_NETNS="+p.rt.NetNS,
+			"CNI_IFNAME=eth0", "CNI_PATH="+filepath.Dir(multinetBin)+":"+refPlugins, "CNI_ARGS="+cniArgs(p.rt.Args))
+		cmd.Stdin = bytes.NewReader(stdin)
+		cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+		var err error
+		_ = v.host.Do(func(ns.NetNS) error { err = cmd.Start(); return nil })
+		if err != nil {
+			return err
+		}
+		if kill >= 0 {
+			time.Sleep(kill)
+			cmd.Process.Signal(syscall.SIGKILL)
+		}
+		err = cmd.Wait()
+		// The delegates it started finish on their own (a runtime's DEL comes after its
+		// timeout); wait for them, bounded.
+		for start := time.Now(); unix.Kill(-cmd.Process.Pid, 0) == nil; time.Sleep(10 * time.Millisecond) {
+			if time.Since(start) > 30*time.Second {
+				t.Fatal("delegates of the killed plugin still running after 30s")
+			}
+		}
+		return err
+	}
+	// One ADD without a kill: how long the whole ADD takes here.
+	p := v.vfPod("r", "sriov-a,macvlan-a,sriov-b")
+	start := time.Now()
+	if err := run(p, -1); err != nil {
+		t.Fatal(err)
+	}
+	full := time.Since(start)
+	if err := p.del(); err != nil {
+		t.Fatal(err)
+	}
+	v.assertNothingLeft(p)
+	rng := rand.New(rand.NewPCG(17, uint64(time.Now().UnixNano())))
+	for i := 0; i < 20; i++ {
+		at := time.Duration(rng.Int64N(int64(full)))
+		p := v.vfPod("r", "sriov-a,macvlan-a,sriov-b")
+		err := run(p, at)
+		if err := p.del(); err != nil {
+			t.Fatalf("trial %d (killed after %s of %s, ADD: %v): DEL: %v", i, at, full, err, err)
+		}
+		v.assertNothingLeft(p)
+		if t.Failed() {
+			t.Fatalf("trial %d: killed after %s of %s (ADD: %v): state left behind", i, at, full, err)
+		}
+	}
+}
+
+func cniArgs(args [][2]string) string {
+	var s []string
+	for _, a := range args {
+		s = append(s, a[0]+"="+a[1])
+	}
+	return strings.Join(s, ";")
 }
