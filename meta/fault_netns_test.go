@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -626,4 +627,63 @@ func cniArgs(args [][2]string) string {
 		s = append(s, a[0]+"="+a[1])
 	}
 	return strings.Join(s, ";")
+}
+
+// apiDownConf is the node's multinet conf in API mode with the API server down (nothing
+// listens on its port).
+func (v *vfNode) apiDownConf() []byte {
+	v.t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		v.t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	l.Close()
+	kc := filepath.Join(v.dir, "kubeconfig")
+	os.WriteFile(kc, []byte(`apiVersion: v1
+kind: Config
+clusters: [{name: c, cluster: {server: "https://`+addr+`", insecure-skip-tls-verify: true}}]
+users: [{name: u, user: {token: t}}]
+contexts: [{name: x, context: {cluster: c, user: u}}]
+current-context: x
+`), 0o600)
+	return v.multinetConf(map[string]interface{}{"kubeconfig": kc, "kubeletCheckpoint": v.checkpointPath(),
+		"podResourcesSocket": filepath.Join(v.dir, "no-kubelet.sock")})
+}
+
+// The API server down during ADD: the ADD fails in bounded time saying it could not reach the
+// API server and attaches nothing (not even the cluster network). During DEL (of a pod whose
+// ADD went through): the DEL works from the delegate cache and leaves nothing.
+func TestFaultAPIServerDown(t *testing.T) {
+	v := faultNode(t, 2)
+	v.checkpoint(map[string][]string{"uid-a": v.vfs[:1], "uid-b": v.vfs[1:]})
+	down := v.apiDownConf()
+
+	a := v.vfPod("a", "sriov-a,macvlan-a")
+	a.list, _ = libcni.ConfListFromBytes(down)
+	start := time.Now()
+	_, err := a.add()
+	if err == nil || !strings.Contains(err.Error(), "connection refused") || !strings.Contains(err.Error(), "default/a") {
+		t.Fatalf("ADD with the API server down: err = %v, want it to name the pod and the refused connection", err)
+	}
+	if d := time.Since(start); d > 30*time.Second {
+		t.Errorf("ADD with the API server down took %s", d)
+	}
+	if got := keys(a.links()); len(got) != 0 {
+		t.Errorf("pod has %v after the failed ADD", got)
+	}
+	if err := a.del(); err != nil {
+		t.Errorf("DEL of the failed ADD: %v", err)
+	}
+	v.assertNothingLeft(a)
+
+	b := v.vfPod("b", "sriov-a,macvlan-a")
+	if _, err := b.add(); err != nil {
+		t.Fatal(err)
+	}
+	b.list, _ = libcni.ConfListFromBytes(down) // the API server goes down before the pod's DEL
+	if err := b.del(); err != nil {
+		t.Fatalf("DEL with the API server down: %v", err)
+	}
+	v.assertNothingLeft(b)
 }
