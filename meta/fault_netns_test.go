@@ -687,3 +687,32 @@ func TestFaultAPIServerDown(t *testing.T) {
 	}
 	v.assertNothingLeft(b)
 }
+
+// The sriov plugin SIGKILLed mid-ADD (by its IPAM plugin, after the VF moved into the pod and
+// its records were written): the meta-plugin's undo and the runtime's DEL leave nothing, and
+// the VF is free for the next pod.
+func TestFaultSriovPluginKilledMidAdd(t *testing.T) {
+	v := faultNode(t, 1)
+	killer := v.killerBin()
+	v.nad("default", "sriov-k", `{"cniVersion": "1.0.0", "type": "sriov", "ipam": {"type": "killer"}}`,
+		map[string]string{"k8s.v1.cni.cncf.io/resourceName": "intel.com/vf"})
+	v.checkpoint(map[string][]string{"uid-k": v.vfs})
+	p := v.vfPod("k", "macvlan-a,sriov-k")
+	p.cni = libcni.NewCNIConfigWithCacheDir([]string{filepath.Dir(multinetBin), refPlugins, killer}, v.rtCache, nil)
+	if _, err := p.add(); err == nil || !strings.Contains(err.Error(), "default/sriov-k") {
+		t.Fatalf("ADD err = %v, want the sriov attachment's failure", err)
+	}
+	if err := p.del(); err != nil {
+		t.Fatalf("the runtime's DEL: %v", err)
+	}
+	v.assertNothingLeft(p)
+	v.checkpoint(map[string][]string{"uid-next": v.vfs})
+	q := v.vfPod("next", "sriov-a")
+	if _, err := q.add(); err != nil {
+		t.Fatalf("next pod on the VF: %v", err)
+	}
+	if err := q.del(); err != nil {
+		t.Fatal(err)
+	}
+	v.assertNothingLeft(q)
+}
