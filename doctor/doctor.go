@@ -14,6 +14,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+	"time"
 
 	"github.com/containernetworking/plugins/pkg/ns"
 
@@ -74,7 +75,12 @@ const (
 	Problem      = "problem"           // what the sriov plugin could not undo
 	Unreadable   = "unreadable-record" // a record doctor cannot parse
 	OrphanRecord = "orphan-cache"      // sriov attachment cache without its ownership record
+	StaleTemp    = "stale-temp"        // temp file of a record write that never finished
 )
+
+// tempAge is how old a record's temp file must be to count as left by a dead writer: a live
+// write renames it within milliseconds.
+var tempAge = time.Minute
 
 // Finding is one thing wrong on the node.
 type Finding struct {
@@ -313,6 +319,7 @@ func Check(c *Config) (*Report, error) {
 	}
 
 	checkLeases(c, alive, add)
+	checkTemps(c, add)
 	sort.SliceStable(r.Holdings, func(i, j int) bool { return r.Holdings[i].Device < r.Holdings[j].Device })
 	return r, nil
 }
@@ -463,6 +470,30 @@ func checkLeases(c *Config, alive map[string]bool, add func(Finding)) {
 	}
 }
 
+// checkTemps reports the temp files of record writes whose writer died before its rename (a
+// plugin SIGKILLed mid-write): the sriov plugin's records, the delegate caches, network-status.
+func checkTemps(c *Config, add func(Finding)) {
+	var dirs []string
+	if c.SriovStateDir != "" {
+		dirs = append(dirs, filepath.Join(c.SriovStateDir, "cache"), filepath.Join(c.SriovStateDir, "vf"))
+	}
+	if c.MetaCacheDir != "" {
+		dirs = append(dirs, filepath.Join(c.MetaCacheDir, "delegates"), filepath.Join(c.MetaCacheDir, "status"))
+	}
+	for _, d := range dirs {
+		for _, path := range glob(filepath.Join(d, ".*.tmp-*")) {
+			fi, err := os.Lstat(path)
+			if err != nil || !fi.Mode().IsRegular() || time.Since(fi.ModTime()) < tempAge {
+				continue
+			}
+			f := Finding{Kind: StaleTemp, Subject: path, Detail: fmt.Sprintf("temp file of a record write that never finished (%s old)", time.Since(fi.ModTime()).Round(time.Second)),
+				Fix: "remove it (the record it was to replace is unaffected)"}
+			f.apply = func(*Config) error { return removeIfExists(path) }
+			add(f)
+		}
+	}
+}
+
 func removeIfExists(path string) error {
 	if err := os.Remove(path); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return err
@@ -472,7 +503,7 @@ func removeIfExists(path string) error {
 
 // fixOrder runs the sriov DELs first (they release their own leases), then settings, leases
 // and caches.
-var fixOrder = map[string]int{StaleOwner: 0, VFSettings: 1, StaleLease: 2, StaleCache: 3}
+var fixOrder = map[string]int{StaleOwner: 0, VFSettings: 1, StaleLease: 2, StaleCache: 3, StaleTemp: 4}
 
 // Step is one repair Fix made or, in a dry run, would make.
 type Step struct {

@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 )
 
 // doctorArgs points doctor at a simulated node's sysfs and empty state directories.
@@ -78,5 +79,30 @@ func TestDoctorPolicyDrift(t *testing.T) {
 	}
 	if drv, _ := os.Readlink(filepath.Join(tree.Root, "bus/pci/devices/0000:00:12.2/driver")); !strings.HasSuffix(drv, "vfio-pci") {
 		t.Errorf("doctor changed the VF's driver: %s", drv)
+	}
+}
+
+// A record's temp file left by a writer killed before its rename is reported once it is old
+// and removed by --fix; a fresh one (a write in flight) is left alone.
+func TestDoctorStaleTempFiles(t *testing.T) {
+	tree := simNode(t)
+	args, _ := doctorArgs(t, tree.Root)
+	state := args[4]
+	dir := filepath.Join(state, "cache")
+	os.MkdirAll(dir, 0o700)
+	old, fresh := filepath.Join(dir, ".c1-net1.json.tmp-111"), filepath.Join(dir, ".c2-net1.json.tmp-222")
+	os.WriteFile(old, []byte(`{"contai`), 0o600)
+	os.WriteFile(fresh, []byte(`{"contai`), 0o600)
+	past := time.Now().Add(-time.Hour)
+	os.Chtimes(old, past, past)
+	var out, errb bytes.Buffer
+	if code := run(append(args, "--fix"), &out, &errb); code != 0 || !strings.Contains(out.String(), "fixed: stale-temp "+old) {
+		t.Fatalf("exit %d\n%s%s", code, out.String(), errb.String())
+	}
+	if _, err := os.Stat(old); err == nil {
+		t.Error("the old temp file is still there")
+	}
+	if _, err := os.Stat(fresh); err != nil {
+		t.Errorf("the fresh temp file was removed: %v", err)
 	}
 }
