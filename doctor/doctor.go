@@ -185,6 +185,22 @@ func Check(c *Config) (*Report, error) {
 		}
 	}
 
+	// The meta-plugin's problem records (<cacheDir>/problems/: what a DEL went past).
+	if c.MetaCacheDir != "" {
+		for _, path := range glob(filepath.Join(c.MetaCacheDir, "problems", "*.json")) {
+			var p struct{ ContainerID, Pod, Network, IfName, Reason, Left string }
+			if err := readJSON(path, &p); err != nil {
+				add(Finding{Kind: Unreadable, Subject: path, Detail: err.Error()})
+				continue
+			}
+			detail := fmt.Sprintf("container %s (pod %s) network %s on %s: %s", p.ContainerID, p.Pod, p.Network, p.IfName, p.Reason)
+			if p.Left != "" {
+				detail += "; left: " + p.Left
+			}
+			add(Finding{Kind: Problem, Subject: path, Detail: detail, Fix: "none: check what it says is left, then remove the record"})
+		}
+	}
+
 	// kubelet's view: device ID -> pod UIDs.
 	var kubelet map[string][]string
 	if c.Checkpoint != "" {

@@ -339,12 +339,18 @@ func TestDoctorReportsQuarantineProblemsCorruptAndSettings(t *testing.T) {
 		}
 		return vfmanager.VFState{SpoofChk: true, LinkState: "auto"}, nil
 	}
+	// The meta-plugin's problem record of a DEL that went past a delegate's failure.
+	os.MkdirAll(filepath.Join(n.cfg.MetaCacheDir, "problems"), 0o700)
+	os.WriteFile(filepath.Join(n.cfg.MetaCacheDir, "problems", "1700000001-ctr-y.json"),
+		[]byte(`{"containerID":"ctr-y","pod":"default/y","network":"default/macvlan","ifName":"net2","reason":"macvlan DEL failed","left":"settings may be lost"}`), 0o600)
 	r := n.check()
 	got := kinds(r)
-	want := []string{"problem " + filepath.Join(state, "problems", "1700000000-"+vf(1)+".json"),
+	want := []string{"problem " + filepath.Join(n.cfg.MetaCacheDir, "problems", "1700000001-ctr-y.json"),
+		"problem " + filepath.Join(state, "problems", "1700000000-"+vf(1)+".json"),
 		"quarantined " + filepath.Join(state, "quarantine", vf(1)+".json.1700000000"),
 		"unreadable-record " + filepath.Join(state, "vf", vf(2)+".json"),
 		"vf-settings " + vf(0)}
+	sort.Strings(want)
 	if strings.Join(got, "\n") != strings.Join(want, "\n") {
 		t.Fatalf("findings:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
 	}
