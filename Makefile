@@ -9,9 +9,9 @@ CACHE_DIR ?= $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/multinet
 export CACHE_DIR
 
 CMDS := $(notdir $(wildcard cmd/*))
-TEST_TIERS := lint unit security conformance
+TEST_TIERS := lint unit security conformance fuzz
 
-.PHONY: all build lint unit security conformance deps test demo clean
+.PHONY: all build lint unit security conformance fuzz deps test demo clean
 all: build
 
 build:
@@ -23,9 +23,15 @@ lint:
 	  if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
 
-# Unit and netns integration tests: tests that need root skip with a message when not root.
+# Unit and netns integration tests, under the race detector: tests that need root skip with a
+# message when not root.
 unit: deps
-	$(GO) test -count=1 ./...
+	$(GO) test -race -count=1 ./...
+
+# Every fuzz target for FUZZTIME on top of its corpus (hack/fuzz.sh lists them from the code).
+FUZZTIME ?= 10s
+fuzz:
+	@GO=$(GO) FUZZTIME=$(FUZZTIME) ./hack/fuzz.sh
 
 # The reproduced attacks of the security review (issue 12), by name, on their own: every such
 # test is called TestSecurity... in its package.

@@ -7,6 +7,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/containernetworking/plugins/pkg/netlinksafe"
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
 )
@@ -32,7 +33,7 @@ func (f *Floor) setup() error {
 	if err := netlink.LinkAdd(br); err != nil {
 		return fmt.Errorf("floor bridge: %w", err)
 	}
-	if f.bridge, err = netlink.LinkByName("floorbr0"); err != nil {
+	if f.bridge, err = netlinksafe.LinkByName("floorbr0"); err != nil {
 		return err
 	}
 	addr, _ := netlink.ParseAddr("10.250.0.1/16")
@@ -44,7 +45,7 @@ func (f *Floor) setup() error {
 	}
 	f.macs = map[string]string{}
 	for _, name := range f.node.VFNetdevs {
-		l, err := netlink.LinkByName(name)
+		l, err := netlinksafe.LinkByName(name)
 		if err != nil {
 			return err
 		}
@@ -105,7 +106,7 @@ func (f *Floor) doAdd(p *pod, sc Scenario) error {
 		case n == "":
 			continue
 		case strings.HasPrefix(n, "sriov"):
-			l, err := netlink.LinkByName(f.node.VFNetdevs[p.vfs[vf]])
+			l, err := netlinksafe.LinkByName(f.node.VFNetdevs[p.vfs[vf]])
 			if err != nil {
 				return err
 			}
@@ -120,7 +121,7 @@ func (f *Floor) doAdd(p *pod, sc Scenario) error {
 				return err
 			}
 		default:
-			eth, _ := netlink.LinkByName("eth0")
+			eth, _ := netlinksafe.LinkByName("eth0")
 			mv := &netlink.Macvlan{LinkAttrs: netlink.LinkAttrs{Name: fmt.Sprintf("flm%06x", f.next.Add(1)), ParentIndex: eth.Attrs().Index,
 				Namespace: netlink.NsFd(target)}, Mode: netlink.MACVLAN_MODE_BRIDGE}
 			if err := netlink.LinkAdd(mv); err != nil {
@@ -204,7 +205,7 @@ func (f *Floor) rescue(p *pod) {
 	var lost []string
 	for _, addr := range p.vfs {
 		name := f.node.VFNetdevs[addr]
-		if _, err := netlink.LinkByName(name); err != nil {
+		if _, err := netlinksafe.LinkByName(name); err != nil {
 			lost = append(lost, name)
 		}
 	}
@@ -223,7 +224,7 @@ func (f *Floor) rescue(p *pod) {
 				h.LinkSetDown(l)
 				h.LinkSetName(l, name)
 				h.LinkSetNsFd(l, int(f.host))
-				if hl, err := netlink.LinkByName(name); err == nil {
+				if hl, err := netlinksafe.LinkByName(name); err == nil {
 					netlink.LinkSetUp(hl)
 				}
 			}
@@ -234,13 +235,13 @@ func (f *Floor) rescue(p *pod) {
 // rescueAll recreates VF netdevs that were lost anyway, so the next scenario has its pool.
 func (f *Floor) rescueAll() error {
 	for _, name := range f.node.VFNetdevs {
-		if _, err := netlink.LinkByName(name); err == nil {
+		if _, err := netlinksafe.LinkByName(name); err == nil {
 			continue
 		}
 		if err := addVeth(name); err != nil {
 			return err
 		}
-		l, _ := netlink.LinkByName(name)
+		l, _ := netlinksafe.LinkByName(name)
 		f.macs[name] = l.Attrs().HardwareAddr.String()
 	}
 	return nil

@@ -9,6 +9,7 @@ import (
 	"sort"
 	"sync"
 
+	"github.com/containernetworking/plugins/pkg/netlinksafe"
 	"github.com/vishvananda/netlink"
 
 	"github.com/multinet-io/multinet/pci/pcitest"
@@ -60,7 +61,7 @@ func NewNode(dir string, nVFs int) (*Node, error) {
 			return nil, err
 		}
 	}
-	lo, err := netlink.LinkByName("lo")
+	lo, err := netlinksafe.LinkByName("lo")
 	if err != nil {
 		return nil, err
 	}
@@ -105,7 +106,7 @@ func addVeth(name string) error {
 	if err := netlink.LinkAdd(&netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: name}, PeerName: name + "p"}); err != nil {
 		return fmt.Errorf("veth %s: %w", name, err)
 	}
-	l, err := netlink.LinkByName(name)
+	l, err := netlinksafe.LinkByName(name)
 	if err != nil {
 		return err
 	}
@@ -190,7 +191,7 @@ func (n *Node) writeCheckpoint() error {
 func (n *Node) HostVFsHome() error {
 	var missing []string
 	for addr, name := range n.VFNetdevs {
-		if _, err := netlink.LinkByName(name); err != nil {
+		if _, err := netlinksafe.LinkByName(name); err != nil {
 			missing = append(missing, addr+" ("+name+")")
 		}
 	}

@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/containernetworking/plugins/pkg/netlinksafe"
 	"github.com/vishvananda/netlink"
 
 	"github.com/multinet-io/multinet/pci"
@@ -288,11 +289,11 @@ func (d *Discoverer) defaultRouteLinks() (map[string]bool, error) {
 // ports of a bond or bridge that carries a default route and the parent of a VLAN or
 // macvlan on one. Those carry the node's traffic too; a pod given one cuts the node off.
 func HostDefaultRouteLinks() ([]string, error) {
-	routes, err := netlink.RouteList(nil, netlink.FAMILY_ALL)
+	routes, err := netlinksafe.RouteList(nil, netlink.FAMILY_ALL)
 	if err != nil {
 		return nil, err
 	}
-	links, err := netlink.LinkList()
+	links, err := netlinksafe.LinkList()
 	if err != nil {
 		return nil, err
 	}

@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Installs the Debian packages the unit and netns tiers use, only when missing.
 #   hwdata: pci.ids for vendor/device names; iproute2: `ip` for netns tests;
-#   containernetworking-plugins: the reference CNI plugins used as real delegates.
+#   containernetworking-plugins: the reference CNI plugins used as real delegates;
+#   gcc, libc6-dev: cgo for the race detector (`go test -race`).
 set -euo pipefail
-want=(hwdata iproute2 containernetworking-plugins)
+want=(hwdata iproute2 containernetworking-plugins gcc libc6-dev)
 missing=()
 for p in "${want[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net"
 
+	"github.com/containernetworking/plugins/pkg/netlinksafe"
 	"github.com/containernetworking/plugins/pkg/ns"
 	"github.com/vishvananda/netlink"
 )
@@ -33,7 +34,7 @@ func (p *Plugin) fixDefaultRoutes(netnsPath string, ds []Delegate) error {
 	defer netns.Close()
 	return netns.Do(func(ns.NetNS) error {
 		for _, fam := range []int{netlink.FAMILY_V4, netlink.FAMILY_V6} {
-			routes, err := netlink.RouteListFiltered(fam, &netlink.Route{Table: 254}, netlink.RT_FILTER_TABLE)
+			routes, err := netlinksafe.RouteListFiltered(fam, &netlink.Route{Table: 254}, netlink.RT_FILTER_TABLE)
 			if err != nil {
 				return fmt.Errorf("default routes: list: %w", err)
 			}
@@ -49,7 +50,7 @@ func (p *Plugin) fixDefaultRoutes(netnsPath string, ds []Delegate) error {
 			if !requested {
 				// The cluster network's, else the first attachment's (in the pod's order) that has one.
 				for _, d := range ds {
-					if l, err := netlink.LinkByName(d.IfName); err == nil && byLink[l.Attrs().Index] {
+					if l, err := netlinksafe.LinkByName(d.IfName); err == nil && byLink[l.Attrs().Index] {
 						keep = d.IfName
 						break
 					}
@@ -58,7 +59,7 @@ func (p *Plugin) fixDefaultRoutes(netnsPath string, ds []Delegate) error {
 					continue // no default route of this family at all
 				}
 			}
-			keepLink, err := netlink.LinkByName(keep)
+			keepLink, err := netlinksafe.LinkByName(keep)
 			if err != nil {
 				return fmt.Errorf("default route: interface %s: %w", keep, err)
 			}
@@ -112,11 +113,11 @@ func podGateways(netnsPath string) map[string][]string {
 	defer netns.Close()
 	var out map[string][]string
 	_ = netns.Do(func(ns.NetNS) error {
-		links, err := netlink.LinkList()
+		links, err := netlinksafe.LinkList()
 		if err != nil {
 			return err
 		}
-		routes, err := netlink.RouteListFiltered(netlink.FAMILY_ALL, &netlink.Route{Table: 254}, netlink.RT_FILTER_TABLE)
+		routes, err := netlinksafe.RouteListFiltered(netlink.FAMILY_ALL, &netlink.Route{Table: 254}, netlink.RT_FILTER_TABLE)
 		if err != nil {
 			return err
 		}

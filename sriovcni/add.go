@@ -10,6 +10,7 @@ import (
 
 	current "github.com/containernetworking/cni/pkg/types/100"
 	"github.com/containernetworking/plugins/pkg/ipam"
+	"github.com/containernetworking/plugins/pkg/netlinksafe"
 	"github.com/containernetworking/plugins/pkg/ns"
 	"github.com/vishvananda/netlink"
 
@@ -101,7 +102,7 @@ func (p *Plugin) add(ctx context.Context, log *slog.Logger, conf *NetConf, a Arg
 	}
 	orig := Original{Admin: admin}
 	if !v.dpdk {
-		l, err := netlink.LinkByName(v.netdevs[0])
+		l, err := netlinksafe.LinkByName(v.netdevs[0])
 		if err != nil {
 			return nil, fmt.Errorf("sriov: vf %s: netdev %s: %w", v.addr, v.netdevs[0], err)
 		}
@@ -224,55 +225,6 @@ func (p *Plugin) add(ctx context.Context, log *slog.Logger, conf *NetConf, a Arg
 	return res, nil
 }
 
-// moveIn moves the VF's netdev from the host into the pod under the requested name, sets its
-// MAC and brings it up. It returns the interface's MAC and the name it has in the pod ("" while
-// it is still in the host), also on failure, for the undo.
-func moveIn(v *vfInfo, conf *NetConf, ifName string, podNS ns.NetNS) (mac, inPod string, err error) {
-	tmp := tmpName(v.addr)
-	l, err := netlink.LinkByName(v.netdevs[0])
-	if err != nil {
-		return "", "", fmt.Errorf("sriov: vf %s: netdev %s: %w", v.addr, v.netdevs[0], err)
-	}
-	// The kernel refuses to rename a running interface. The move goes through a temporary name
-	// so that neither the host's nor the pod's names can collide on the way.
-	if err := netlink.LinkSetDown(l); err != nil {
-		return "", "", fmt.Errorf("sriov: vf %s: set %s down: %w", v.addr, l.Attrs().Name, err)
-	}
-	if l.Attrs().Name != tmp {
-		if err := netlink.LinkSetName(l, tmp); err != nil {
-			return "", "", fmt.Errorf("sriov: vf %s: rename %s to %s: %w", v.addr, l.Attrs().Name, tmp, err)
-		}
-	}
-	if err := netlink.LinkSetNsFd(l, int(podNS.Fd())); err != nil {
-		return "", "", fmt.Errorf("sriov: vf %s: move %s into netns %s: %w", v.addr, tmp, podNS.Path(), err)
-	}
-	inPod = tmp
-	err = podNS.Do(func(ns.NetNS) error {
-		if _, err := netlink.LinkByName(ifName); err == nil {
-			return fmt.Errorf("sriov: vf %s: netns %s already has an interface %s", v.addr, podNS.Path(), ifName)
-		}
-		l, err := netlink.LinkByName(tmp)
-		if err != nil {
-			return fmt.Errorf("sriov: vf %s: %s in netns %s: %w", v.addr, tmp, podNS.Path(), err)
-		}
-		if err := netlink.LinkSetName(l, ifName); err != nil {
-			return fmt.Errorf("sriov: vf %s: rename %s to %s in netns %s: %w", v.addr, tmp, ifName, podNS.Path(), err)
-		}
-		inPod = ifName
-		if want := conf.EffectiveMAC; want != nil && l.Attrs().HardwareAddr.String() != want.String() {
-			if err := netlink.LinkSetHardwareAddr(l, want); err != nil {
-				return fmt.Errorf("sriov: vf %s: set %s mac %s: %w", v.addr, ifName, want, err)
-			}
-		}
-		if err := netlink.LinkSetUp(l); err != nil {
-			return fmt.Errorf("sriov: vf %s: set %s up: %w", v.addr, ifName, err)
-		}
-		mac, err = settledMAC(v.addr, ifName, conf.EffectiveMAC)
-		return err
-	})
-	return mac, inPod, err
-}
-
 // settledMAC reads the interface's MAC, waiting (bounded) for a requested one to show: iavf
 // applies a MAC through the PF's mailbox after the call has returned, so the first read can
 // still show the old one. Halfway it asks again, as the driver may have dropped the request.
@@ -280,7 +232,7 @@ func settledMAC(vf, ifName string, want net.HardwareAddr) (string, error) {
 	const wait, step = 2 * time.Second, 50 * time.Millisecond
 	asked := false
 	for start := time.Now(); ; time.Sleep(step) {
-		l, err := netlink.LinkByName(ifName)
+		l, err := netlinksafe.LinkByName(ifName)
 		if err != nil {
 			return "", fmt.Errorf("sriov: vf %s: %s: %w", vf, ifName, err)
 		}
@@ -337,111 +289,11 @@ func (p *Plugin) release(log *slog.Logger, m *vfmanager.Manager, c *Cache, netns
 	return errs
 }
 
-// returnNetdev moves the VF's netdev from the pod (when its netns still exists) to the host and
-// restores its name, MAC, MTU and up state.
-func (p *Plugin) returnNetdev(log *slog.Logger, c *Cache, podNS ns.NetNS, ifNameIsOurs bool) error {
-	tmp := tmpName(c.VF)
-	inPod := []string{tmp}
-	if ifNameIsOurs {
-		inPod = append(inPod, c.IfName)
-	}
-	if podNS != nil {
-		movedAs := tmp
-		err := podNS.Do(func(host ns.NetNS) error {
-			// By its device, not its name: a pod with NET_ADMIN may have renamed it, and a
-			// DEL that looked for the name only would drop the record of a VF still in the pod.
-			l := findByIdentity(c.Original.NetdevID, host)
-			if c.Original.NetdevID == "" {
-				l = findOurs(c, inPod...)
-			}
-			if l == nil {
-				return nil
-			}
-			if err := netlink.LinkSetDown(l); err != nil {
-				return fmt.Errorf("sriov: vf %s: set %s down in netns %s: %w", c.VF, l.Attrs().Name, podNS.Path(), err)
-			}
-			if l.Attrs().Name != tmp {
-				// The pod may hold the temporary name itself, to make every DEL fail: then
-				// the VF moves under a name it cannot guess.
-				if o, err := netlink.LinkByName(tmp); err == nil && o.Attrs().Index != l.Attrs().Index {
-					movedAs = randomTmpName()
-				}
-				if err := netlink.LinkSetName(l, movedAs); err != nil {
-					return fmt.Errorf("sriov: vf %s: rename %s to %s in netns %s: %w", c.VF, l.Attrs().Name, movedAs, podNS.Path(), err)
-				}
-			}
-			if err := netlink.LinkSetNsFd(l, int(host.Fd())); err != nil {
-				return fmt.Errorf("sriov: vf %s: move %s back to the host: %w", c.VF, movedAs, err)
-			}
-			return nil
-		})
-		if err != nil {
-			return err
-		}
-		if movedAs != tmp {
-			tmp = movedAs
-		}
-	}
-	// In the host the netdev is under the temporary name (just moved, or a move cut short) or,
-	// when the pod's netns vanished, wherever the kernel put it: sysfs finds it by PCI address.
-	l := findOurs(c, tmp)
-	// The kernel returns a physical netdev from a destroyed netns in a workqueue, so right
-	// after the pod's netns went away it may not be back yet: wait for it a little.
-	deadline := time.Now().Add(netdevReturnWait)
-	for l == nil {
-		nds, _ := p.Sys.Netdevs(c.VF)
-		if l = findOurs(c, nds...); l != nil || podNS != nil || time.Now().After(deadline) {
-			break
-		}
-		if drv, _ := p.Sys.Driver(c.VF); drv != c.Driver {
-			break // rebound: its netdev is gone for good
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	if l == nil {
-		// A VF netdev goes back to the host when its netns is destroyed; only one that no
-		// longer exists (VF removed, driver rebound, a simulated VF's veth) is not found.
-		log.Warn("VF netdev found neither in the pod nor in the host; nothing to move back", "vf", c.VF)
-		return nil
-	}
-	o := c.Original
-	name := l.Attrs().Name
-	if err := netlink.LinkSetDown(l); err != nil {
-		return fmt.Errorf("sriov: vf %s: set %s down: %w", c.VF, name, err)
-	}
-	if o.MAC != "" && l.Attrs().HardwareAddr.String() != o.MAC {
-		mac, _ := parseMAC(o.MAC)
-		if err := netlink.LinkSetHardwareAddr(l, mac); err != nil {
-			return fmt.Errorf("sriov: vf %s: restore %s mac %s: %w", c.VF, name, o.MAC, err)
-		}
-	}
-	if o.MTU != 0 && l.Attrs().MTU != o.MTU {
-		if err := netlink.LinkSetMTU(l, o.MTU); err != nil {
-			return fmt.Errorf("sriov: vf %s: restore %s mtu %d: %w", c.VF, name, o.MTU, err)
-		}
-	}
-	if o.Netdev != "" && name != o.Netdev {
-		if err := netlink.LinkSetName(l, o.Netdev); err != nil {
-			// The VF stays usable under its current name (the next ADD finds it through sysfs);
-			// failing DEL over a name taken meanwhile would only block the pod's deletion.
-			log.Warn("cannot give the VF netdev its original name back", "vf", c.VF, "name", name, "original", o.Netdev, "err", err)
-		} else {
-			name = o.Netdev
-		}
-	}
-	if o.Up {
-		if err := netlink.LinkSetUp(l); err != nil {
-			return fmt.Errorf("sriov: vf %s: set %s up: %w", c.VF, name, err)
-		}
-	}
-	return nil
-}
-
 // findOurs returns the first of the named links in the current netns that can be the VF: a link
 // whose parent device the kernel reports must be the VF itself (a pod may have reused the name).
 func findOurs(c *Cache, names ...string) netlink.Link {
 	for _, n := range names {
-		l, err := netlink.LinkByName(n)
+		l, err := netlinksafe.LinkByName(n)
 		if err != nil {
 			continue
 		}

@@ -10,8 +10,8 @@ import (
 
 	current "github.com/containernetworking/cni/pkg/types/100"
 	"github.com/containernetworking/plugins/pkg/ip"
+	"github.com/containernetworking/plugins/pkg/netlinksafe"
 	"github.com/containernetworking/plugins/pkg/ns"
-	"github.com/vishvananda/netlink"
 
 	"github.com/multinet-io/multinet/vfmanager"
 )
@@ -93,7 +93,7 @@ func (p *Plugin) CheckContext(ctx context.Context, a Args) error {
 		}
 		defer podNS.Close()
 		err = podNS.Do(func(ns.NetNS) error {
-			l, err := netlink.LinkByName(a.IfName)
+			l, err := netlinksafe.LinkByName(a.IfName)
 			if err != nil {
 				return fmt.Errorf("sriov: vf %s: interface %s in netns %s: %w", c.VF, a.IfName, a.Netns, err)
 			}

@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/containernetworking/plugins/pkg/netlinksafe"
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
@@ -47,7 +48,7 @@ func (p *Plugin) guard(log *slog.Logger, v *vfInfo, a Args) error {
 	if v.dpdk {
 		return nil
 	}
-	l, err := netlink.LinkByName(v.netdevs[0])
+	l, err := netlinksafe.LinkByName(v.netdevs[0])
 	if err != nil {
 		return fmt.Errorf("sriov: vf %s: netdev %s: %w", v.addr, v.netdevs[0], err)
 	}
@@ -121,7 +122,7 @@ func hostUse(l netlink.Link) string {
 		return "enslaved to " + name
 	}
 	if a.Flags&net.FlagUp != 0 {
-		addrs, _ := netlink.AddrList(l, netlink.FAMILY_ALL)
+		addrs, _ := netlinksafe.AddrList(l, netlink.FAMILY_ALL)
 		for _, ad := range addrs {
 			if ad.IP.To4() == nil && ad.IP.IsLinkLocalUnicast() {
 				continue
@@ -129,7 +130,7 @@ func hostUse(l netlink.Link) string {
 			return "up with address " + ad.IPNet.String()
 		}
 	}
-	routes, _ := netlink.RouteListFiltered(netlink.FAMILY_ALL, &netlink.Route{Table: unix.RT_TABLE_UNSPEC}, netlink.RT_FILTER_TABLE)
+	routes, _ := netlinksafe.RouteListFiltered(netlink.FAMILY_ALL, &netlink.Route{Table: unix.RT_TABLE_UNSPEC}, netlink.RT_FILTER_TABLE)
 	for _, r := range routes {
 		if r.Protocol == unix.RTPROT_KERNEL || r.Table == unix.RT_TABLE_LOCAL {
 			continue

@@ -176,6 +176,7 @@ func readJSON(path string, v any) (bool, error) {
 }
 
 func removeFile(path string) error {
+	fsutil.RemoveTemps(path) // of a write cut short by a kill
 	if err := os.Remove(path); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return fmt.Errorf("state %s: %w", path, err)
 	}

@@ -31,18 +31,23 @@ func (m *Manager) SetNumVFs(pfAddr string, n int, timeout time.Duration) error {
 		return nil
 	}
 	file := filepath.Join(m.Sys.Root, "bus", "pci", "devices", pfAddr, "sriov_numvfs")
+	if timeout <= 0 {
+		timeout = DefaultVFWait
+	}
 	if d.NumVFs != 0 {
 		if err := os.WriteFile(file, []byte("0"), 0); err != nil {
 			return fmt.Errorf("pf %s: write sriov_numvfs 0: %w", pfAddr, err)
+		}
+		// The old VFs gone before new ones are asked for: a wait for n VFs that started while
+		// the old ones were still being removed would count those.
+		if err := m.waitVFs(pfAddr, 0, timeout); err != nil {
+			return err
 		}
 	}
 	if n > 0 {
 		if err := os.WriteFile(file, []byte(strconv.Itoa(n)), 0); err != nil {
 			return fmt.Errorf("pf %s: write sriov_numvfs %d: %w", pfAddr, n, err)
 		}
-	}
-	if timeout <= 0 {
-		timeout = DefaultVFWait
 	}
 	return m.waitVFs(pfAddr, n, timeout)
 }

@@ -18,6 +18,9 @@ const usage = `usage:
   multinetctl devices [--sysfs-root DIR] [-o table|json]
   multinetctl vf apply -f POLICY.yaml [--sysfs-root DIR] [--dry-run] [--timeout 60s]
   multinetctl dpdk-args [--annotations /etc/podnetinfo/annotations] [--queues N] [--mac] [-o shell|lines|json]
+  multinetctl doctor [--sysfs-root DIR] [--state-dir DIR] [--cache-dir DIR] [--ipam-dirs DIR,...]
+                     [--checkpoint FILE] [--dp-config FILE] [--policy FILE] [-o table|json]
+                     [--fix [--dry-run]] [--cni-path DIR]
 `
 
 func run(args []string, stdout, stderr io.Writer) int {
@@ -33,6 +36,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 		err = dpdkArgs(args[1:], os.Environ(), stdout, stderr)
 	case args[0] == "vf" && len(args) > 1 && args[1] == "apply":
 		err = vfApply(args[2:], stdout)
+	case args[0] == "doctor":
+		if err = doctorCmd(args[1:], stdout, stderr); err == errFindings {
+			return 1
+		}
 	case args[0] == "-h" || args[0] == "--help" || args[0] == "help":
 		fmt.Fprint(stdout, usage)
 		return 0

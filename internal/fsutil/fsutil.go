@@ -49,8 +49,10 @@ func WriteFileAtomic(path string, b []byte, perm fs.FileMode) error {
 }
 
 // Remove deletes path and fsyncs its directory, so a removal that was reported done stays
-// done after a crash. A missing file is not an error.
+// done after a crash. A missing file is not an error. The temp files of writes of path that
+// never finished (a writer killed between its temp file and the rename) go too.
 func Remove(path string) error {
+	RemoveTemps(path)
 	if err := os.Remove(path); err != nil {
 		if errors.Is(err, fs.ErrNotExist) {
 			return nil
@@ -58,6 +60,28 @@ func Remove(path string) error {
 		return err
 	}
 	return SyncDir(filepath.Dir(path))
+}
+
+// RemoveTemps removes what WriteFileAtomic calls of path left behind when the writer died before
+// its rename: left there, they outlive the record they were to replace, in every record dir.
+func RemoveTemps(path string) {
+	tmps, _ := filepath.Glob(filepath.Join(filepath.Dir(path), "."+globEscape(filepath.Base(path))+".tmp-*"))
+	for _, t := range tmps {
+		os.Remove(t)
+	}
+}
+
+// globEscape quotes the glob metacharacters of a file name.
+func globEscape(s string) string {
+	var b []byte
+	for i := 0; i < len(s); i++ {
+		switch s[i] {
+		case '*', '?', '[', '\\':
+			b = append(b, '\\')
+		}
+		b = append(b, s[i])
+	}
+	return string(b)
 }
 
 // SyncDir fsyncs a directory: renames, creations and removals in it become durable.

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -106,5 +107,29 @@ func TestWriteFileAtomicFailureLeavesOld(t *testing.T) {
 	}
 	if err := Remove(path); err != nil {
 		t.Errorf("removing a missing file: %v", err)
+	}
+}
+
+// A writer killed between its temp file and the rename leaves the temp file; removing the record
+// removes it too, and nothing of another record.
+func TestRemoveTakesTempsOfUnfinishedWrites(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "ctr[1].json")
+	if err := WriteFileAtomic(path, []byte("{}"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{".ctr[1].json.tmp-123", ".ctr[1].json.tmp-456", ".other.json.tmp-1", "other.json"} {
+		os.WriteFile(filepath.Join(dir, name), []byte("{"), 0o600)
+	}
+	if err := Remove(path); err != nil {
+		t.Fatal(err)
+	}
+	es, _ := os.ReadDir(dir)
+	var left []string
+	for _, e := range es {
+		left = append(left, e.Name())
+	}
+	if strings.Join(left, ",") != ".other.json.tmp-1,other.json" {
+		t.Errorf("left after Remove: %v", left)
 	}
 }

@@ -175,7 +175,6 @@ func (t *Tree) addVF(vf VF) {
 	n, _ := strconv.Atoi(strings.TrimSpace(string(numa)))
 	t.addFunction(vf.Address, vf.Vendor, vf.Device, "0x020000", n, vf.IOMMUGroup)
 	t.symlink(pfDir, devDir(vf.Address)+"/physfn")
-	t.symlink(devDir(vf.Address), fmt.Sprintf("%s/virtfn%d", pfDir, vf.Index))
 	cnt, _ := os.ReadFile(t.abs(pfDir + "/sriov_numvfs"))
 	c, _ := strconv.Atoi(strings.TrimSpace(string(cnt)))
 	if vf.Index+1 > c {
@@ -193,6 +192,10 @@ func (t *Tree) addVF(vf VF) {
 	if vf.Driver != "" && vf.Driver != def {
 		t.write(devDir(vf.Address)+"/driver_override", vf.Driver+"\n")
 	}
+	// The PF's virtfn link last: the kernel's write to sriov_numvfs returns once the VFs are
+	// added and probed, so a reader that finds the link must not see a VF still unbound (the
+	// emulated kernel adds VFs beside the code under test).
+	t.symlink(devDir(vf.Address), fmt.Sprintf("%s/virtfn%d", pfDir, vf.Index))
 }
 
 // SetDriver binds the device to drv ("" unbinds), as a kernel bind would: the netdevs appear
