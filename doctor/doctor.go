@@ -16,9 +16,8 @@ import (
 	"strings"
 	"time"
 
-	"github.com/containernetworking/plugins/pkg/ns"
-
 	"github.com/multinet-io/multinet/deviceplugin"
+	"github.com/multinet-io/multinet/internal/netnsutil"
 	"github.com/multinet-io/multinet/pci"
 	"github.com/multinet-io/multinet/podresources"
 	"github.com/multinet-io/multinet/sriovcni"
@@ -139,21 +138,8 @@ func readJSON(path string, v any) error {
 	return nil
 }
 
-// netnsGone says whether path no longer names a network namespace. "" (DPDK, or not recorded)
-// and an unreadable path count as alive: doctor must never call a live pod's state stale.
-func netnsGone(path string) bool {
-	if path == "" {
-		return false
-	}
-	n, err := ns.GetNS(path)
-	if err != nil {
-		var notExist ns.NSPathNotExistErr
-		var notNS ns.NSPathNotNSErr
-		return errors.As(err, &notExist) || errors.As(err, &notNS)
-	}
-	n.Close()
-	return false
-}
+// netnsGone: doctor must never call a live pod's state stale (see netnsutil.Gone).
+func netnsGone(path string) bool { return netnsutil.Gone(path) }
 
 // Check reads the node's state. Records it cannot read are findings, not errors: one bad file
 // must not hide the rest of the node.

@@ -12,12 +12,12 @@ import (
 
 	"github.com/containernetworking/cni/pkg/types"
 	current "github.com/containernetworking/cni/pkg/types/100"
-	"github.com/containernetworking/plugins/pkg/ns"
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
 	"github.com/multinet-io/multinet/devinfo"
 	"github.com/multinet-io/multinet/devpools"
+	"github.com/multinet-io/multinet/internal/netnsutil"
 	"github.com/multinet-io/multinet/pci"
 	"github.com/multinet-io/multinet/podresources"
 	"github.com/multinet-io/multinet/vfmanager"
@@ -140,24 +140,8 @@ func (p *Plugin) inspect(addr string) (*vfInfo, error) {
 	return v, nil
 }
 
-// netnsAlive reports whether path still names a network namespace. An empty path never goes
-// stale: only DEL or GC frees such a VF.
-func netnsAlive(path string) bool {
-	if path == "" {
-		return true
-	}
-	n, err := ns.GetNS(path)
-	if err != nil {
-		var notExist ns.NSPathNotExistErr
-		var notNS ns.NSPathNotNSErr
-		if errors.As(err, &notExist) || errors.As(err, &notNS) {
-			return false
-		}
-		return true // cannot tell: assume the owner is alive rather than take its VF
-	}
-	n.Close()
-	return true
-}
+// netnsAlive reports whether path still names a network namespace (see netnsutil.Gone).
+func netnsAlive(path string) bool { return !netnsutil.Gone(path) }
 
 // tmpName is the VF netdev's name while it moves between namespaces: derived from the VF
 // address (one VF moves at a time under its lock), so it collides neither with the host's

@@ -12,10 +12,10 @@ import (
 	"time"
 
 	current "github.com/containernetworking/cni/pkg/types/100"
-	"github.com/containernetworking/plugins/pkg/ns"
 	nadv1 "github.com/k8snetworkplumbingwg/network-attachment-definition-client/pkg/apis/k8s.cni.cncf.io/v1"
 
 	"github.com/multinet-io/multinet/devinfo"
+	"github.com/multinet-io/multinet/internal/netnsutil"
 )
 
 // EnvOVSVsctl names the ovs-vsctl binary to run (default: ovs-vsctl from PATH).
@@ -156,24 +156,8 @@ func removeStaleSocket(path string) error {
 	return nil
 }
 
-// netnsAlive reports whether path still names a network namespace; an empty path never goes
-// stale (only DEL frees such a slot).
-func netnsAlive(path string) bool {
-	if path == "" {
-		return true
-	}
-	n, err := ns.GetNS(path)
-	if err != nil {
-		var notExist ns.NSPathNotExistErr
-		var notNS ns.NSPathNotNSErr
-		if errors.As(err, &notExist) || errors.As(err, &notNS) {
-			return false
-		}
-		return true // cannot tell: assume the owner is alive rather than take its slot
-	}
-	n.Close()
-	return true
-}
+// netnsAlive reports whether path still names a network namespace (see netnsutil.Gone).
+func netnsAlive(path string) bool { return !netnsutil.Gone(path) }
 
 func (c *Cache) wantPort(conf *NetConf) Port {
 	return Port{Name: c.Port, Bridge: conf.Bridge, ServerPath: c.Slot.HostSocket, VLAN: conf.VLAN, MTU: conf.MTU,
