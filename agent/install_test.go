@@ -1,0 +1,122 @@
+package agent_test
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/multinet-io/multinet/agent"
+	"github.com/multinet-io/multinet/cniinstall"
+	"github.com/multinet-io/multinet/meta"
+)
+
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
+}
+
+func readyz(addr string) int {
+	resp, err := http.Get("http://" + addr + "/readyz")
+	if err != nil {
+		return 0
+	}
+	resp.Body.Close()
+	return resp.StatusCode
+}
+
+// The agent as a DaemonSet starts it: installing the binaries and a thick conf. /readyz says
+// not ready while the cluster network's conf is missing (no conf of ours either), ready once
+// it is there and ours wraps it; a SIGTERM keeps the conf. With --serve-cni=false it installs
+// the same way and serves no socket.
+func TestAgentReadyAfterInstall(t *testing.T) {
+	for _, serve := range []bool{true, false} {
+		name := map[bool]string{true: "serve-cni", false: "no-cni-server"}[serve]
+		t.Run(name, func(t *testing.T) {
+			dir := t.TempDir()
+			from, bin, confDir := filepath.Join(dir, "image", "bin"), filepath.Join(dir, "cni", "bin"), filepath.Join(dir, "net.d")
+			for _, d := range []string{from, confDir} {
+				os.MkdirAll(d, 0o755)
+			}
+			if err := os.WriteFile(filepath.Join(from, "multinet-shim"), []byte("#!/bin/sh\necho shim\n"), 0o755); err != nil {
+				t.Fatal(err)
+			}
+			sock, addr := filepath.Join(dir, "run", "multinet.sock"), freeAddr(t)
+			a, err := agent.New(agent.Config{Socket: sock, MetricsAddr: addr, NoCNIServer: !serve,
+				Install: &cniinstall.Config{From: from, BinDir: bin, ConfDir: confDir, Conf: meta.ModeThick, Interval: 20 * time.Millisecond},
+				Log:     slog.New(slog.NewTextHandler(io.Discard, nil))})
+			if err != nil {
+				t.Fatal(err)
+			}
+			ctx, cancel := context.WithCancel(context.Background())
+			done := make(chan error, 1)
+			go func() { done <- a.Run(ctx) }()
+			defer func() {
+				cancel()
+				<-done
+			}()
+			deadline := time.Now().Add(5 * time.Second)
+			for {
+				_, err := os.Stat(filepath.Join(bin, "multinet-shim"))
+				if code := readyz(addr); code != 0 && err == nil {
+					break
+				}
+				if time.Now().After(deadline) {
+					t.Fatal("agent did not serve /readyz and install the shim")
+				}
+				time.Sleep(20 * time.Millisecond)
+			}
+			if _, err := os.Stat(sock); serve != (err == nil) {
+				t.Errorf("socket %s: %v, want it served: %v", sock, err, serve)
+			}
+			time.Sleep(200 * time.Millisecond)
+			if code := readyz(addr); code != http.StatusServiceUnavailable {
+				t.Fatalf("/readyz = %d without the cluster network's conf, want 503", code)
+			}
+			own := filepath.Join(confDir, meta.OwnConfName)
+			if _, err := os.Stat(own); !errors.Is(err, os.ErrNotExist) {
+				t.Fatalf("%s before the cluster network's conf: %v", own, err)
+			}
+			bridge := filepath.Join(confDir, "10-bridge.conflist")
+			if err := os.WriteFile(bridge, []byte(`{"cniVersion": "1.0.0", "name": "cbr0", "plugins": [{"type": "bridge"}]}`), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			for readyz(addr) != http.StatusOK {
+				if time.Now().After(deadline.Add(5 * time.Second)) {
+					t.Fatal("/readyz not ready after the cluster network's conf appeared")
+				}
+				time.Sleep(20 * time.Millisecond)
+			}
+			var c struct {
+				Plugins []map[string]interface{} `json:"plugins"`
+			}
+			b, err := os.ReadFile(own)
+			if err != nil || json.Unmarshal(b, &c) != nil || len(c.Plugins) != 1 {
+				t.Fatalf("conf %s: %v %s", own, err, b)
+			}
+			if p := c.Plugins[0]; p["type"] != "multinet-shim" || p["socket"] != sock || p["clusterNetwork"] != bridge || p["binDir"] != bin {
+				t.Errorf("conf plugin = %v, want multinet-shim with the agent's socket, wrapping %s, binDir %s", p, bridge, bin)
+			}
+			cancel()
+			if err := <-done; err != nil {
+				t.Fatal(err)
+			}
+			done <- nil
+			if _, err := os.Stat(own); err != nil {
+				t.Errorf("SIGTERM removed the conf: %v", err)
+			}
+		})
+	}
+}
