@@ -88,6 +88,7 @@ type Agent struct {
 	nets       *informerNets
 	startNets  func(stop <-chan struct{})
 	install    *cniinstall.Installer
+	serving    chan struct{} // closed once the CNI socket listens (the thick conf waits for it)
 	containers keyedMutex
 	gc         sync.RWMutex
 	workers    chan struct{}
@@ -151,6 +152,10 @@ func New(cfg Config) (*Agent, error) {
 		}
 		if ic.Conf == meta.ModeThick && ic.Socket == "" {
 			ic.Socket = cfg.Socket
+		}
+		if ic.Conf == meta.ModeThick && !cfg.NoCNIServer && ic.ConfAfter == nil {
+			a.serving = make(chan struct{})
+			ic.ConfAfter = a.serving
 		}
 		var err error
 		if a.install, err = cniinstall.New(ic); err != nil {
@@ -222,6 +227,9 @@ func (a *Agent) Run(ctx context.Context) error {
 		return err
 	}
 	a.setReady(true)
+	if a.serving != nil {
+		close(a.serving)
+	}
 	a.log.Info("serving CNI", "socket", a.cfg.Socket, "maxParallel", a.cfg.MaxParallel, "sriovInProcess", a.cfg.Sriov != nil, "api", a.nets != nil)
 
 	// Calls run under reqCtx: not cancelled by SIGTERM itself, only when the drain time is up.

@@ -52,6 +52,10 @@ type Config struct {
 	// Generate holds the conf's further settings (log level, policy, ...); Mode, ConfDir,
 	// Socket, Kubeconfig and BinDir are set from the fields above.
 	Generate meta.GenerateOptions
+	// ConfAfter holds the conf back until it is closed (the agent serves its socket: a thick
+	// conf written before would make the first pods' shims wait for it); nil: no wait.
+	// Binaries and the thin kubeconfig do not wait.
+	ConfAfter <-chan struct{}
 	// Interval is how often the conf dir and the token are looked at (default 1 s).
 	Interval time.Duration
 	// Kube, PodNamespace and PodName identify this agent's pod for the uninstall decision;
@@ -211,6 +215,14 @@ func (in *Installer) stepErr(ctx context.Context) bool {
 			return false
 		}
 		o.Kubeconfig = in.cfg.Kubeconfig
+	}
+	if in.cfg.ConfAfter != nil {
+		select {
+		case <-in.cfg.ConfAfter:
+		default:
+			in.note(slog.LevelInfo, "conf waits for the agent to serve", "conf", in.ConfPath())
+			return false
+		}
 	}
 	cluster, err := meta.FirstForeignConf(in.cfg.ConfDir)
 	if err != nil {

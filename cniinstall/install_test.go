@@ -379,3 +379,22 @@ func TestUninstallOnlyWhenDaemonSetGone(t *testing.T) {
 		})
 	}
 }
+
+// A thick conf waits for the agent to serve (ConfAfter): written before, the first pods'
+// shims would wait for an agent still syncing its caches. The binaries do not wait.
+func TestThickConfWaitsForAgent(t *testing.T) {
+	dir := t.TempDir()
+	from, bin, confDir := filepath.Join(dir, "image"), filepath.Join(dir, "bin"), filepath.Join(dir, "net.d")
+	write(t, filepath.Join(confDir, "10-bridge.conflist"), bridgeConf)
+	write(t, filepath.Join(from, "multinet-shim"), "#!/bin/sh\n")
+	os.Chmod(filepath.Join(from, "multinet-shim"), 0o755)
+	serving := make(chan struct{})
+	in, _ := running(t, cniinstall.Config{From: from, BinDir: bin, ConfDir: confDir, Conf: meta.ModeThick, ConfAfter: serving})
+	waitFor(t, "the shim installed", func() bool { _, err := os.Stat(filepath.Join(bin, "multinet-shim")); return err == nil })
+	time.Sleep(100 * time.Millisecond)
+	if _, ok := readConf(t, in.ConfPath()); ok || in.Ready() {
+		t.Fatal("thick conf written (or ready) before the agent serves")
+	}
+	close(serving)
+	waitFor(t, "the conf", func() bool { _, ok := readConf(t, in.ConfPath()); return ok && in.Ready() })
+}
