@@ -17,6 +17,7 @@ import (
 	"sync"
 	"time"
 
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/client-go/kubernetes"
 
 	"github.com/multinet-io/multinet/internal/cniwire"
@@ -75,6 +76,7 @@ type Installer struct {
 
 	binsDone bool
 	owner    *owner
+	accessOK bool // the pod and its DaemonSet could be read (so a later refusal means revoked)
 	lastMsg  string // the last waiting/failure message logged, so a poll does not repeat it
 
 	mu    sync.Mutex
@@ -247,8 +249,9 @@ func (in *Installer) stepErr(ctx context.Context) bool {
 	return true
 }
 
-// learnOwner reads, once, which DaemonSet runs this pod: at stop the pod may already be
-// gone from the API (force-deleted), its owner is then still known.
+// learnOwner reads, once, which DaemonSet runs this pod, and reads that DaemonSet: at stop the
+// pod may already be gone from the API (force-deleted), its owner is then still known; and a
+// refusal at stop counts as an uninstall only if these reads worked before.
 func (in *Installer) learnOwner(ctx context.Context) {
 	if in.owner != nil || !in.canUninstall() {
 		return
@@ -261,9 +264,25 @@ func (in *Installer) learnOwner(ctx context.Context) {
 		return
 	}
 	if !ok {
-		o = owner{} // no DaemonSet: never an uninstall
+		in.log.Warn("this pod has no DaemonSet owner: a stop never uninstalls", "pod", in.cfg.PodNamespace+"/"+in.cfg.PodName)
+		in.owner = &owner{}
+		return
+	}
+	if _, _, err := daemonSetGone(c, in.cfg.Kube, o); err != nil {
+		in.log.Warn("cannot read this pod's DaemonSet (RBAC: get daemonsets in its namespace); an uninstall may leave the conf", "daemonSet", o.String(), "err", err)
+		if !revoked(err) {
+			return // retried on the next look
+		}
+	} else {
+		in.accessOK = true
 	}
 	in.owner = &o
+}
+
+// revoked tells the API refusing the agent's own identity: its service account (401) or its
+// RBAC (403) deleted, which is what `kubectl delete -k` does together with the DaemonSet.
+func revoked(err error) bool {
+	return apierrors.IsUnauthorized(err) || apierrors.IsForbidden(err)
 }
 
 func (in *Installer) canUninstall() bool {
@@ -271,7 +290,10 @@ func (in *Installer) canUninstall() bool {
 }
 
 // stop keeps everything on a restart or upgrade, and removes the conf and the thin
-// kubeconfig on an uninstall: the pod's DaemonSet is deleted or being deleted. When that
+// kubeconfig on an uninstall: the pod's DaemonSet is deleted or being deleted, or the API
+// refuses the agent reads it allowed at start (`kubectl delete -k` deletes the service account
+// and RBAC with the DaemonSet; a force-deleted agent pod's token is refused too, then the next
+// pod writes the conf again within a few seconds). When that
 // cannot be told (no pod identity, no API answer within UninstallTimeout) the conf is kept:
 // a node without multinet during a rolling update breaks every new pod's networks, while a
 // conf left after an uninstall is one file to remove (README). Binaries stay either way: no
@@ -304,19 +326,26 @@ func (in *Installer) stop(ctx context.Context) {
 }
 
 func (in *Installer) uninstalling(ctx context.Context) (bool, string, error) {
+	const revokedWhy = "the agent's service account or RBAC is deleted (the API refuses reads that worked at start): an uninstall"
 	o, ok, err := podOwner(ctx, in.cfg.Kube, in.cfg.PodNamespace, in.cfg.PodName)
 	switch {
 	case err == nil && !ok:
 		return false, "pod has no DaemonSet owner", nil
 	case err == nil:
-	case in.owner != nil && in.owner.name != "":
-		o = *in.owner // the pod is gone from the API already; its owner was learnt at start
-	case in.owner != nil:
-		return false, "pod has no DaemonSet owner", nil
-	default:
+	case in.owner == nil:
 		return false, "", err
+	case in.owner.name == "":
+		return false, "pod has no DaemonSet owner", nil
+	case revoked(err) && in.accessOK:
+		return true, revokedWhy + ": " + err.Error(), nil
+	default:
+		o = *in.owner // the pod is gone from the API already; its owner was learnt at start
 	}
-	return daemonSetGone(ctx, in.cfg.Kube, o)
+	gone, why, err := daemonSetGone(ctx, in.cfg.Kube, o)
+	if err != nil && revoked(err) && in.accessOK {
+		return true, revokedWhy + ": " + err.Error(), nil
+	}
+	return gone, why, err
 }
 
 func (in *Installer) uninstall(why string) {

@@ -16,9 +16,12 @@ import (
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/client-go/kubernetes/fake"
+	k8stesting "k8s.io/client-go/testing"
 	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/multinet-io/multinet/cniinstall"
@@ -325,6 +328,7 @@ func TestUninstallOnlyWhenDaemonSetGone(t *testing.T) {
 		identity bool
 		pod      *corev1.Pod
 		ds       *appsv1.DaemonSet
+		setup    func(*fake.Clientset) // before start
 		before   func(*fake.Clientset) // between start and stop
 		removed  bool
 	}{
@@ -334,6 +338,26 @@ func TestUninstallOnlyWhenDaemonSetGone(t *testing.T) {
 		{name: "DaemonSet deleted", identity: true, pod: agentPod(true), ds: daemonSet(false), removed: true,
 			before: func(c *fake.Clientset) {
 				c.AppsV1().DaemonSets("kube-system").Delete(context.Background(), "multinet", metav1.DeleteOptions{})
+			}},
+		// kubectl delete -k deletes the service account and RBAC with the DaemonSet: by the
+		// pod's SIGTERM the API may refuse its token or its reads.
+		{name: "service account deleted (401)", identity: true, pod: agentPod(true), ds: daemonSet(false), removed: true,
+			before: func(c *fake.Clientset) {
+				c.PrependReactor("get", "*", func(k8stesting.Action) (bool, runtime.Object, error) {
+					return true, nil, apierrors.NewUnauthorized("invalid bearer token")
+				})
+			}},
+		{name: "RBAC deleted (403)", identity: true, pod: agentPod(true), ds: daemonSet(false), removed: true,
+			before: func(c *fake.Clientset) {
+				c.PrependReactor("get", "daemonsets", func(a k8stesting.Action) (bool, runtime.Object, error) {
+					return true, nil, apierrors.NewForbidden(schema.GroupResource{Group: "apps", Resource: "daemonsets"}, "multinet", errors.New("RBAC"))
+				})
+			}},
+		{name: "never allowed to read its DaemonSet", identity: true, pod: agentPod(true), ds: daemonSet(false),
+			setup: func(c *fake.Clientset) {
+				c.PrependReactor("get", "daemonsets", func(a k8stesting.Action) (bool, runtime.Object, error) {
+					return true, nil, apierrors.NewForbidden(schema.GroupResource{Group: "apps", Resource: "daemonsets"}, "multinet", errors.New("RBAC"))
+				})
 			}},
 		{name: "DaemonSet being deleted (foreground)", identity: true, pod: agentPod(true), ds: daemonSet(true), removed: true},
 		{name: "pod and DaemonSet gone from the API", identity: true, pod: agentPod(true), ds: daemonSet(false), removed: true,
@@ -352,6 +376,9 @@ func TestUninstallOnlyWhenDaemonSetGone(t *testing.T) {
 				objs = append(objs, tc.ds)
 			}
 			kube := fake.NewClientset(objs...)
+			if tc.setup != nil {
+				tc.setup(kube)
+			}
 			cfg := cniinstall.Config{ConfDir: confDir, Conf: meta.ModeThin, ServiceAccountDir: newServiceAccount(t, "t").dir,
 				APIServer: "https://10.96.0.1:443", Kube: kube, UninstallTimeout: 300 * time.Millisecond}
 			if tc.identity {
