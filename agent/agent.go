@@ -185,9 +185,10 @@ func (a *Agent) Run(ctx context.Context) error {
 	if a.install != nil {
 		// It runs under ctx: a SIGTERM makes it decide restart or uninstall while the calls in
 		// flight drain; Run returns after both.
+		instCtx, stopInst := context.WithCancel(ctx) // an error return stops it too
 		done := make(chan struct{})
-		go func() { defer close(done); a.install.Run(ctx) }()
-		defer func() { <-done }()
+		go func() { defer close(done); a.install.Run(instCtx) }()
+		defer func() { stopInst(); <-done }()
 	}
 	var httpSrv *http.Server
 	if a.cfg.MetricsAddr != "" {

@@ -120,3 +120,46 @@ func TestAgentReadyAfterInstall(t *testing.T) {
 		})
 	}
 }
+
+// A start that fails (the socket served by another agent) returns its error instead of
+// waiting for the installer, which runs until the agent stops.
+func TestAgentStartErrorWithInstall(t *testing.T) {
+	dir := t.TempDir()
+	confDir := filepath.Join(dir, "net.d")
+	os.MkdirAll(confDir, 0o755)
+	sock := filepath.Join(dir, "run", "multinet.sock")
+	cfg := agent.Config{Socket: sock, Install: &cniinstall.Config{ConfDir: confDir, Conf: meta.ModeThick, Interval: 20 * time.Millisecond},
+		Log: slog.New(slog.NewTextHandler(io.Discard, nil))}
+	first, err := agent.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- first.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+	for i := 0; ; i++ {
+		if c, err := net.Dial("unix", sock); err == nil {
+			c.Close()
+			break
+		}
+		if i > 200 {
+			t.Fatal("first agent does not serve")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	second, err := agent.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	errc := make(chan error, 1)
+	go func() { errc <- second.Run(context.Background()) }()
+	select {
+	case err := <-errc:
+		if err == nil {
+			t.Fatal("second agent on a served socket: no error")
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("second agent's failed start did not return")
+	}
+}
