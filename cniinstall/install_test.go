@@ -153,6 +153,11 @@ func TestConfFollowsClusterNetwork(t *testing.T) {
 	if c, _ := readConf(t, own); c.CNIVersion != "0.4.0" || c.Plugins[0].Capabilities["bandwidth"] {
 		t.Errorf("conf after the switch = %+v: want calico's cniVersion and none of bridge's capabilities", c)
 	}
+	// Removed by hand (or a node cleanup script) while the agent runs: written again.
+	if err := os.Remove(own); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the conf written again", func() bool { _, ok := readConf(t, own); return ok })
 	if b, _ := os.ReadFile(filepath.Join(confDir, "00-multinet-old.conflist")); string(b) != leftover {
 		t.Errorf("leftover conf changed: %s", b)
 	}
