@@ -2,6 +2,7 @@ package agent_test
 
 import (
 	"os"
+	"os/exec"
 	"path/filepath"
 	"testing"
 )
@@ -14,6 +15,9 @@ import (
 // everything back. Without the chroot the agent finds none of the plugins.
 func TestShimAgentDelegateChroot(t *testing.T) {
 	n := newNode(t)
+	if _, err := exec.LookPath("unshare"); err != nil {
+		t.Skipf("util-linux unshare: %v", err)
+	}
 	hostroot := filepath.Join(n.dir, "hostroot")
 	// The agent's view: /usr/lib/cni (the runtime's CNI_PATH here) hidden under an empty tmpfs,
 	// mounted after the rbind so the "host's" copy keeps it.

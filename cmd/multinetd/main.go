@@ -75,6 +75,7 @@ func run(argv []string) error {
 	confDir := fs.String("cni-conf-dir", meta.DefaultConfDir, "the node's CNI conf dir")
 	installConf := fs.String("install-conf", cniinstall.ModeNone, "write "+meta.OwnConfName+" wrapping the cluster network's conf once it exists: thick (type multinet-shim, this agent's --socket), thin (type multinet, with --thin-kubeconfig) or none")
 	thinKubeconfig := fs.String("thin-kubeconfig", "", "thin conf: the kubeconfig written for the plugin from this pod's service account, refreshed as the token rotates (default <cni-conf-dir>/multinet.d/multinet.kubeconfig; same path on the host)")
+	thinServer := fs.String("thin-api-server", "", "thin conf: the API server URL in its kubeconfig (default https://$KUBERNETES_SERVICE_HOST:$KUBERNETES_SERVICE_PORT; set it where the host cannot reach the service IP, no kube-proxy)")
 	saDir := fs.String("service-account-dir", cniinstall.DefaultServiceAccountDir, "thin conf: the pod's service-account token and ca.crt")
 	installInterval := fs.Duration("install-interval", time.Second, "how often the conf dir and the token are looked at")
 	serveCNI := fs.Bool("serve-cni", true, "serve the CNI socket (false: a thin-mode DaemonSet that installs and hosts the device plugin and VF policy only)")
@@ -97,6 +98,9 @@ func run(argv []string) error {
 			PodNamespace: os.Getenv("POD_NAMESPACE"), PodName: os.Getenv("POD_NAME")}
 		if h := os.Getenv("KUBERNETES_SERVICE_HOST"); h != "" {
 			ic.APIServer = cniinstall.APIServerURL(h, envOr("KUBERNETES_SERVICE_PORT", "443"))
+		}
+		if *thinServer != "" {
+			ic.APIServer = *thinServer
 		}
 		cfg.Install = ic
 	}
