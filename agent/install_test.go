@@ -9,7 +9,9 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"syscall"
 	"testing"
 	"time"
 
@@ -161,5 +163,65 @@ func TestAgentStartErrorWithInstall(t *testing.T) {
 		}
 	case <-time.After(10 * time.Second):
 		t.Fatal("second agent's failed start did not return")
+	}
+}
+
+// multinetd as the DaemonSet runs it, flags only: it installs the built binaries and a thick
+// conf naming its socket, is ready, and keeps everything on SIGTERM.
+func TestMultinetdInstallFlags(t *testing.T) {
+	dir := t.TempDir()
+	cniBin, confDir, sock, addr := filepath.Join(dir, "opt-cni-bin"), filepath.Join(dir, "net.d"), filepath.Join(dir, "run", "m.sock"), freeAddr(t)
+	os.MkdirAll(confDir, 0o755)
+	bridge := filepath.Join(confDir, "10-bridge.conflist")
+	if err := os.WriteFile(bridge, []byte(`{"cniVersion": "1.0.0", "name": "cbr0", "plugins": [{"type": "bridge"}]}`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	logf, _ := os.Create(filepath.Join(dir, "multinetd.log"))
+	defer logf.Close()
+	cmd := exec.Command(filepath.Join(binDir, "multinetd"), "--no-api", "--socket", sock, "--metrics-addr", addr,
+		"--install-from", binDir, "--cni-bin-dir", cniBin, "--cni-conf-dir", confDir, "--install-conf", "thick", "--install-interval", "50ms",
+		"--pools-file", filepath.Join(dir, "pools.json"), "--sriov-state-dir", filepath.Join(dir, "state"), "--log-dir", filepath.Join(dir, "log"))
+	cmd.Stdout, cmd.Stderr = logf, logf
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := false
+	defer func() {
+		if !exited {
+			cmd.Process.Kill()
+			cmd.Wait()
+		}
+		if t.Failed() {
+			b, _ := os.ReadFile(logf.Name())
+			t.Logf("multinetd log:\n%s", b)
+		}
+	}()
+	deadline := time.Now().Add(15 * time.Second)
+	for readyz(addr) != http.StatusOK {
+		if time.Now().After(deadline) {
+			t.Fatal("multinetd not ready")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	for _, b := range []string{"multinetd", "multinet-shim", "multinet"} {
+		if st, err := os.Stat(filepath.Join(cniBin, b)); err != nil || st.Mode().Perm() != 0o755 {
+			t.Errorf("%s not installed 0755: %v", b, err)
+		}
+	}
+	var c struct {
+		Plugins []map[string]interface{} `json:"plugins"`
+	}
+	own := filepath.Join(confDir, meta.OwnConfName)
+	b, err := os.ReadFile(own)
+	if err != nil || json.Unmarshal(b, &c) != nil || len(c.Plugins) != 1 || c.Plugins[0]["socket"] != sock || c.Plugins[0]["clusterNetwork"] != bridge {
+		t.Fatalf("conf %s: %v %s", own, err, b)
+	}
+	cmd.Process.Signal(syscall.SIGTERM)
+	if err := cmd.Wait(); err != nil {
+		t.Errorf("multinetd on SIGTERM: %v", err)
+	}
+	exited = true
+	if _, err := os.Stat(own); err != nil {
+		t.Errorf("SIGTERM removed the conf: %v", err)
 	}
 }
