@@ -14,9 +14,11 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"sort"
 	"sync"
 	"time"
 
+	"github.com/containernetworking/cni/libcni"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/client-go/kubernetes"
 
@@ -76,7 +78,7 @@ type Installer struct {
 
 	binsDone bool
 	owner    *owner
-	accessOK bool // the pod and its DaemonSet could be read (so a later refusal means revoked)
+	accessOK bool   // the pod and its DaemonSet could be read (so a later refusal means revoked)
 	lastMsg  string // the last waiting/failure message logged, so a poll does not repeat it
 
 	mu    sync.Mutex
@@ -241,8 +243,8 @@ func (in *Installer) stepErr(ctx context.Context) bool {
 	if changed {
 		in.log.Info("conf written", "conf", path, "mode", in.cfg.Conf, "clusterNetwork", cluster)
 	}
-	if filepath.Base(cluster) < meta.OwnConfName {
-		in.note(slog.LevelWarn, "a conf sorts before ours: the runtime uses it, not multinet", "conf", cluster, "ours", path)
+	if first := firstConf(in.cfg.ConfDir); first != "" && first != path {
+		in.note(slog.LevelWarn, "a conf sorts before ours: the runtime uses it, not multinet", "conf", first, "ours", path, "clusterNetwork", cluster)
 	} else {
 		in.note(slog.LevelInfo, "installed", "conf", path, "clusterNetwork", cluster)
 	}
@@ -364,4 +366,15 @@ func (in *Installer) uninstall(why string) {
 		return
 	}
 	in.log.Info("uninstalled: conf removed, new pods start on the cluster network alone", "why", why, "removed", files)
+}
+
+// firstConf is the conf the runtime loads: the lexically first with a CNI extension (CNI spec;
+// containerd and CRI-O skip no other names).
+func firstConf(dir string) string {
+	files, err := libcni.ConfFiles(dir, []string{".conf", ".conflist", ".json"})
+	if err != nil || len(files) == 0 {
+		return ""
+	}
+	sort.Strings(files)
+	return files[0]
 }

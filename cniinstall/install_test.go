@@ -1,6 +1,7 @@
 package cniinstall_test
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -10,6 +11,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -31,6 +33,24 @@ import (
 const bridgeConf = `{"cniVersion": "1.0.0", "name": "cbr0", "plugins": [
   {"type": "bridge", "bridge": "cni0", "ipam": {"type": "host-local", "subnet": "10.244.0.0/24"}},
   {"type": "portmap", "capabilities": {"portMappings": true}}]}`
+
+// syncBuffer is a log sink the installer's goroutine writes while the test reads.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
 
 func quiet() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
 
@@ -123,7 +143,8 @@ func TestConfFollowsClusterNetwork(t *testing.T) {
 	write(t, filepath.Join(confDir, "00-multinet-old.conflist"), leftover)
 	write(t, filepath.Join(confDir, "00-multus.conf"), `{"cniVersion": "0.3.1", "name": "multus-cni-network", "type": "multus-shim"}`)
 	write(t, filepath.Join(confDir, "10-bridge.conflist.bak"), bridgeConf)
-	in, _ := running(t, cniinstall.Config{ConfDir: confDir, Conf: meta.ModeThick, Socket: sock})
+	var logs syncBuffer
+	in, _ := running(t, cniinstall.Config{ConfDir: confDir, Conf: meta.ModeThick, Socket: sock, Log: slog.New(slog.NewTextHandler(&logs, nil))})
 	own := in.ConfPath()
 	time.Sleep(200 * time.Millisecond) // ten looks at the dir
 	if _, ok := readConf(t, own); ok {
@@ -152,6 +173,10 @@ func TestConfFollowsClusterNetwork(t *testing.T) {
 	waitFor(t, "the conf to wrap calico", func() bool { c, _ := readConf(t, own); return c.Plugins[0].ClusterNetwork == calico })
 	if c, _ := readConf(t, own); c.CNIVersion != "0.4.0" || c.Plugins[0].Capabilities["bandwidth"] {
 		t.Errorf("conf after the switch = %+v: want calico's cniVersion and none of bridge's capabilities", c)
+	}
+	// The leftover sorts before ours ('-' < '.'): the runtime would use it; the log says so.
+	if l := logs.String(); !strings.Contains(l, "a conf sorts before ours") || !strings.Contains(l, "00-multinet-old.conflist") {
+		t.Errorf("no warning about the leftover the runtime uses:\n%s", l)
 	}
 	// Removed by hand (or a node cleanup script) while the agent runs: written again.
 	if err := os.Remove(own); err != nil {
