@@ -361,6 +361,12 @@ func (in *Installer) uninstall(why string) {
 			errs = append(errs, err)
 		}
 	}
+	// Our own dir in the conf dir goes too when empty: an uninstall leaves nothing of ours there.
+	if d := filepath.Join(in.cfg.ConfDir, "multinet.d"); in.cfg.Kubeconfig != "" && filepath.Dir(in.cfg.Kubeconfig) == d {
+		if err := os.Remove(d); err != nil && !errors.Is(err, os.ErrNotExist) {
+			in.log.Warn("uninstall: our dir in the conf dir is not empty, left", "dir", d, "err", err)
+		}
+	}
 	if err := errors.Join(errs...); err != nil {
 		in.log.Error("uninstall: removing multinet's files failed", "why", why, "err", err)
 		return

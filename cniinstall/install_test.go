@@ -427,6 +427,9 @@ func TestUninstallOnlyWhenDaemonSetGone(t *testing.T) {
 				if !errors.Is(confErr, os.ErrNotExist) || !errors.Is(kcErr, os.ErrNotExist) {
 					t.Errorf("uninstall left conf (%v) or kubeconfig (%v)", confErr, kcErr)
 				}
+				if entries, _ := os.ReadDir(confDir); len(entries) != 1 {
+					t.Errorf("conf dir after uninstall holds %d entries, want only the cluster network's", len(entries))
+				}
 				if _, err := os.Stat(bridge); err != nil {
 					t.Errorf("the cluster network's conf: %v", err)
 				}
