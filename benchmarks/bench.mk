@@ -1,5 +1,7 @@
-# make bench: multinet vs upstream Multus, pod attach/detach on a simulated node, side by side
-# in one run (benchmarks/RESULTS.md). Not part of `make test`. Needs root (private network and
+# make bench: multinet vs upstream Multus, thin and thick (multinetd + multinet-shim vs
+# multus-daemon + multus-shim), pod attach/detach on a simulated node, side by side in one run
+# (benchmarks/RESULTS.md). BENCH_FLAGS='-only herd200' runs the herd of 200 pods, '-scale' the
+# agent's RSS with 5,000 pods elsewhere and 2,000 NADs. Not part of `make test`. Needs root (private network and
 # mount namespaces); builds Multus and the API server once into $(CACHE_DIR).
 MULTUS_VERSION ?= v4.3.0
 BENCH_FLAGS    ?=
@@ -12,11 +14,13 @@ bench: build deps bench-multus
 	CGO_ENABLED=0 $(GO) build -trimpath -o $(BIN)/bench/wrap ./benchmarks/wrap
 	@K8S_CMDS=kube-apiserver ./e2e/cluster/build-tools.sh >/dev/null
 	$(BIN)/multinet-bench -tools $(BENCH_TOOLS) -multus $(CACHE_DIR)/bench/multus-$(MULTUS_VERSION) \
+	  -multus-daemon $(CACHE_DIR)/bench/multus-daemon-$(MULTUS_VERSION) -multus-shim $(CACHE_DIR)/bench/multus-shim-$(MULTUS_VERSION) \
 	  -multus-version $(MULTUS_VERSION) -multinet-version "$$(git describe --always --dirty 2>/dev/null)" $(BENCH_FLAGS)
 	@echo "=== device plugin at scale (8 PFs x 128 VFs)"
 	$(GO) test -run '^$$' -bench . -benchmem -benchtime 3x -count 1 ./deviceplugin/ | grep -E '^(Benchmark|ok)'
 
-# Upstream Multus (thin plugin) from the Go module proxy, in a throwaway module outside ours.
+# Upstream Multus (thin plugin, thick mode's daemon and shim) from the Go module proxy, in a
+# throwaway module outside ours.
 bench-multus:
 	@./benchmarks/build-multus.sh $(MULTUS_VERSION)
 
