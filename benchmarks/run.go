@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -76,6 +77,8 @@ type Options struct {
 	MultusBin   string // "" skips Multus
 	// Multus thick mode's daemon and shim; "" skips the multus-thick stack.
 	MultusDaemonBin, MultusShimBin string
+	// Stacks, when not empty, keeps only these stacks (the floor always runs).
+	Stacks []string
 	// NoThick skips both thick stacks (multinetd + multinet-shim, multus-daemon + multus-shim).
 	NoThick bool
 	// Scale, after the scenarios: 5,000 pods on other nodes and 2,000 NADs into the API
@@ -156,6 +159,9 @@ func Run(o Options) (*Report, error) {
 		n := o.Cycles
 		if sc.concurrency() > 1 {
 			n = o.Rounds
+		}
+		if sc.Optional {
+			n = 1 // the herd: one round
 		}
 		plain := map[string][]sample{}
 		for i := 0; i < n; i++ {
@@ -353,6 +359,15 @@ func (b *Bench) setup() error {
 		if err := b.setupThick(); err != nil {
 			return err
 		}
+	}
+	if len(o.Stacks) > 0 {
+		var keep []*Stack
+		for _, s := range b.stacks {
+			if slices.Contains(o.Stacks, s.Name) {
+				keep = append(keep, s)
+			}
+		}
+		b.stacks = keep
 	}
 	for _, s := range b.stacks {
 		o.Log.Debug("stack conf", "stack", s.Name, "conf", string(s.conf[b.binDir[false]]))

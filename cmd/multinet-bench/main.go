@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strings"
 
 	"github.com/multinet-io/multinet/benchmarks"
 	"github.com/multinet-io/multinet/podresources"
@@ -37,6 +38,10 @@ func main() {
 	flag.IntVar(&o.Rounds, "rounds", 3, "rounds of the concurrent scenario per stack")
 	flag.IntVar(&o.ShareCycles, "share-cycles", 8, "cycles of the wrapped pass measuring the meta-plugin's own share")
 	flag.BoolVar(&o.MultusClusterNetworkPath, "multus-cluster-network-path", false, "configure Multus with clusterNetwork = the bridge conflist's path (default: its thin_entrypoint's inline delegate)")
+	flag.Func("stacks", "comma-separated stacks to run (default all: multinet, multus, multinet-thick, multus-thick; the floor always runs)", func(v string) error {
+		o.Stacks = strings.Split(v, ",")
+		return nil
+	})
 	flag.StringVar(&o.Only, "only", "", "run only this scenario (herd200: 200 eth0 pods at once on the thick stacks, only when named)")
 	flag.StringVar(&o.MultusVersion, "multus-version", "v4.3.0", "for the report")
 	flag.StringVar(&o.MultinetVersion, "multinet-version", "", "for the report (git describe)")
