@@ -131,11 +131,11 @@ type ScenarioResult struct {
 	// Leaks: what the DELs left, summed over the pods (see leaks).
 	Leaks leaks `json:"leaks"`
 	// Delegates: p50 of one ADD call by delegate type, from the wrapped pass (ms).
-	Delegates map[string]float64 `json:"delegate_add_p50_ms,omitempty"`
-	AddFailures    int     `json:"add_failures"`
-	DelFailures    int     `json:"del_failures"`
-	WrongAttach    int     `json:"wrong_attachments"`
-	FirstError     string  `json:"first_error,omitempty"`
+	Delegates   map[string]float64 `json:"delegate_add_p50_ms,omitempty"`
+	AddFailures int                `json:"add_failures"`
+	DelFailures int                `json:"del_failures"`
+	WrongAttach int                `json:"wrong_attachments"`
+	FirstError  string             `json:"first_error,omitempty"`
 }
 
 func summarize(name, stack string, plain, shares []sample) ScenarioResult {

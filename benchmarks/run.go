@@ -71,10 +71,10 @@ func (s Scenario) concurrency() int {
 
 // Options of one benchmark run.
 type Options struct {
-	Dir         string // scratch dir (removed by the caller)
-	BinDir      string // multinet, sriov
-	WrapBin     string // the delegate timing wrapper
-	MultusBin   string // "" skips Multus
+	Dir       string // scratch dir (removed by the caller)
+	BinDir    string // multinet, sriov
+	WrapBin   string // the delegate timing wrapper
+	MultusBin string // "" skips Multus
 	// Multus thick mode's daemon and shim; "" skips the multus-thick stack.
 	MultusDaemonBin, MultusShimBin string
 	// Stacks, when not empty, keeps only these stacks (the floor always runs).
@@ -83,7 +83,7 @@ type Options struct {
 	NoThick bool
 	// Scale, after the scenarios: 5,000 pods on other nodes and 2,000 NADs into the API
 	// server, and the thick daemons' RSS before and after.
-	Scale bool
+	Scale       bool
 	RefPlugins  string // reference plugins (bridge, host-local, macvlan, portmap)
 	ToolsDir    string // etcd, kube-apiserver
 	CRDDir      string
