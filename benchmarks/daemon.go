@@ -127,6 +127,22 @@ func statusMem(status string) (rssKB, peakKB int64) {
 	return rssKB, peakKB
 }
 
+// anonKB is the daemon's anonymous resident memory (heap, stacks): its RSS minus the pages of
+// its binary and other files it maps.
+func (d *daemon) anonKB() int64 {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/smaps_rollup", d.cmd.Process.Pid))
+	if err != nil {
+		return 0
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(l, "Anonymous:"); ok {
+			n, _ := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64)
+			return n
+		}
+	}
+	return 0
+}
+
 // resetPeak starts a new VmHWM window (clear_refs 5).
 func (d *daemon) resetPeak() {
 	_ = os.WriteFile(fmt.Sprintf("/proc/%d/clear_refs", d.cmd.Process.Pid), []byte("5"), 0o200)

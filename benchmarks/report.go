@@ -40,9 +40,11 @@ type Report struct {
 // DaemonMem is one daemon's resident set: after setup (caches synced), after the last regular
 // scenario, its peak (VmHWM) until then, and its peak during the herd of 200 pods.
 type DaemonMem struct {
-	StartKB    int64 `json:"start_kb"`
-	EndKB      int64 `json:"end_kb"`
-	PeakKB     int64 `json:"peak_kb"`
+	StartKB int64 `json:"start_kb"`
+	EndKB   int64 `json:"end_kb"`
+	PeakKB  int64 `json:"peak_kb"`
+	// EndAnonKB: of EndKB, anonymous memory (heap, stacks); the rest is the binary's pages.
+	EndAnonKB  int64 `json:"end_anon_kb"`
 	HerdPeakKB int64 `json:"herd_peak_kb,omitempty"`
 }
 
@@ -289,10 +291,10 @@ func (r *Report) Table(w io.Writer) {
 	r.delegates(w)
 	r.errors(w)
 	if len(r.DaemonMem) > 0 {
-		fmt.Fprintln(w, "thick daemons' RSS (MiB): after setup / after the scenarios / peak")
+		fmt.Fprintln(w, "thick daemons' RSS (MiB): after setup / after the scenarios (of which anonymous) / peak")
 		for _, k := range sortedKeys(r.DaemonMem) {
 			m := r.DaemonMem[k]
-			fmt.Fprintf(w, "  %-22s %6.1f / %6.1f / %6.1f", k, mib(m.StartKB), mib(m.EndKB), mib(m.PeakKB))
+			fmt.Fprintf(w, "  %-22s %6.1f / %6.1f (%.1f) / %6.1f", k, mib(m.StartKB), mib(m.EndKB), mib(m.EndAnonKB), mib(m.PeakKB))
 			if m.HerdPeakKB > 0 {
 				fmt.Fprintf(w, "   peak in %s: %.1f", HerdScenario, mib(m.HerdPeakKB))
 			}

@@ -208,6 +208,7 @@ func Run(o Options) (*Report, error) {
 				rep.DaemonMem[d.name].HerdPeakKB = peak
 			} else {
 				rep.DaemonMem[d.name].EndKB, rep.DaemonMem[d.name].PeakKB = rss, peak
+				rep.DaemonMem[d.name].EndAnonKB = d.anonKB()
 			}
 		}
 		if err := b.node.HostVFsHome(); err != nil {
