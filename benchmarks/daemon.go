@@ -284,16 +284,21 @@ type delegateSum struct {
 	Count   int64
 }
 
-// parseDelegateMetrics reads multinet_cni_delegate_duration_seconds's _sum and _count from the
-// agent's /metrics text, keyed "plugin/command/inprocess".
+// parseDelegateMetrics reads the _sum and _count of the agent's two latency histograms from its
+// /metrics text: multinet_cni_delegate_duration_seconds keyed "plugin/command/inprocess",
+// multinet_cni_request_duration_seconds keyed "request/command".
 func parseDelegateMetrics(r io.Reader) (map[string]delegateSum, error) {
-	const name = "multinet_cni_delegate_duration_seconds"
 	out := map[string]delegateSum{}
 	sc := bufio.NewScanner(r)
 	for sc.Scan() {
 		l := sc.Text()
-		rest, ok := strings.CutPrefix(l, name)
-		if !ok {
+		var rest string
+		var request bool
+		if v, ok := strings.CutPrefix(l, "multinet_cni_delegate_duration_seconds"); ok {
+			rest = v
+		} else if v, ok := strings.CutPrefix(l, "multinet_cni_request_duration_seconds"); ok {
+			rest, request = v, true
+		} else {
 			continue
 		}
 		var suffix string
@@ -322,6 +327,9 @@ func parseDelegateMetrics(r io.Reader) (map[string]delegateSum, error) {
 			return nil, fmt.Errorf("metrics line %q: %w", l, err)
 		}
 		key := labels["plugin"] + "/" + labels["command"] + "/" + labels["inprocess"]
+		if request {
+			key = "request/" + labels["command"]
+		}
 		s := out[key]
 		if suffix == "sum" {
 			s.Seconds = val
@@ -348,11 +356,17 @@ func scrapeDelegates(addr string) map[string]delegateSum {
 
 // inProcessDelta is the time and calls of in-process delegates for cmd between two scrapes.
 func inProcessDelta(before, after map[string]delegateSum, cmd string) (time.Duration, int64) {
+	return delegateDelta(before, after, cmd, true)
+}
+
+// delegateDelta is the time and calls of the delegates for cmd between two scrapes: the
+// in-process ones only, or all.
+func delegateDelta(before, after map[string]delegateSum, cmd string, inProcessOnly bool) (time.Duration, int64) {
 	var sec float64
 	var n int64
 	for k, a := range after {
 		parts := strings.Split(k, "/")
-		if len(parts) != 3 || parts[1] != cmd || parts[2] != "true" {
+		if len(parts) != 3 || parts[1] != cmd || (inProcessOnly && parts[2] != "true") {
 			continue
 		}
 		b := before[k]
@@ -360,6 +374,12 @@ func inProcessDelta(before, after map[string]delegateSum, cmd string) (time.Dura
 		n += a.Count - b.Count
 	}
 	return time.Duration(sec * float64(time.Second)), n
+}
+
+// requestDelta is the agent's time serving cmd between two scrapes.
+func requestDelta(before, after map[string]delegateSum, cmd string) time.Duration {
+	k := "request/" + cmd
+	return time.Duration((after[k].Seconds - before[k].Seconds) * float64(time.Second))
 }
 
 // setupThick starts the thick stacks' daemons and writes their confs: multinetd (one agent for

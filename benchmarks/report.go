@@ -132,6 +132,13 @@ type ScenarioResult struct {
 	DaemonCPUP50 float64 `json:"daemon_add_cpu_p50_ms,omitempty"`
 	// Leaks: what the DELs left, summed over the pods (see leaks).
 	Leaks leaks `json:"leaks"`
+	// Agent* (multinet-thick, plain pass, from multinetd's metrics): the agent's time serving
+	// ADD, its delegates' part of it, and the own share total - delegates (shim, socket and
+	// the agent's own work).
+	AgentAddP50          float64 `json:"agent_add_p50_ms,omitempty"`
+	AgentDelegatesAddP50 float64 `json:"agent_delegates_add_p50_ms,omitempty"`
+	OwnShareAddP50       float64 `json:"own_share_add_p50_ms,omitempty"`
+	OwnShareDelP50       float64 `json:"own_share_del_p50_ms,omitempty"`
 	// Delegates: p50 of one ADD call by delegate type, from the wrapped pass (ms).
 	Delegates   map[string]float64 `json:"delegate_add_p50_ms,omitempty"`
 	AddFailures int                `json:"add_failures"`
@@ -143,8 +150,16 @@ type ScenarioResult struct {
 func summarize(name, stack string, plain, shares []sample) ScenarioResult {
 	r := ScenarioResult{Name: name, Stack: stack}
 	var add, del, cpu, dcpu, sAdd, sDel []time.Duration
+	var agAdd, agDeleg, ownAdd, ownDel []time.Duration
 	for _, s := range plain {
 		r.Leaks.add(s.leaks)
+		if s.agent != nil && s.addErr == nil {
+			agAdd, agDeleg = append(agAdd, s.agent.add), append(agDeleg, s.agent.addDelegates)
+			ownAdd = append(ownAdd, s.add-s.agent.addDelegates)
+			if s.delErr == nil {
+				ownDel = append(ownDel, s.del-s.agent.delDelegates)
+			}
+		}
 		switch {
 		case s.addErr != nil:
 			r.AddFailures++
@@ -186,6 +201,8 @@ func summarize(name, stack string, plain, shares []sample) ScenarioResult {
 	r.DelCount, r.DelP50, r.DelP90, r.DelP99, r.DelMax = d.Count, d.P50, d.P90, d.P99, d.Max
 	r.MetaShareP50, r.MetaShareDelP50, r.ShareCount = Summarize(sAdd).P50, Summarize(sDel).P50, len(sAdd)
 	r.PluginCPUP50, r.DaemonCPUP50 = Summarize(cpu).P50, Summarize(dcpu).P50
+	r.AgentAddP50, r.AgentDelegatesAddP50 = Summarize(agAdd).P50, Summarize(agDeleg).P50
+	r.OwnShareAddP50, r.OwnShareDelP50 = Summarize(ownAdd).P50, Summarize(ownDel).P50
 	if len(per) > 0 {
 		r.Delegates = map[string]float64{}
 		for k, v := range per {
@@ -286,6 +303,12 @@ func (r *Report) Table(w io.Writer) {
 		fmt.Fprintln(w, "paired (pods i of both stacks ran back to back): median of theirs/ours, and how often ours was faster:")
 		for _, p := range r.Paired {
 			fmt.Fprintf(w, "  %-14s %-30s ADD %.2fx (%d/%d)  DEL %.2fx (%d/%d)\n", p.Name, p.Theirs+" / "+p.Ours, p.AddRatioP50, p.AddMultinetWn, p.Pairs, p.DelRatioP50, p.DelMultinetWn, p.Pairs)
+		}
+	}
+	for _, s := range r.Scenarios {
+		if s.AgentAddP50 > 0 {
+			fmt.Fprintf(w, "  %-14s %s, plain pass, multinetd's metrics (p50s): ADD %.2f = shim + socket %.2f + agent's own %.2f + delegates %.2f; own share ADD %.2f, DEL %.2f\n",
+				s.Name, s.Stack, s.AddP50, s.AddP50-s.AgentAddP50, s.AgentAddP50-s.AgentDelegatesAddP50, s.AgentDelegatesAddP50, s.OwnShareAddP50, s.OwnShareDelP50)
 		}
 	}
 	r.delegates(w)

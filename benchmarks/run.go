@@ -124,9 +124,15 @@ type sample struct {
 	daemonCPU            time.Duration // thick: the daemon's share of addUsage.CPU
 	addErr, delErr, vErr error
 	leaks                leaks
+	agent                *agentSplit // multinetd's metrics over the plain pass
 	// delegates: the wrapped pass's ADD time per delegate call, by plugin type
 	// ("sriov(in-process)" from multinetd's metrics).
 	delegates map[string][]time.Duration
+}
+
+// agentSplit is one pod's calls as multinetd's metrics saw them (the round's mean per pod).
+type agentSplit struct {
+	add, addDelegates, del, delDelegates time.Duration
 }
 
 // Run prepares the node, runs every scenario with every stack interleaved, and returns the
@@ -423,7 +429,7 @@ func (b *Bench) round(stackName string, sc Scenario, wrapped bool, tag string) [
 		if d != nil {
 			cpu0 = d.cpu()
 		}
-		if wrapped && st.metricsAddr != "" {
+		if st.metricsAddr != "" {
 			m0 = scrapeDelegates(st.metricsAddr)
 		}
 		b.parallel(pods, func(j int, p *pod) {
@@ -454,6 +460,19 @@ func (b *Bench) round(stackName string, sc Scenario, wrapped bool, tag string) [
 		})
 		if m0 != nil {
 			m2 = scrapeDelegates(st.metricsAddr)
+		}
+		if !wrapped && m0 != nil {
+			// multinetd's own account of the plain pass: its time serving the calls and its
+			// delegates' (exec'd from it, or in-process), so total = shim and socket + agent's
+			// own work + delegates, with no wrapper in the way.
+			k := time.Duration(k)
+			req := requestDelta(m0, m1, "ADD") / k
+			deleg, _ := delegateDelta(m0, m1, "ADD", false)
+			reqDel := requestDelta(m1, m2, "DEL") / k
+			delegDel, _ := delegateDelta(m1, m2, "DEL", false)
+			for j := range out {
+				out[j].agent = &agentSplit{add: req, addDelegates: deleg / k, del: reqDel, delDelegates: delegDel / k}
+			}
 		}
 		if !wrapped {
 			owners := leaseOwners(b.node.IPAMDir)

@@ -27,9 +27,15 @@ func Targets(r *Report) []Target {
 		out = append(out, Target{Name: name, Value: v, Limit: limit, Met: v <= limit, Detail: detail})
 	}
 	for _, sc := range []string{"eth0", "eth0+1vf", "eth0+4"} {
-		if s := r.find(sc, ours); s != nil && s.ShareCount > 0 {
+		s := r.find(sc, ours)
+		switch {
+		case s == nil:
+		case s.OwnShareAddP50 > 0: // the agent's own account, no wrapper in the way
+			upTo(fmt.Sprintf("own share (total - delegates) on %s <= 3 ms", sc), s.OwnShareAddP50, 3,
+				fmt.Sprintf("%.2f ms (ADD %.2f ms; wrapped pass: %.2f)", s.OwnShareAddP50, s.AddP50, s.MetaShareP50))
+		case s.ShareCount > 0:
 			upTo(fmt.Sprintf("own share (total - delegates) on %s <= 3 ms", sc), s.MetaShareP50, 3,
-				fmt.Sprintf("%.2f ms (ADD %.2f ms)", s.MetaShareP50, s.AddP50))
+				fmt.Sprintf("%.2f ms (ADD %.2f ms, wrapped pass)", s.MetaShareP50, s.AddP50))
 		}
 	}
 	ratioTo := func(sc, theirs string, limit float64) {

@@ -21,6 +21,8 @@ multinet_cni_delegate_duration_seconds_count{command="DEL",inprocess="true",plug
 multinet_cni_delegate_duration_seconds_sum{command="ADD",inprocess="false",plugin="bridge"} 1.5e-01
 multinet_cni_delegate_duration_seconds_count{command="ADD",inprocess="false",plugin="bridge"} 10
 multinet_cni_request_duration_seconds_sum{command="ADD"} 9
+multinet_cni_request_duration_seconds_count{command="ADD"} 10
+multinet_cni_request_duration_seconds_bucket{command="ADD",le="+Inf"} 10
 `
 
 func TestParseDelegateMetrics(t *testing.T) {
@@ -34,7 +36,10 @@ func TestParseDelegateMetrics(t *testing.T) {
 	if got := m["bridge/ADD/false"]; got.Seconds != 0.15 || got.Count != 10 {
 		t.Fatalf("bridge ADD: %+v", got)
 	}
-	if len(m) != 3 {
+	if got := m["request/ADD"]; got.Seconds != 9 || got.Count != 10 {
+		t.Fatalf("request ADD: %+v", got)
+	}
+	if len(m) != 4 {
 		t.Fatalf("series: %v", m)
 	}
 	if _, err := parseDelegateMetrics(strings.NewReader(`multinet_cni_delegate_duration_seconds_sum{plugin="x"} zz`)); err == nil {
@@ -46,6 +51,14 @@ func TestParseDelegateMetrics(t *testing.T) {
 	d, n := inProcessDelta(m, later, "ADD")
 	if n != 2 || d < 99*time.Millisecond || d > 101*time.Millisecond {
 		t.Fatalf("delta %v over %d calls", d, n)
+	}
+	// All delegates: sriov 0.1 s + bridge 8.85 s over 91 calls.
+	if d, n := delegateDelta(m, later, "ADD", false); n != 91 || d < 8949*time.Millisecond || d > 8951*time.Millisecond {
+		t.Fatalf("all delegates: %v over %d calls", d, n)
+	}
+	later["request/ADD"] = delegateSum{Seconds: 9.5, Count: 11}
+	if d := requestDelta(m, later, "ADD"); d != 500*time.Millisecond {
+		t.Fatalf("request delta %v", d)
 	}
 }
 
@@ -98,7 +111,13 @@ func TestSummarizeThick(t *testing.T) {
 	}
 	shares := []sample{{hasShare: true, addShare: msd(2), delegates: map[string][]time.Duration{"bridge": {msd(4)}, "sriov(in-process)": {msd(3)}}},
 		{hasShare: true, addShare: msd(3), delegates: map[string][]time.Duration{"bridge": {msd(6)}}}}
+	plain[0].agent = &agentSplit{add: msd(7), addDelegates: msd(6), del: msd(4), delDelegates: msd(3)}
+	plain[1].agent = &agentSplit{add: msd(7), addDelegates: msd(6), del: msd(4), delDelegates: msd(3)}
 	r := summarize("eth0", "multus-thick", plain, shares)
+	// Own share = the harness's total - the agent's delegates: 10-6, 12-6 -> p50 4; DEL 5-3.
+	if r.AgentAddP50 != 7 || r.AgentDelegatesAddP50 != 6 || r.OwnShareAddP50 != 4 || r.OwnShareDelP50 != 2 {
+		t.Fatalf("agent split %+v", r)
+	}
 	if r.Leaks != (leaks{Leases: 2, Netdevs: 1}) || !r.Leaks.any() {
 		t.Fatalf("leaks %+v", r.Leaks)
 	}
