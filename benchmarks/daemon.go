@@ -345,6 +345,7 @@ func scrapeDelegates(addr string) map[string]delegateSum {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr+"/metrics", nil)
+	req.Header.Set("Accept-Encoding", "identity") // spare the agent a gzip per scrape
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		return nil

@@ -426,11 +426,11 @@ func (b *Bench) round(stackName string, sc Scenario, wrapped bool, tag string) [
 		d := st.daemon[wrapped]
 		var cpu0 time.Duration
 		var m0, m1, m2 map[string]delegateSum
-		if d != nil {
-			cpu0 = d.cpu()
-		}
 		if st.metricsAddr != "" {
 			m0 = scrapeDelegates(st.metricsAddr)
+		}
+		if d != nil {
+			cpu0 = d.cpu() // after the scrape: serving /metrics is no ADD's CPU
 		}
 		b.parallel(pods, func(j int, p *pod) {
 			out[j].add, out[j].addUsage, out[j].addErr = b.cniOp(conf, wrapped, p, true)
