@@ -13,6 +13,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/containernetworking/cni/libcni"
@@ -235,6 +236,10 @@ func Run(o Options) (*Report, error) {
 	b.api.Stop()
 	rep.Daemons = b.api.PeakRSSKB
 	rep.WrapOverheadMS = ms(b.wrapOverhead)
+	var ru syscall.Rusage
+	if syscall.Getrusage(syscall.RUSAGE_SELF, &ru) == nil {
+		rep.HarnessMaxRSSKB = ru.Maxrss
+	}
 	rep.Targets = Targets(rep)
 	for _, s := range rep.Scenarios {
 		if strings.HasPrefix(s.Stack, "multinet") && (s.AddFailures > 0 || s.DelFailures > 0 || s.WrongAttach > 0 || s.Leaks.any()) {
