@@ -466,7 +466,9 @@ func (b *Bench) round(stackName string, sc Scenario, wrapped bool, tag string) [
 		if m0 != nil {
 			m2 = scrapeDelegates(st.metricsAddr)
 		}
-		if !wrapped && m0 != nil {
+		if !wrapped && m0 != nil && k == 1 {
+			// Sequential only: with pods at once the round's means hide queueing in the agent,
+			// and p50 differences of them mean nothing.
 			// multinetd's own account of the plain pass: its time serving the calls and its
 			// delegates' (exec'd from it, or in-process), so total = shim and socket + agent's
 			// own work + delegates, with no wrapper in the way.
