@@ -324,7 +324,11 @@ func (r *Report) Table(w io.Writer) {
 		fmt.Fprintln(w, "thick daemons' RSS (MiB): after setup / after the scenarios (of which anonymous) / peak")
 		for _, k := range sortedKeys(r.DaemonMem) {
 			m := r.DaemonMem[k]
-			fmt.Fprintf(w, "  %-22s %6.1f / %6.1f (%.1f) / %6.1f", k, mib(m.StartKB), mib(m.EndKB), mib(m.EndAnonKB), mib(m.PeakKB))
+			if m.EndKB > 0 {
+				fmt.Fprintf(w, "  %-22s %6.1f / %6.1f (%.1f) / %6.1f", k, mib(m.StartKB), mib(m.EndKB), mib(m.EndAnonKB), mib(m.PeakKB))
+			} else { // only the herd ran
+				fmt.Fprintf(w, "  %-22s %6.1f /      - /      -", k, mib(m.StartKB))
+			}
 			if m.HerdPeakKB > 0 {
 				fmt.Fprintf(w, "   peak in %s: %.1f", HerdScenario, mib(m.HerdPeakKB))
 			}
