@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"math"
 	"net/http"
 	"os"
 	"os/exec"
@@ -429,4 +430,70 @@ func (b *Bench) setupThick() error {
 	}
 	b.stacks = append(b.stacks, ut)
 	return nil
+}
+
+// APIRequest is the API server's own account of one kind of request over the run: how many,
+// and their mean time inside the API server (apiserver_request_duration_seconds).
+type APIRequest struct {
+	Count  int64   `json:"count"`
+	MeanMS float64 `json:"mean_ms"`
+}
+
+// parseAPIMetrics reads apiserver_request_duration_seconds's _sum and _count for the pod
+// requests a CNI stack makes on ADD and DEL, keyed "VERB resource[/subresource]".
+func parseAPIMetrics(r io.Reader) (map[string]APIRequest, error) {
+	const name = "apiserver_request_duration_seconds"
+	sums, counts := map[string]float64{}, map[string]int64{}
+	sc := bufio.NewScanner(r)
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	for sc.Scan() {
+		l := sc.Text()
+		rest, ok := strings.CutPrefix(l, name)
+		if !ok {
+			continue
+		}
+		var isSum bool
+		switch {
+		case strings.HasPrefix(rest, "_sum{"):
+			isSum, rest = true, rest[len("_sum"):]
+		case strings.HasPrefix(rest, "_count{"):
+			rest = rest[len("_count"):]
+		default:
+			continue
+		}
+		end := strings.LastIndexByte(rest, '}')
+		if end < 0 {
+			return nil, fmt.Errorf("metrics line %q: no closing brace", l)
+		}
+		labels := map[string]string{}
+		for _, kv := range strings.Split(rest[1:end], ",") {
+			if k, v, ok := strings.Cut(kv, "="); ok {
+				labels[k] = strings.Trim(v, `"`)
+			}
+		}
+		if labels["resource"] != "pods" || labels["verb"] == "WATCH" || labels["verb"] == "LIST" {
+			continue
+		}
+		key := labels["verb"] + " pods"
+		if labels["subresource"] != "" {
+			key += "/" + labels["subresource"]
+		}
+		val, err := strconv.ParseFloat(strings.TrimSpace(rest[end+1:]), 64)
+		if err != nil {
+			return nil, fmt.Errorf("metrics line %q: %w", l, err)
+		}
+		// Series differ by scope, component and dry run: add them up.
+		if isSum {
+			sums[key] += val
+		} else {
+			counts[key] += int64(val)
+		}
+	}
+	out := map[string]APIRequest{}
+	for k, n := range counts {
+		if n > 0 {
+			out[k] = APIRequest{Count: n, MeanMS: math.Round(sums[k]/float64(n)*1e5) / 100}
+		}
+	}
+	return out, sc.Err()
 }

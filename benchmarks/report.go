@@ -27,6 +27,9 @@ type Report struct {
 	DaemonMem map[string]*DaemonMem `json:"daemon_mem,omitempty"`
 	// Scale: the thick daemons' RSS growth with many pods on other nodes and many NADs.
 	Scale *ScaleResult `json:"scale,omitempty"`
+	// APIRequests: the API server's own mean time per pod request of the run (all stacks and
+	// the harness's own creates, GETs and deletes), e.g. "PATCH pods/status".
+	APIRequests map[string]APIRequest `json:"api_requests,omitempty"`
 	// Targets: issue 13's targets, met or not, as far as this run measured them.
 	Targets []Target `json:"targets,omitempty"`
 	// HarnessMaxRSSKB is the harness's own peak RSS. The kernel starts an exec'd child's
@@ -337,6 +340,13 @@ func (r *Report) Table(w io.Writer) {
 	}
 	if r.Scale != nil {
 		r.Scale.table(w)
+	}
+	if len(r.APIRequests) > 0 {
+		fmt.Fprint(w, "kube-apiserver's own mean time per pod request over the run (all stacks and the harness):")
+		for _, k := range sortedKeys(r.APIRequests) {
+			fmt.Fprintf(w, "  %s %.2f ms (%d)", k, r.APIRequests[k].MeanMS, r.APIRequests[k].Count)
+		}
+		fmt.Fprintln(w)
 	}
 	if len(r.Daemons) > 0 {
 		fmt.Fprintf(w, "daemon peak RSS (rusage; etcd and kube-apiserver shared by all stacks): ")

@@ -2,6 +2,7 @@ package benchmarks
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -232,6 +233,9 @@ func Run(o Options) (*Report, error) {
 	}
 	if err := b.api.Alive(); err != nil {
 		return rep, err
+	}
+	if raw, err := b.api.Kube.CoreV1().RESTClient().Get().AbsPath("/metrics").DoRaw(context.Background()); err == nil {
+		rep.APIRequests, _ = parseAPIMetrics(bytes.NewReader(raw))
 	}
 	b.api.Stop()
 	rep.Daemons = b.api.PeakRSSKB

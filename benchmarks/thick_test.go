@@ -184,3 +184,33 @@ func TestTargets(t *testing.T) {
 		t.Fatalf("table:\n%s", out.String())
 	}
 }
+
+func TestParseAPIMetrics(t *testing.T) {
+	text := `# TYPE apiserver_request_duration_seconds histogram
+apiserver_request_duration_seconds_bucket{component="apiserver",dry_run="",group="",resource="pods",scope="resource",subresource="status",verb="PATCH",version="v1",le="0.005"} 3
+apiserver_request_duration_seconds_sum{component="apiserver",dry_run="",group="",resource="pods",scope="resource",subresource="status",verb="PATCH",version="v1"} 0.03
+apiserver_request_duration_seconds_count{component="apiserver",dry_run="",group="",resource="pods",scope="resource",subresource="status",verb="PATCH",version="v1"} 4
+apiserver_request_duration_seconds_sum{component="apiserver",dry_run="All",group="",resource="pods",scope="resource",subresource="status",verb="PATCH",version="v1"} 0.02
+apiserver_request_duration_seconds_count{component="apiserver",dry_run="All",group="",resource="pods",scope="resource",subresource="status",verb="PATCH",version="v1"} 1
+apiserver_request_duration_seconds_sum{component="apiserver",dry_run="",group="",resource="pods",scope="resource",subresource="",verb="GET",version="v1"} 0.01
+apiserver_request_duration_seconds_count{component="apiserver",dry_run="",group="",resource="pods",scope="resource",subresource="",verb="GET",version="v1"} 5
+apiserver_request_duration_seconds_sum{component="apiserver",dry_run="",group="",resource="pods",scope="cluster",subresource="",verb="WATCH",version="v1"} 900
+apiserver_request_duration_seconds_count{component="apiserver",dry_run="",group="",resource="pods",scope="cluster",subresource="",verb="WATCH",version="v1"} 3
+apiserver_request_duration_seconds_sum{component="apiserver",dry_run="",group="",resource="namespaces",scope="resource",subresource="",verb="GET",version="v1"} 7
+apiserver_request_duration_seconds_count{component="apiserver",dry_run="",group="",resource="namespaces",scope="resource",subresource="",verb="GET",version="v1"} 7
+`
+	m, err := parseAPIMetrics(strings.NewReader(text))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// PATCH: both dry-run series added, 0.05 s over 5 calls.
+	if got := m["PATCH pods/status"]; got.Count != 5 || got.MeanMS != 10 {
+		t.Fatalf("PATCH: %+v", got)
+	}
+	if got := m["GET pods"]; got.Count != 5 || got.MeanMS != 2 {
+		t.Fatalf("GET: %+v", got)
+	}
+	if len(m) != 2 {
+		t.Fatalf("watches and other resources kept: %v", m)
+	}
+}
