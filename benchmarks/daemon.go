@@ -149,9 +149,17 @@ func (d *daemon) resetPeak() {
 	_ = os.WriteFile(fmt.Sprintf("/proc/%d/clear_refs", d.cmd.Process.Pid), []byte("5"), 0o200)
 }
 
+// removeCgroup removes the daemon's cgroup once it has exited; the kernel lets go of a cgroup
+// a moment after its last process was reaped, hence the retries.
 func (d *daemon) removeCgroup() {
-	if d.cgroup != "" {
-		os.Remove(d.cgroup)
+	if d.cgroup == "" {
+		return
+	}
+	for i := 0; i < 50 && os.Remove(d.cgroup) != nil; i++ {
+		if _, err := os.Stat(d.cgroup); err != nil {
+			return
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 }
 
