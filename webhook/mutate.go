@@ -81,6 +81,8 @@ func (m *Mutator) Mutate(pod *corev1.Pod, namespace string) ([]PatchOp, error) {
 		keys = []string{meta.ResourceNameAnnot}
 	}
 	counts := map[corev1.ResourceName]int64{}
+	selector := map[string]string{}
+	selectorFrom := map[string]string{} // label -> the NAD that asked for it
 	for _, r := range refs {
 		nad, err := m.NADs.Get(r.namespace, r.name)
 		if IsNotFound(err) {
@@ -94,14 +96,30 @@ func (m *Mutator) Mutate(pod *corev1.Pod, namespace string) ([]PatchOp, error) {
 				counts[corev1.ResourceName(res)]++
 			}
 		}
+		if v, ok := nad.Annotations[NodeSelectorAnnot]; ok {
+			if err := addNodeSelector(selector, selectorFrom, pod.Spec.NodeSelector, r.namespace+"/"+r.name, v); err != nil {
+				return nil, err
+			}
+		}
+	}
+	var patch []PatchOp
+	if len(selector) > 0 {
+		merged := map[string]string{}
+		for k, v := range pod.Spec.NodeSelector {
+			merged[k] = v
+		}
+		for k, v := range selector {
+			merged[k] = v
+		}
+		patch = append(patch, PatchOp{Op: "add", Path: "/spec/nodeSelector", Value: merged})
 	}
 	if len(counts) == 0 {
-		return nil, nil
+		return patch, nil
 	}
 	if len(pod.Spec.Containers) == 0 {
 		return nil, denied("pod has no containers to give the network resources %v to", sortedNames(counts))
 	}
-	patch := m.resourcePatch(pod, counts)
+	patch = append(patch, m.resourcePatch(pod, counts)...)
 	if m.HugepagesDownwardAPI {
 		patch = append(patch, hugepagesEnvPatch(pod)...)
 	}
@@ -109,6 +127,35 @@ func (m *Mutator) Mutate(pod *corev1.Pod, namespace string) ([]PatchOp, error) {
 		patch = append(patch, m.volumePatch(pod)...)
 	}
 	return patch, nil
+}
+
+// NodeSelectorAnnot on a NAD (upstream's) puts its pods on nodes with that label: "key=value",
+// or "key" for an empty value.
+const NodeSelectorAnnot = "k8s.v1.cni.cncf.io/nodeSelector"
+
+// addNodeSelector adds a NAD's node label to selector. Upstream lets the NAD overwrite what the
+// pod or another NAD asked for; here a contradiction denies the pod, naming both sides, since no
+// node could satisfy both.
+func addNodeSelector(selector, from, podSelector map[string]string, nad, annot string) error {
+	parts := strings.Split(annot, "=")
+	if len(parts) > 2 {
+		return denied("NetworkAttachmentDefinition %s: %s %q has more than one label (want key=value)", nad, NodeSelectorAnnot, annot)
+	}
+	k, v := strings.TrimSpace(parts[0]), ""
+	if len(parts) == 2 {
+		v = strings.TrimSpace(parts[1])
+	}
+	if k == "" {
+		return denied("NetworkAttachmentDefinition %s: %s %q has no label key", nad, NodeSelectorAnnot, annot)
+	}
+	if have, ok := podSelector[k]; ok && have != v {
+		return denied("NetworkAttachmentDefinition %s needs nodes with %s=%s, but the pod's nodeSelector says %s=%s", nad, k, v, k, have)
+	}
+	if have, ok := selector[k]; ok && have != v {
+		return denied("NetworkAttachmentDefinition %s needs nodes with %s=%s, but %s needs %s=%s", nad, k, v, from[k], k, have)
+	}
+	selector[k], from[k] = v, nad
+	return nil
 }
 
 type networkRef struct{ annotation, namespace, name string }

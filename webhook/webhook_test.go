@@ -59,6 +59,9 @@ func testNADs() []*nadv1.NetworkAttachmentDefinition {
 		nad("other", "sriov-b", map[string]string{"k8s.v1.cni.cncf.io/resourceName": resB}),
 		nad("default", "plain", nil),
 		nad("default", "custom-key", map[string]string{"example.com/pool": "example.com/dev"}),
+		nad("default", "zone-a", map[string]string{"k8s.v1.cni.cncf.io/resourceName": resA, "k8s.v1.cni.cncf.io/nodeSelector": "example.com/zone = a"}),
+		nad("default", "zone-b", map[string]string{"k8s.v1.cni.cncf.io/nodeSelector": "example.com/zone=b"}),
+		nad("default", "bad-selector", map[string]string{"k8s.v1.cni.cncf.io/nodeSelector": "a=b=c"}),
 	}
 }
 
@@ -448,5 +451,32 @@ func TestNotAPod(t *testing.T) {
 	resp.Body.Close()
 	if resp.StatusCode != http.StatusBadRequest {
 		t.Errorf("review without a request: HTTP %d, want 400", resp.StatusCode)
+	}
+}
+
+func TestNADNodeSelector(t *testing.T) {
+	s := newServer(t, &Mutator{})
+	p := testPod("zone-a")
+	p.Spec.NodeSelector = map[string]string{"kubernetes.io/os": "linux"}
+	got := s.admit(t, p)
+	if len(got.Spec.NodeSelector) != 2 || got.Spec.NodeSelector["example.com/zone"] != "a" || got.Spec.NodeSelector["kubernetes.io/os"] != "linux" {
+		t.Errorf("nodeSelector %v, want the pod's and the NAD's", got.Spec.NodeSelector)
+	}
+	wantResources(t, got, map[string]int64{resA: 1})
+	if got := s.admit(t, testPod("zone-b")); got.Spec.NodeSelector["example.com/zone"] != "b" {
+		t.Errorf("NAD without resourceName: nodeSelector %v", got.Spec.NodeSelector)
+	}
+	for networks, want := range map[string]string{
+		"zone-a,zone-b": "default/zone-b needs nodes with example.com/zone=b, but default/zone-a needs example.com/zone=a",
+		"bad-selector":  "more than one label",
+	} {
+		if resp := s.review(t, "default", testPod(networks)); resp.Allowed || !strings.Contains(resp.Result.Message, want) {
+			t.Errorf("%s: %+v, want denied with %q", networks, resp.Result, want)
+		}
+	}
+	p = testPod("zone-a")
+	p.Spec.NodeSelector = map[string]string{"example.com/zone": "c"}
+	if resp := s.review(t, "default", p); resp.Allowed || !strings.Contains(resp.Result.Message, "the pod's nodeSelector says example.com/zone=c") {
+		t.Errorf("pod's own selector contradicted: %+v", resp.Result)
 	}
 }
