@@ -162,10 +162,12 @@ func TestWebhookInjectsVFRequest(t *testing.T) {
 	// What `multinetctl dpdk-args` reads inside the pod: the downward-API file, refreshed by
 	// kubelet once CNI has written network-status.
 	file := filepath.Join(c.Dir, "kubelet", "pods", string(pod.UID), "volumes", "kubernetes.io~downward-api", "podnetinfo", "annotations")
-	deadline := time.Now().Add(150 * time.Second)
+	start := time.Now()
+	deadline := start.Add(150 * time.Second)
 	for {
 		b, _ := os.ReadFile(file)
 		if strings.Contains(string(b), "k8s.v1.cni.cncf.io/network-status") && strings.Contains(string(b), ids[0]) {
+			t.Logf("/etc/podnetinfo/annotations has network-status %s after the pod ran", time.Since(start).Round(time.Second))
 			break
 		}
 		if time.Now().After(deadline) {
