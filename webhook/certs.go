@@ -32,7 +32,7 @@ func newCA(now time.Time, validity time.Duration) (certPEM, keyPEM []byte, err e
 	tmpl := &x509.Certificate{
 		SerialNumber:          serial,
 		Subject:               pkix.Name{CommonName: fmt.Sprintf("multinet-webhook-ca@%d", now.Unix())},
-		NotBefore:             now.Add(-time.Hour), // clock skew between us and the API server
+		NotBefore:             now.Add(-backdate(validity)),
 		NotAfter:              now.Add(validity),
 		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageDigitalSignature | x509.KeyUsageCRLSign,
 		BasicConstraintsValid: true,
@@ -79,7 +79,7 @@ func issueServing(caCertPEM, caKeyPEM []byte, dnsNames []string, ips []net.IP, n
 		Subject:      pkix.Name{CommonName: cn},
 		DNSNames:     dnsNames,
 		IPAddresses:  ips,
-		NotBefore:    now.Add(-time.Hour),
+		NotBefore:    now.Add(-backdate(validity)),
 		NotAfter:     notAfter,
 		KeyUsage:     x509.KeyUsageDigitalSignature,
 		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
@@ -90,6 +90,12 @@ func issueServing(caCertPEM, caKeyPEM []byte, dnsNames []string, ips []net.IP, n
 	}
 	keyPEM, err = encodeKey(key)
 	return encodeCert(der), keyPEM, err
+}
+
+// backdate allows for clock skew between us and the API server: an hour, but never so much of a
+// short validity that the one-third renewal rule would fire at once.
+func backdate(validity time.Duration) time.Duration {
+	return min(time.Hour, validity/10)
 }
 
 func serialNumber() (*big.Int, error) {

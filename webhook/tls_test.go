@@ -275,3 +275,31 @@ func TestMissingWebhookConfigStillServes(t *testing.T) {
 		t.Error("no certificate served while the configuration is missing")
 	}
 }
+
+// Short lifetimes (tests, or a cautious operator) renew on the same one-third rule: not at once
+// because of the clock-skew allowance.
+func TestShortValidityNotRenewedAtOnce(t *testing.T) {
+	kube := fake.NewSimpleClientset(webhookConfig("multinet-webhook", "pods.multinet.io"))
+	c := &clock{time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}
+	m := newManager(kube, c)
+	m.CAValidity, m.CertValidity = time.Minute, time.Minute
+	if err := m.Sync(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	first := served(t, m)
+	c.add(20 * time.Second)
+	kube.ClearActions()
+	if err := m.Sync(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if hasAction(kube.Actions(), "update", "secrets") || !bytes.Equal(served(t, m).Certificate[0], first.Certificate[0]) {
+		t.Fatal("a one-minute CA and certificate renewed after 20s")
+	}
+	c.add(25 * time.Second)
+	if err := m.Sync(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if n := len(parseBundle(caBundle(t, kube)[0])); n != 2 {
+		t.Errorf("45s into a one-minute CA: caBundle holds %d CAs, want old+next", n)
+	}
+}
