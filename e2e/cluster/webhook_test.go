@@ -5,6 +5,7 @@ package cluster
 import (
 	"bytes"
 	"context"
+	"encoding/pem"
 	"fmt"
 	"net"
 	"os"
@@ -47,7 +48,8 @@ func (w *hostWebhook) stop() {
 // clientConfig.url on 127.0.0.1 (the API server of this cluster cannot reach pod networking),
 // and runs the built multinet-webhook on the host. It waits until the webhook has patched the
 // caBundle and the API server calls it.
-func startHostWebhook(t *testing.T, c *clustertest.Cluster) *hostWebhook {
+// probeNAD is the NAD (with a resourceName) the readiness probe names; extra flags override.
+func startHostWebhook(t *testing.T, c *clustertest.Cluster, probeNAD string, extra ...string) *hostWebhook {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -91,9 +93,10 @@ func startHostWebhook(t *testing.T, c *clustertest.Cluster) *hostWebhook {
 	if err != nil {
 		t.Fatal(err)
 	}
-	w.cmd = exec.Command(bin, "--listen", addr, "--namespace", "kube-system", "--secret-name", whSecret,
+	args := []string{"--listen", addr, "--namespace", "kube-system", "--secret-name", whSecret,
 		"--webhook-config-name", whConfig, "--service-name", "multinet-webhook", "--extra-san", "127.0.0.1",
-		"--kubeconfig", filepath.Join(c.Dir, "kubeconfig"), "--sync-interval", "5s", "--ca-overlap", "30s")
+		"--kubeconfig", filepath.Join(c.Dir, "kubeconfig"), "--sync-interval", "5s", "--ca-overlap", "30s"}
+	w.cmd = exec.Command(bin, append(args, extra...)...) // later flags win
 	w.cmd.Stdout, w.cmd.Stderr = logf, logf
 	if err := w.cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -110,7 +113,7 @@ func startHostWebhook(t *testing.T, c *clustertest.Cluster) *hostWebhook {
 	// Ready when a dry-run of an annotated pod comes back mutated: the caBundle is patched and
 	// the API server has loaded the configuration and trusts our certificate.
 	probe := &corev1.Pod{
-		ObjectMeta: metav1.ObjectMeta{Name: "wh-probe", Annotations: map[string]string{"k8s.v1.cni.cncf.io/networks": "wh-sriov"}},
+		ObjectMeta: metav1.ObjectMeta{Name: "wh-probe", Annotations: map[string]string{"k8s.v1.cni.cncf.io/networks": probeNAD}},
 		Spec:       corev1.PodSpec{NodeName: clustertest.Node, Containers: []corev1.Container{{Name: "app", Image: clustertest.Image}}},
 	}
 	deadline := time.Now().Add(60 * time.Second)
@@ -143,7 +146,7 @@ func TestWebhookInjectsVFRequest(t *testing.T) {
 	waitNodeRes(t, c, p, "registered", sriovRes, 1, 1)
 	c.CreateNAD(t, "default", "wh-sriov", `{"cniVersion": "1.0.0", "type": "sriov", "ipam": {"type": "host-local",
 	  "dataDir": "`+c.IPAMDir()+`", "subnet": "10.56.218.0/24"}}`, map[string]string{"k8s.v1.cni.cncf.io/resourceName": sriovRes})
-	w := startHostWebhook(t, c)
+	w := startHostWebhook(t, c, "wh-sriov")
 
 	created := c.CreatePod(t, "default", "wh-cnf", withNetworks("wh-sriov"))
 	res := created.Spec.Containers[0].Resources
@@ -233,5 +236,59 @@ func TestWebhookManifestsValid(t *testing.T) {
 		if err != nil {
 			t.Errorf("kubectl apply --dry-run=server -k %s: %v\n%s", k, err, out)
 		}
+	}
+}
+
+// The CA rotates under load against the real API server: one-minute lifetimes, a pod admission
+// every 300ms, and not one of them may fail while the next CA enters caBundle, signs the
+// serving certificate and the old CA leaves.
+func TestWebhookCARotation(t *testing.T) {
+	c := clustertest.Connect(t)
+	c.CreateNAD(t, "default", "wh-rot", `{"cniVersion": "1.0.0", "type": "sriov"}`, map[string]string{"k8s.v1.cni.cncf.io/resourceName": sriovRes})
+	w := startHostWebhook(t, c, "wh-rot", "--ca-validity", "60s", "--cert-validity", "60s", "--sync-interval", "1s", "--ca-overlap", "5s")
+	mwcs := c.Kube.AdmissionregistrationV1().MutatingWebhookConfigurations()
+	pod := &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Name: "wh-rot", Annotations: map[string]string{"k8s.v1.cni.cncf.io/networks": "wh-rot"}},
+		Spec:       corev1.PodSpec{NodeName: clustertest.Node, Containers: []corev1.Container{{Name: "app", Image: clustertest.Image}}},
+	}
+	firstCA := func() ([]byte, int) {
+		cfg, err := mwcs.Get(context.Background(), whConfig, metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var n int
+		var first []byte
+		for rest := cfg.Webhooks[0].ClientConfig.CABundle; ; n++ {
+			var b *pem.Block
+			if b, rest = pem.Decode(rest); b == nil {
+				break
+			}
+			if first == nil {
+				first = b.Bytes
+			}
+		}
+		return first, n
+	}
+	start, _ := firstCA()
+	var admitted, failed, maxCAs int
+	var rotated bool
+	for end := time.Now().Add(80 * time.Second); time.Now().Before(end); time.Sleep(300 * time.Millisecond) {
+		got, err := c.Kube.CoreV1().Pods("default").Create(context.Background(), pod, metav1.CreateOptions{DryRun: []string{metav1.DryRunAll}})
+		if err != nil || len(got.Spec.Containers[0].Resources.Limits) == 0 {
+			failed++
+			t.Errorf("admission during rotation: %v", err)
+		} else {
+			admitted++
+		}
+		ca, n := firstCA()
+		maxCAs = max(maxCAs, n)
+		rotated = rotated || !bytes.Equal(ca, start)
+	}
+	t.Logf("%d pods admitted, %d failed; caBundle held up to %d CAs; rotated: %v", admitted, failed, maxCAs, rotated)
+	if !rotated || maxCAs < 2 {
+		t.Errorf("no rotation seen in 80s of a 60s CA (rotated %v, at most %d CAs in caBundle)\n%s", rotated, maxCAs, w.logText())
+	}
+	if _, n := firstCA(); n != 1 {
+		t.Errorf("caBundle holds %d CAs after the old one expired", n)
 	}
 }
