@@ -16,6 +16,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/resource"
+	"k8s.io/apimachinery/pkg/util/validation"
 
 	"github.com/multinet-io/multinet/meta"
 )
@@ -93,6 +94,10 @@ func (m *Mutator) Mutate(pod *corev1.Pod, namespace string) ([]PatchOp, error) {
 		}
 		for _, k := range keys {
 			if res := strings.TrimSpace(nad.Annotations[k]); res != "" {
+				// Refused here, naming the NAD, rather than by pod validation naming nothing.
+				if errs := validation.IsQualifiedName(res); len(errs) > 0 || !strings.Contains(res, "/") {
+					return nil, denied("NetworkAttachmentDefinition %s/%s: %s %q is not an extended resource name (domain/name)", r.namespace, r.name, k, res)
+				}
 				counts[corev1.ResourceName(res)]++
 			}
 		}

@@ -61,6 +61,7 @@ func testNADs() []*nadv1.NetworkAttachmentDefinition {
 		nad("default", "custom-key", map[string]string{"example.com/pool": "example.com/dev"}),
 		nad("default", "zone-a", map[string]string{"k8s.v1.cni.cncf.io/resourceName": resA, "k8s.v1.cni.cncf.io/nodeSelector": "example.com/zone = a"}),
 		nad("default", "zone-b", map[string]string{"k8s.v1.cni.cncf.io/nodeSelector": "example.com/zone=b"}),
+		nad("default", "bad-resource", map[string]string{"k8s.v1.cni.cncf.io/resourceName": "sriov pool"}),
 		nad("default", "bad-selector", map[string]string{"k8s.v1.cni.cncf.io/nodeSelector": "a=b=c"}),
 	}
 }
@@ -317,10 +318,11 @@ func TestBadAnnotationDenied(t *testing.T) {
 		"a/b/c":              "more than one '/'",
 		"Bad_Name":           "not a DNS-1123 name",
 		`{"name":"sriov-a"}`: "wrapped in [ ]",
+		"bad-resource":       `default/bad-resource: k8s.v1.cni.cncf.io/resourceName "sriov pool" is not an extended resource name`,
 	} {
 		resp := s.review(t, "default", testPod(networks))
 		if resp.Allowed || resp.Result == nil || !strings.Contains(resp.Result.Message, want) ||
-			!strings.Contains(resp.Result.Message, "k8s.v1.cni.cncf.io/networks") {
+			!strings.Contains(resp.Result.Message, "k8s.v1.cni.cncf.io/") {
 			t.Errorf("networks %q: %+v, want denied with %q", networks, resp.Result, want)
 		}
 	}
