@@ -190,8 +190,14 @@ func (m *CertManager) renew(data map[string][]byte, annots map[string]string) (b
 		changed = true
 	}
 
-	// Rotation, phase 2: the next CA has been trusted for Overlap; it becomes the CA.
-	if since, err := time.Parse(time.RFC3339, annots[NextCASinceAnnot]); err == nil && data[SecretNextCACert] != nil && now.Sub(since) >= m.Overlap {
+	// Rotation, phase 2: the next CA has been trusted for Overlap; it becomes the CA. A next CA
+	// whose start time was lost (an edited Secret) starts its overlap again rather than never.
+	since, err := time.Parse(time.RFC3339, annots[NextCASinceAnnot])
+	if data[SecretNextCACert] != nil && err != nil {
+		annots[NextCASinceAnnot] = now.UTC().Format(time.RFC3339)
+		changed = true
+	}
+	if err == nil && data[SecretNextCACert] != nil && now.Sub(since) >= m.Overlap {
 		if next, err := parseCert(data[SecretNextCACert]); err == nil {
 			data[SecretCACert], data[SecretCAKey] = data[SecretNextCACert], data[SecretNextCAKey]
 			ca = next

@@ -303,3 +303,33 @@ func TestShortValidityNotRenewedAtOnce(t *testing.T) {
 		t.Errorf("45s into a one-minute CA: caBundle holds %d CAs, want old+next", n)
 	}
 }
+
+func TestNextCAWithoutStartTimeIsPromoted(t *testing.T) {
+	kube := fake.NewSimpleClientset(webhookConfig("multinet-webhook", "pods.multinet.io"))
+	c := &clock{time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}
+	m := newManager(kube, c)
+	if err := m.Sync(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	c.add(day(21)) // next CA enters the bundle
+	if err := m.Sync(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	secrets := kube.CoreV1().Secrets("multinet")
+	sec, _ := secrets.Get(context.Background(), "multinet-webhook-tls", metav1.GetOptions{})
+	delete(sec.Annotations, NextCASinceAnnot) // someone edited the Secret
+	if _, err := secrets.Update(context.Background(), sec, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	next := sec.Data[SecretNextCACert]
+	for i := 0; i < 3; i++ {
+		c.add(6 * time.Minute)
+		if err := m.Sync(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	sec, _ = secrets.Get(context.Background(), "multinet-webhook-tls", metav1.GetOptions{})
+	if !bytes.Equal(sec.Data[SecretCACert], next) {
+		t.Error("next CA never promoted after its start time was lost")
+	}
+}
