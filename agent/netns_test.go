@@ -159,6 +159,9 @@ func (n *node) startAgent(extra ...string) {
 	n.agentLog, _ = os.Create(filepath.Join(n.dir, fmt.Sprintf("multinetd-%d.log", time.Now().UnixNano())))
 	cmd := exec.Command(filepath.Join(binDir, "multinetd"), args...)
 	cmd.Stdout, cmd.Stderr = n.agentLog, n.agentLog
+	// Its own process group, as in its own container: a kill of the group takes the delegates
+	// it is running with it.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if err := n.host.Do(func(ns.NetNS) error { return cmd.Start() }); err != nil {
 		n.t.Fatal(err)
 	}
