@@ -83,6 +83,7 @@ const (
 	Unreadable   = "unreadable-record" // a record doctor cannot parse
 	OrphanRecord = "orphan-cache"      // sriov attachment cache without its ownership record
 	StaleTemp    = "stale-temp"        // temp file of a record write that never finished
+	StaleNetns   = "stale-netns"       // the sriov plugin's temporary netns of a VF nobody owns
 	// KubeletMismatch: a live ownership record kubelet disagrees with (the VF is another pod's,
 	// or kubelet no longer lists the record's pod).
 	KubeletMismatch = "kubelet-mismatch"
@@ -282,6 +283,14 @@ func Check(c *Config) (*Report, error) {
 				add(Finding{Kind: OrphanRecord, Subject: key,
 					Detail: fmt.Sprintf("attachment cache for VF %s, which has no ownership record naming it", sc.VF),
 					Fix:    "none: the runtime's DEL of the attachment removes it"})
+			}
+		}
+		// A VF's temporary netns outlives a process killed mid-move; the DEL of its owner takes
+		// the VF back from it. Without an owner no DEL will.
+		for _, path := range glob(filepath.Join(c.SriovStateDir, "netns", "*")) {
+			if vf := filepath.Base(path); !owned[vf] {
+				add(Finding{Kind: StaleNetns, Subject: vf, Detail: fmt.Sprintf("temporary netns %s of a VF move cut short, and no ownership record: the VF's netdev may be in it", path),
+					Fix: "none: ip netns exec it (nsenter --net=" + path + "), move the netdev back, then umount and remove it"})
 			}
 		}
 		for _, path := range glob(filepath.Join(c.SriovStateDir, "quarantine", "*")) {

@@ -141,3 +141,23 @@ func TestDoctorComparesOwnershipWithKubeletPodResources(t *testing.T) {
 		t.Errorf("no kubelet socket: findings %v", kinds(r))
 	}
 }
+
+// The sriov plugin's temporary netns of a VF (netns/<BDF> in its state dir) outlives a process
+// killed mid-move; while the VF has an ownership record its DEL takes the VF back, without one
+// no DEL will: doctor reports it.
+func TestDoctorReportsTempNetnsOfNoOwner(t *testing.T) {
+	n := newNode(t)
+	pod := n.pod()
+	n.attach("ctr-a", "cnf-a", pod, 0)
+	dir := filepath.Join(n.cfg.SriovStateDir, "netns")
+	os.MkdirAll(dir, 0o700)
+	for _, v := range []string{vf(0), vf(2)} {
+		if err := os.WriteFile(filepath.Join(dir, v), nil, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	got := findings(n.check(), doctor.StaleNetns)
+	if len(got) != 1 || got[0].Subject != vf(2) {
+		t.Fatalf("stale-netns findings %+v, want only %s (VF %s has an owner)", got, vf(2), vf(0))
+	}
+}
