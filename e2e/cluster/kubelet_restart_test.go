@@ -166,11 +166,26 @@ func TestKubeletRestartWhilePodsCreatedAndDeleted(t *testing.T) {
 			c.CreatePod(t, "default", s.name, withNetworks("macvlan-conf"))
 		}
 	}
+	caches := func() int {
+		m, _ := filepath.Glob(filepath.Join(c.MultinetCacheDir(), "delegates", "*.json"))
+		return len(m)
+	}
+	cached0 := caches()
 	for _, s := range before {
 		create(s)
 	}
-	// Some of them part way through their sandbox's ADD when kubelet goes.
-	time.Sleep(1500 * time.Millisecond)
+	// kubelet goes as soon as the first of their sandboxes' ADDs has started (its delegate
+	// cache is written first), with the others on their way.
+	for deadline := time.Now().Add(30 * time.Second); caches() == cached0 && time.Now().Before(deadline); {
+		time.Sleep(20 * time.Millisecond)
+	}
+	running := 0
+	for _, s := range before {
+		if p, err := c.Kube.CoreV1().Pods("default").Get(context.Background(), s.name, metav1.GetOptions{}); err == nil && p.Status.Phase == corev1.PodRunning {
+			running++
+		}
+	}
+	t.Logf("restarting kubelet with %d sandbox ADDs started, %d of %d pods Running", caches()-cached0, running, len(before))
 	var wg sync.WaitGroup
 	restarted := make(chan struct{})
 	go func() { restartKubelet(t, c); close(restarted) }()
