@@ -347,7 +347,7 @@ func TestFaultAgentKilledAtRandomPointsOfAdd(t *testing.T) {
 	}
 }
 
-// shimArgs is what the runtime passes a CNI plugin for p's ADD: its env and its stdin (the
+// pluginCall is what the runtime passes a CNI plugin for p's cmd: its env and its stdin (the
 // list's plugin conf with the list's name and cniVersion, as libcni writes it).
 func (p *pod) pluginCall(cmd string) ([]string, []byte) {
 	var list map[string]any
