@@ -162,6 +162,9 @@ func (n *node) startAgent(extra ...string) {
 	argv := append(append(append([]string{}, n.wrap...), filepath.Join(binDir, "multinetd")), args...)
 	cmd := exec.Command(argv[0], argv[1:]...)
 	cmd.Stdout, cmd.Stderr = n.agentLog, n.agentLog
+	// Its own process group, as in its own container: a kill of the group takes the delegates
+	// it is running with it.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if err := n.host.Do(func(ns.NetNS) error { return cmd.Start() }); err != nil {
 		n.t.Fatal(err)
 	}

@@ -1,10 +1,12 @@
 // Package doctor reads a node's multinet state (the sriov plugin's ownership records, caches,
 // quarantine and problem records, the meta-plugin's delegate caches, host-local leases,
-// kubelet's device checkpoint, vhost-user slot directories, sysfs and the node policy) and says
-// which pod holds which device and what is stale; Fix repairs what is safe to repair.
+// kubelet's device checkpoint and PodResources API, vhost-user slot directories, sysfs and the
+// node policy) and says which pod holds which device and what is stale; Fix repairs what is safe
+// to repair.
 package doctor
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -12,6 +14,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -35,6 +38,10 @@ type Config struct {
 	IPAMDirs []string
 	// Checkpoint is kubelet's device-manager checkpoint.
 	Checkpoint string
+	// PodResourcesSocket is kubelet's PodResources socket: which pod kubelet gave each device,
+	// compared with the ownership records. A path that does not exist (no kubelet on this
+	// node) is not read.
+	PodResourcesSocket string
 	// DevicePlugin is the device plugin's config: its vhostUser pools' slots are checked.
 	DevicePlugin *deviceplugin.Config
 	// Policy is the node policy VFs are checked against (count and driver).
@@ -58,7 +65,8 @@ type Holding struct {
 	Netns       string `json:"netns,omitempty"`
 	NetnsAlive  bool   `json:"netnsAlive"`
 	// Source names the records that say so: owner (sriov ownership record), cache (delegate
-	// cache), kubelet (checkpoint), socket (slot directory).
+	// cache), kubelet (checkpoint), podresources (kubelet's PodResources API), socket (slot
+	// directory).
 	Source []string `json:"source"`
 }
 
@@ -75,6 +83,10 @@ const (
 	Unreadable   = "unreadable-record" // a record doctor cannot parse
 	OrphanRecord = "orphan-cache"      // sriov attachment cache without its ownership record
 	StaleTemp    = "stale-temp"        // temp file of a record write that never finished
+	StaleNetns   = "stale-netns"       // the sriov plugin's temporary netns of a VF nobody owns
+	// KubeletMismatch: a live ownership record kubelet disagrees with (the VF is another pod's,
+	// or kubelet no longer lists the record's pod).
+	KubeletMismatch = "kubelet-mismatch"
 )
 
 // tempAge is how old a record's temp file must be to count as left by a dead writer: a live
@@ -196,6 +208,8 @@ func Check(c *Config) (*Report, error) {
 		}
 	}
 
+	listing := podResources(c, add)
+
 	// sriov ownership records and attachment caches.
 	owned := map[string]bool{}
 	caches := map[string]*sriovcni.Cache{} // containerID/ifname -> cache
@@ -234,10 +248,19 @@ func Check(c *Config) (*Report, error) {
 				}
 				h.Source = append(h.Source, "kubelet")
 			}
+			if h.Pod == "" && sc != nil {
+				h.Pod = podFromArgs(sc.CNIArgs)
+			}
+			if listing != nil && len(listing.Devices[vf]) > 0 {
+				h.Source = append(h.Source, "podresources")
+			}
 			gone := netnsGone(o.Netns)
 			h.NetnsAlive = !gone
 			r.Holdings = append(r.Holdings, h)
 			if !gone {
+				if f, ok := kubeletMismatch(h, listing); ok {
+					add(f)
+				}
 				continue
 			}
 			f := Finding{Kind: StaleOwner, Subject: vf,
@@ -260,6 +283,14 @@ func Check(c *Config) (*Report, error) {
 				add(Finding{Kind: OrphanRecord, Subject: key,
 					Detail: fmt.Sprintf("attachment cache for VF %s, which has no ownership record naming it", sc.VF),
 					Fix:    "none: the runtime's DEL of the attachment removes it"})
+			}
+		}
+		// A VF's temporary netns outlives a process killed mid-move; the DEL of its owner takes
+		// the VF back from it. Without an owner no DEL will.
+		for _, path := range glob(filepath.Join(c.SriovStateDir, "netns", "*")) {
+			if vf := filepath.Base(path); !owned[vf] {
+				add(Finding{Kind: StaleNetns, Subject: vf, Detail: fmt.Sprintf("temporary netns %s of a VF move cut short, and no ownership record: the VF's netdev may be in it", path),
+					Fix: "none: ip netns exec it (nsenter --net=" + path + "), move the netdev back, then umount and remove it"})
 			}
 		}
 		for _, path := range glob(filepath.Join(c.SriovStateDir, "quarantine", "*")) {
@@ -296,7 +327,26 @@ func Check(c *Config) (*Report, error) {
 		} else if c.Sys == nil || !c.Sys.Exists(id) {
 			continue
 		}
-		r.Holdings = append(r.Holdings, Holding{Kind: kind, Device: id, PodUID: strings.Join(uids, ","), NetnsAlive: true, Source: []string{"kubelet"}})
+		h := Holding{Kind: kind, Device: id, PodUID: strings.Join(uids, ","), NetnsAlive: true, Source: []string{"kubelet"}}
+		if listing != nil && len(listing.Devices[id]) > 0 {
+			h.Pod = strings.Join(listing.Devices[id], ",")
+			h.Source = append(h.Source, "podresources")
+		}
+		r.Holdings = append(r.Holdings, h)
+	}
+	if listing != nil {
+		for id, pods := range listing.Devices {
+			if owned[id] || len(kubelet[id]) > 0 {
+				continue // listed above
+			}
+			kind := "vf"
+			if _, ok := slots[id]; ok {
+				kind = "vhost-user"
+			} else if c.Sys == nil || !c.Sys.Exists(id) {
+				continue
+			}
+			r.Holdings = append(r.Holdings, Holding{Kind: kind, Device: id, Pod: strings.Join(pods, ","), NetnsAlive: true, Source: []string{"podresources"}})
+		}
 	}
 	for id, sock := range slots {
 		if _, err := os.Lstat(sock); err != nil || len(kubelet[id]) > 0 {
@@ -324,6 +374,65 @@ func Check(c *Config) (*Report, error) {
 	checkTemps(c, add)
 	sort.SliceStable(r.Holdings, func(i, j int) bool { return r.Holdings[i].Device < r.Holdings[j].Device })
 	return r, nil
+}
+
+// podResources asks kubelet which pod holds which device; nil when it is not asked or cannot
+// tell (that is a finding: doctor then cannot compare).
+func podResources(c *Config, add func(Finding)) *podresources.Listing {
+	if c.PodResourcesSocket == "" {
+		return nil
+	}
+	if _, err := os.Stat(c.PodResourcesSocket); errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	l, err := podresources.List(ctx, c.PodResourcesSocket)
+	if err != nil {
+		add(Finding{Kind: Unreadable, Subject: c.PodResourcesSocket, Detail: err.Error(),
+			Fix: "none: is kubelet running? the ownership records are not compared with its allocations"})
+		return nil
+	}
+	return l
+}
+
+// kubeletMismatch compares a live ownership record with kubelet's allocations: kubelet decides
+// which pod a VF belongs to, so a record naming another pod, or a pod kubelet no longer runs,
+// means a VF in the wrong place or a DEL that never came.
+func kubeletMismatch(h Holding, l *podresources.Listing) (Finding, bool) {
+	if l == nil || h.Pod == "" {
+		return Finding{}, false
+	}
+	holders := l.Devices[h.Device]
+	switch {
+	case len(holders) > 0 && !slices.Contains(holders, h.Pod):
+		return Finding{Kind: KubeletMismatch, Subject: h.Device,
+			Detail: fmt.Sprintf("recorded for pod %s (container %s, %s) but kubelet allocated it to %s", h.Pod, h.ContainerID, h.IfName, strings.Join(holders, ", ")),
+			Fix:    "none: two pods may be using one VF; find which pod has its netdev and delete the other"}, true
+	case !l.Pods[h.Pod]:
+		return Finding{Kind: KubeletMismatch, Subject: h.Device,
+			Detail: fmt.Sprintf("recorded for pod %s (container %s, %s, netns %s still there), which kubelet no longer lists", h.Pod, h.ContainerID, h.IfName, h.Netns),
+			Fix:    "none: the runtime never ran the pod's DEL; remove its sandbox (crictl rmp) so the DEL runs"}, true
+	}
+	return Finding{}, false
+}
+
+// podFromArgs is namespace/name from CNI_ARGS ("" when absent).
+func podFromArgs(cniArgs string) string {
+	var ns, name string
+	for _, kv := range strings.Split(cniArgs, ";") {
+		k, v, _ := strings.Cut(kv, "=")
+		switch k {
+		case "K8S_POD_NAMESPACE":
+			ns = v
+		case "K8S_POD_NAME":
+			name = v
+		}
+	}
+	if name == "" {
+		return ""
+	}
+	return ns + "/" + name
 }
 
 func readOwner(dir, vf string) (*sriovcni.Owner, error) {

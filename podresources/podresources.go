@@ -244,3 +244,44 @@ func readCheckpoint(path string) (*checkpoint, error) {
 	}
 	return &cp, nil
 }
+
+// Listing is kubelet's whole view of the node from PodResources List: the pods it runs and,
+// per device ID, the pods ("namespace/name") it allocated the device to, for any resource.
+type Listing struct {
+	Pods    map[string]bool
+	Devices map[string][]string
+}
+
+// List asks kubelet's PodResources v1 List which pod holds which device (doctor compares it
+// with multinet's own records).
+func List(ctx context.Context, socket string) (*Listing, error) {
+	if socket == "" {
+		socket = DefaultSocket
+	}
+	conn, err := grpc.NewClient("unix://"+socket, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		return nil, fmt.Errorf("kubelet PodResources %s: %w", socket, err)
+	}
+	defer conn.Close()
+	cctx, cancel := context.WithTimeout(ctx, apiTimeout)
+	defer cancel()
+	list, err := podresourcesv1.NewPodResourcesListerClient(conn).List(cctx, &podresourcesv1.ListPodResourcesRequest{})
+	if err != nil {
+		return nil, fmt.Errorf("kubelet PodResources %s: List: %w", socket, err)
+	}
+	l := &Listing{Pods: map[string]bool{}, Devices: map[string][]string{}}
+	for _, p := range list.PodResources {
+		pod := p.Namespace + "/" + p.Name
+		l.Pods[pod] = true
+		for _, c := range p.Containers {
+			for _, d := range c.Devices {
+				for _, id := range d.DeviceIds {
+					if !slices.Contains(l.Devices[id], pod) {
+						l.Devices[id] = append(l.Devices[id], pod)
+					}
+				}
+			}
+		}
+	}
+	return l, nil
+}

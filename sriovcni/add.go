@@ -186,7 +186,7 @@ func (p *Plugin) add(ctx context.Context, log *slog.Logger, conf *NetConf, a Arg
 		}
 		defer podNS.Close()
 		var mac string
-		mac, inPod, err = moveIn(v, conf, a.IfName, podNS)
+		mac, inPod, err = p.moveIn(v, conf, a.IfName, podNS)
 		if err != nil {
 			return nil, err
 		}

@@ -11,6 +11,7 @@ import (
 	"github.com/containernetworking/cni/pkg/types"
 
 	"github.com/multinet-io/multinet/devinfo"
+	"github.com/multinet-io/multinet/internal/fsutil"
 )
 
 // Del releases an attachment: the VF's settings and netdev go back as they were, IPAM is
@@ -50,6 +51,8 @@ func (p *Plugin) DelContext(ctx context.Context, a Args) error {
 	}
 	if c == nil {
 		log.Debug("DEL without a cache: nothing to release", "container", a.ContainerID, "ifname", a.IfName)
+		// An ADD killed while writing the cache left its temp file, and nothing else.
+		fsutil.RemoveTemps(st.cachePath(a.ContainerID, a.IfName))
 		return nil
 	}
 	if err != nil {
@@ -117,7 +120,8 @@ func (p *Plugin) teardown(ctx context.Context, log *slog.Logger, c *Cache, conf 
 	if err := devinfo.Remove(devinfo.CNIPath(c.Network, c.ContainerID, c.IfName)); err != nil {
 		return err
 	}
-	if mine && owner != nil {
+	// Without a record (owner nil) too: the ADD may have died writing it, leaving its temp file.
+	if mine {
 		if err := removeFile(st.ownerPath(c.VF)); err != nil {
 			return err
 		}

@@ -22,7 +22,7 @@ import (
 // moveIn moves the VF's netdev from the host into the pod under the requested name, sets its
 // MAC and brings it up. It returns the interface's MAC and the name it has in the pod ("" while
 // it is not in the pod), also on failure, for the undo.
-func moveIn(v *vfInfo, conf *NetConf, ifName string, podNS ns.NetNS) (mac, inPod string, err error) {
+func (p *Plugin) moveIn(v *vfInfo, conf *NetConf, ifName string, podNS ns.NetNS) (mac, inPod string, err error) {
 	l, err := netlinksafe.LinkByName(v.netdevs[0])
 	if err != nil {
 		return "", "", fmt.Errorf("sriov: vf %s: netdev %s: %w", v.addr, v.netdevs[0], err)
@@ -36,11 +36,11 @@ func moveIn(v *vfInfo, conf *NetConf, ifName string, podNS ns.NetNS) (mac, inPod
 	}); err != nil {
 		return "", "", err
 	}
-	tempNS, err := ns.TempNetNS()
+	tempNS, done, err := p.tempNS(v.addr)
 	if err != nil {
-		return "", "", fmt.Errorf("sriov: vf %s: temporary netns for the move: %w", v.addr, err)
+		return "", "", err
 	}
-	defer tempNS.Close()
+	defer done()
 	// The kernel refuses to rename a running interface.
 	if err := netlink.LinkSetDown(l); err != nil {
 		return "", "", fmt.Errorf("sriov: vf %s: set %s down: %w", v.addr, hostName, err)
@@ -135,13 +135,16 @@ func (p *Plugin) returnNetdev(log *slog.Logger, c *Cache, podNS ns.NetNS, ifName
 	if ifNameIsOurs {
 		inPod = append(inPod, c.IfName)
 	}
-	tempNS, err := ns.TempNetNS()
+	tempNS, done, err := p.tempNS(c.VF)
 	if err != nil {
-		return fmt.Errorf("sriov: vf %s: temporary netns for the move: %w", c.VF, err)
+		return err
 	}
-	defer tempNS.Close()
-	moved := false
-	if podNS != nil {
+	defer done()
+	// A move cut short by a kill (the agent's, mid-ADD or mid-DEL) left the VF there.
+	leftover := false
+	_ = tempNS.Do(func(ns.NetNS) error { leftover = holdsNetdev(); return nil })
+	moved := leftover
+	if podNS != nil && !moved {
 		err := podNS.Do(func(host ns.NetNS) error {
 			// By its device, not its name: a pod with NET_ADMIN may have renamed it, and a
 			// DEL that looked for the name only would drop the record of a VF still in the pod.
@@ -211,7 +214,7 @@ func (p *Plugin) returnNetdev(log *slog.Logger, c *Cache, podNS ns.NetNS, ifName
 		// for the DEL that retries) still say where it is: left here, closing the namespace
 		// would send a VF to the initial netns and destroy a veth.
 		from := host
-		if podNS != nil && moved {
+		if podNS != nil && moved && !leftover {
 			from = podNS
 		}
 		if rerr := netlink.LinkSetName(l, randomTmpName()); rerr != nil {

@@ -31,6 +31,7 @@ func doctorCmd(args []string, stdout, stderr io.Writer) error {
 	cacheDir := fs.String("cache-dir", meta.DefaultCacheDir, "the meta-plugin's cacheDir")
 	ipam := fs.String("ipam-dirs", "/var/lib/cni/networks", "host-local dataDirs of the networks multinet attaches, comma-separated")
 	checkpoint := fs.String("checkpoint", podresources.DefaultCheckpoint, "kubelet's device-manager checkpoint")
+	podRes := fs.String("pod-resources-socket", podresources.DefaultSocket, "kubelet's PodResources socket: its allocations are compared with the ownership records (absent: not read)")
 	dpConfig := fs.String("dp-config", "", "the device plugin's config (its vhostUser slots are checked)")
 	policy := fs.String("policy", "", "node policy (YAML) the VFs are checked against")
 	cniPath := fs.String("cni-path", "/opt/cni/bin", "CNI plugin dir (IPAM plugins for the repairs' DELs)")
@@ -43,7 +44,7 @@ func doctorCmd(args []string, stdout, stderr io.Writer) error {
 		return fmt.Errorf("doctor: -o %q: want table or json", *out)
 	}
 	c := &doctor.Config{Sys: pci.New(*root), SriovStateDir: *stateDir, MetaCacheDir: *cacheDir, Checkpoint: *checkpoint,
-		CNIPath: *cniPath, Log: slog.New(slog.NewTextHandler(stderr, nil))}
+		PodResourcesSocket: *podRes, CNIPath: *cniPath, Log: slog.New(slog.NewTextHandler(stderr, nil))}
 	for _, d := range strings.Split(*ipam, ",") {
 		if d = strings.TrimSpace(d); d != "" {
 			c.IPAMDirs = append(c.IPAMDirs, d)

@@ -275,6 +275,9 @@ func Del(ctx context.Context, binPath []string, exec invoke.Exec, cacheDir, cont
 			if len(list.Plugins) > 0 {
 				err = cni.DelNetworkList(ctx, list, d.RuntimeConf(containerID, netns, entry.CNIArgs))
 			}
+			if err == nil {
+				sweepCutLeases(list, log)
+			}
 		}
 		if err != nil {
 			errs = append(errs, fmt.Errorf("network %s on %s: %w", d.Name, d.IfName, err))
