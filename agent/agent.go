@@ -22,6 +22,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 
 	"github.com/multinet-io/multinet/deviceplugin"
+	"github.com/multinet-io/multinet/devinfo"
 	"github.com/multinet-io/multinet/internal/cniwire"
 	"github.com/multinet-io/multinet/meta/delcache"
 	"github.com/multinet-io/multinet/pci"
@@ -53,6 +54,8 @@ type Config struct {
 	// ShutdownTimeout is how long SIGTERM lets calls in flight finish (default 30 s).
 	ShutdownTimeout time.Duration
 	SysfsRoot       string
+	// DevInfo is the device-info root the meta-plugin reads ("": devinfo.DefaultBase).
+	DevInfo devinfo.Dir
 	// Sriov runs the sriov delegate in-process; nil: the sriov binary is exec'd like others.
 	Sriov *sriovcni.Plugin
 	// DevicePlugin runs the kubelet device plugin (package deviceplugin, its config file and

@@ -8,7 +8,6 @@ import (
 	"io"
 	"net"
 	"runtime/debug"
-	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -18,6 +17,7 @@ import (
 
 	"github.com/multinet-io/multinet/internal/cniwire"
 	"github.com/multinet-io/multinet/meta"
+	"github.com/multinet-io/multinet/meta/delcache"
 )
 
 // keyedMutex serializes the calls for one container (a runtime's DEL racing its own ADD's
@@ -178,15 +178,8 @@ func (a *Agent) run(ctx context.Context, cmd string, args *skel.CmdArgs, env map
 		}
 		return &cniwire.Response{Result: buf.Bytes()}
 	}
-	depth := 0
-	if d := env[meta.EnvDepth]; d != "" {
-		if n, err := strconv.Atoi(d); err == nil && n >= 0 {
-			depth = n
-		} else {
-			depth = 1
-		}
-	}
-	sh := meta.Shared{Exec: a.exec, Sys: a.sys, Log: a.log, Timeout: a.cfg.RequestTimeout, Depth: depth}
+	depth := delcache.ParseDepth(env[meta.EnvDepth])
+	sh := meta.Shared{Exec: a.exec, Sys: a.sys, DevInfo: a.cfg.DevInfo, Log: a.log, Timeout: a.cfg.RequestTimeout, Depth: depth}
 	if a.nets != nil {
 		sh.Nets = a.nets
 	}

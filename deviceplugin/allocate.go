@@ -186,7 +186,7 @@ func (p *pool) allocate(ids []string) (*dp.ContainerAllocateResponse, error) {
 				di.Pci.Vhostnet = vhostNetDev
 			}
 		}
-		path := devinfo.DPPath(cfg.ResourcePrefix+"/"+cfg.ResourceName, d.ID)
+		path := p.devInfo.DPPath(cfg.ResourcePrefix+"/"+cfg.ResourceName, d.ID)
 		if err := devinfo.Save(path, di); err != nil {
 			// Leave no partial set of files behind for a failed Allocate.
 			for _, f := range files {

@@ -16,6 +16,7 @@ import (
 
 	dp "k8s.io/kubelet/pkg/apis/deviceplugin/v1beta1"
 
+	"github.com/multinet-io/multinet/devinfo"
 	"github.com/multinet-io/multinet/devpools"
 	"github.com/multinet-io/multinet/pci"
 )
@@ -33,6 +34,8 @@ type Options struct {
 	// PoolsFile, when set, is where the pools' PCI addresses are published (package devpools)
 	// after every change, for the sriov CNI plugin to refuse VFs that are in no pool.
 	PoolsFile string
+	// DevInfo is where Allocate writes device-info files ("": devinfo.DefaultBase).
+	DevInfo devinfo.Dir
 	// OnRefused, when set, is called with the refused pools each time a config takes effect
 	// whose refusals differ from the last ones reported (an empty list: every pool served). It
 	// must not block: the command posts Events on the Node from it.
@@ -305,7 +308,7 @@ func (m *Manager) apply(cfg *Config) error {
 		devs := found[name]
 		p := m.pools[name]
 		if p == nil {
-			p = newPool(pc, m.sys, m.log)
+			p = newPool(pc, m.sys, m.opts.DevInfo, m.log)
 			m.pools[name] = p
 			m.log.Info("pool added", "resource", name, "devices", ids(devs))
 		} else if reflect.DeepEqual(p.config(), pc) {

@@ -164,7 +164,7 @@ type managerEnv struct {
 
 func startManager(t *testing.T, cfg string) (*managerEnv, *Discoverer) {
 	t.Helper()
-	t.Setenv(devinfo.EnvBase, t.TempDir())
+	dinfo := devinfo.Dir(t.TempDir())
 	tr, d := fixture(t)
 	_ = tr
 	// Unix socket paths are short; t.TempDir() can be long.
@@ -178,7 +178,7 @@ func startManager(t *testing.T, cfg string) (*managerEnv, *Discoverer) {
 		t.Fatal(err)
 	}
 	e.k = startFakeKubelet(t, dir)
-	e.m, err = New(Options{ConfigFile: e.cfg, SysfsRoot: d.Sys.Root, PluginDir: dir, Interval: 50 * time.Millisecond,
+	e.m, err = New(Options{ConfigFile: e.cfg, DevInfo: dinfo, SysfsRoot: d.Sys.Root, PluginDir: dir, Interval: 50 * time.Millisecond,
 		DefaultRouteLinks: d.DefaultRouteLinks, Logger: slog.New(slog.NewTextHandler(testWriter{t}, nil))})
 	if err != nil {
 		t.Fatal(err)
@@ -486,7 +486,7 @@ func TestManagerReportsRefusalChanges(t *testing.T) {
 		}
 	}
 	write(`{"resourceList":[{"resourceName":"iavf","selectors":{"drivers":["iavf"]}},{"resourceName":"gtp","selectors":{"ddpProfiles":["GTP"]}}]}`)
-	m, err := New(Options{ConfigFile: cfg, SysfsRoot: d.Sys.Root, DefaultRouteLinks: d.DefaultRouteLinks, Logger: slog.New(slog.NewTextHandler(testWriter{t}, nil)),
+	m, err := New(Options{ConfigFile: cfg, DevInfo: devinfo.Dir(t.TempDir()), SysfsRoot: d.Sys.Root, DefaultRouteLinks: d.DefaultRouteLinks, Logger: slog.New(slog.NewTextHandler(testWriter{t}, nil)),
 		OnRefused: func(r []Refusal) {
 			mu.Lock()
 			defer mu.Unlock()

@@ -28,14 +28,14 @@ import (
 // The device plugin publishes which PCI devices are in its pools, for the sriov plugin to refuse
 // every other VF; the file follows config reloads.
 func TestSecurityPoolsFileFollowsThePools(t *testing.T) {
-	t.Setenv(devinfo.EnvBase, t.TempDir())
+	dinfo := devinfo.Dir(t.TempDir())
 	_, d := fixture(t)
 	cfg := filepath.Join(t.TempDir(), "config.json")
 	pf := filepath.Join(t.TempDir(), "pools", "pools.json")
 	if err := os.WriteFile(cfg, []byte(twoPools), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	m, err := New(Options{ConfigFile: cfg, SysfsRoot: d.Sys.Root, PluginDir: t.TempDir(), DefaultRouteLinks: d.DefaultRouteLinks,
+	m, err := New(Options{ConfigFile: cfg, DevInfo: dinfo, SysfsRoot: d.Sys.Root, PluginDir: t.TempDir(), DefaultRouteLinks: d.DefaultRouteLinks,
 		Logger: slog.New(slog.NewTextHandler(testWriter{t}, nil)), PoolsFile: pf})
 	if err != nil {
 		t.Fatal(err)
@@ -79,7 +79,7 @@ func TestSecuritySocketIs0600WhateverTheUmask(t *testing.T) {
 	}
 	t.Cleanup(func() { os.RemoveAll(dir) })
 	cfg := mustParse(t, twoPools)
-	p := newPool(cfg.ResourceList[0], d.Sys, slog.New(slog.NewTextHandler(testWriter{t}, nil)))
+	p := newPool(cfg.ResourceList[0], d.Sys, devinfo.Dir(t.TempDir()), slog.New(slog.NewTextHandler(testWriter{t}, nil)))
 	e, err := startEndpoint(p, dir)
 	if err != nil {
 		t.Fatal(err)

@@ -21,16 +21,8 @@ import (
 // nothing new either).
 const DefaultPath = "/var/lib/multinet/deviceplugin/pools.json"
 
-// EnvPath overrides DefaultPath for the CNI plugins.
+// EnvPath overrides DefaultPath for the binaries (read in cmd/).
 const EnvPath = "MULTINET_POOLS_FILE"
-
-// PathFromEnv returns the pools file in effect for a CNI plugin.
-func PathFromEnv() string {
-	if p := os.Getenv(EnvPath); p != "" {
-		return p
-	}
-	return DefaultPath
-}
 
 // File is the published membership.
 type File struct {

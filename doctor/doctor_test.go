@@ -78,11 +78,10 @@ func newNode(t *testing.T) *node {
 	for i := 0; i < 3; i++ {
 		tree.AddVF(pcitest.VF{PF: pfAddr, Index: i, Address: vf(i), Vendor: "8086", Device: "10ca", Driver: "igbvf", Netdev: fmt.Sprintf("mnvf%d", i)})
 	}
-	t.Setenv(devinfo.EnvBase, t.TempDir())
 	log := slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	state := filepath.Join(t.TempDir(), "sriov")
-	n.p = &sriovcni.Plugin{Sys: pci.New(tree.Root), StateDir: state, Log: log}
-	n.cfg = &doctor.Config{Sys: n.p.Sys, SriovStateDir: state, MetaCacheDir: t.TempDir(), IPAMDirs: []string{n.ipamDir},
+	n.p = &sriovcni.Plugin{Sys: pci.New(tree.Root), StateDir: state, DevInfo: devinfo.Dir(t.TempDir()), Log: log}
+	n.cfg = &doctor.Config{Sys: n.p.Sys, SriovStateDir: state, DevInfo: n.p.DevInfo, MetaCacheDir: t.TempDir(), IPAMDirs: []string{n.ipamDir},
 		Checkpoint: filepath.Join(t.TempDir(), "kubelet_internal_checkpoint"), CNIPath: cniBinDir, Log: log}
 	return n
 }

@@ -17,6 +17,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 
 	"github.com/multinet-io/multinet/meta/delcache"
+	"github.com/multinet-io/multinet/pci"
 )
 
 // Delegate is one network the meta-plugin runs for a pod (see package delcache).
@@ -30,6 +31,7 @@ type planner struct {
 	conf    *Config
 	nets    Networks
 	devices DeviceLookup
+	sys     *pci.SysFS           // the host's sysfs, for the policy's host view (nil: /sys)
 	nads    map[string]nadResult // this request's NAD lookups (see nad)
 }
 

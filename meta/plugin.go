@@ -40,6 +40,8 @@ type Plugin struct {
 	Devices DeviceLookup
 	Exec    invoke.Exec // nil: exec the plugin binaries
 	Sys     *pci.SysFS
+	// DevInfo is where device-info files are read from ("": devinfo.DefaultBase).
+	DevInfo devinfo.Dir
 	Log     *slog.Logger
 	Timeout time.Duration
 	// Depth is how many meta-plugins run above this one (EnvDepth); above 0 nothing is attached.
@@ -61,10 +63,23 @@ func kubeletDevices(c *Config) DeviceLookup {
 	}
 }
 
-// New builds a Plugin from the netconf and CNI_ARGS. Close it when done.
-func New(stdin []byte, cniArgs string) (p *Plugin, err error) {
+// Env is what the binary learns from its environment; cmd/ reads it (the CNI plugin takes no
+// flags) and passes it here as values, so nothing below reads the process environment.
+type Env struct {
+	SysfsRoot string      // "": /sys
+	DevInfo   devinfo.Dir // "": devinfo.DefaultBase
+	Depth     int         // EnvDepth as the binary found it
+}
+
+// New builds a Plugin from the netconf and CNI_ARGS for one call of the binary. Close it when
+// done (it owns the netconf's log file).
+func New(stdin []byte, cniArgs string, env Env) (p *Plugin, err error) {
+	var logFile io.Closer
 	defer func() {
 		if r := recover(); r != nil {
+			if logFile != nil {
+				logFile.Close()
+			}
 			p, err = nil, fmt.Errorf("multinet config: internal error: %v", r)
 		}
 	}()
@@ -72,8 +87,9 @@ func New(stdin []byte, cniArgs string) (p *Plugin, err error) {
 	if err != nil {
 		return nil, err
 	}
-	log, logFile := newLogger(conf)
-	p = &Plugin{Conf: conf, Sys: pci.New(pci.RootFromEnv()), Log: log, logFile: logFile, Timeout: 2 * time.Minute, Depth: depthFromEnv()}
+	var log *slog.Logger
+	log, logFile = newLogger(conf)
+	p = &Plugin{Conf: conf, Sys: pci.New(env.SysfsRoot), DevInfo: env.DevInfo, Log: log, logFile: logFile, Timeout: 2 * time.Minute, Depth: env.Depth}
 	switch {
 	case conf.Kubeconfig != "":
 		nets, err := newAPINetworks(conf.Kubeconfig)
@@ -96,6 +112,7 @@ type Shared struct {
 	Nets    Networks
 	Exec    invoke.Exec // nil: exec the plugin binaries
 	Sys     *pci.SysFS
+	DevInfo devinfo.Dir
 	Log     *slog.Logger
 	Timeout time.Duration
 	// Depth is the request's EnvDepth, as the shim found it.
@@ -115,7 +132,7 @@ func NewShared(stdin []byte, cniArgs string, sh Shared) (p *Plugin, err error) {
 	if err != nil {
 		return nil, err
 	}
-	p = &Plugin{Conf: conf, Nets: sh.Nets, Exec: sh.Exec, Sys: sh.Sys, Log: sh.Log, Timeout: sh.Timeout, Depth: sh.Depth}
+	p = &Plugin{Conf: conf, Nets: sh.Nets, Exec: sh.Exec, Sys: sh.Sys, DevInfo: sh.DevInfo, Log: sh.Log, Timeout: sh.Timeout, Depth: sh.Depth}
 	if conf.NetworkDir != "" {
 		p.Nets = &dirNetworks{dir: conf.NetworkDir, statusDir: conf.CacheDir + "/status", args: parseCNIArgs(cniArgs)}
 	}
@@ -275,7 +292,7 @@ func (p *Plugin) AddContext(parent context.Context, args *skel.CmdArgs) (_ types
 	if err != nil {
 		return nil, err
 	}
-	pl := &planner{conf: p.Conf, nets: p.Nets, devices: p.Devices}
+	pl := &planner{conf: p.Conf, nets: p.Nets, devices: p.Devices, sys: p.Sys}
 	uid := ref.UID
 	if uid == "" {
 		uid = string(pod.UID)
@@ -399,12 +416,12 @@ func (p *Plugin) statuses(containerID string, ds []Delegate, results []*types100
 func (p *Plugin) deviceInfo(containerID string, d Delegate, r *types100.Result) *nadv1.DeviceInfo {
 	list, err := d.List()
 	if err == nil {
-		if info, _ := devinfo.Load(devinfo.CNIPath(list.Name, containerID, d.IfName)); info != nil {
+		if info, _ := devinfo.Load(p.DevInfo.CNIPath(list.Name, containerID, d.IfName)); info != nil {
 			return info
 		}
 	}
 	if d.ResourceName != "" && d.DeviceID != "" {
-		if info, _ := devinfo.Load(devinfo.DPPath(d.ResourceName, d.DeviceID)); info != nil {
+		if info, _ := devinfo.Load(p.DevInfo.DPPath(d.ResourceName, d.DeviceID)); info != nil {
 			return info
 		}
 	}

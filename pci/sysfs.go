@@ -16,16 +16,8 @@ import (
 const DefaultSysfsRoot = "/sys"
 
 // EnvSysfsRoot names the environment variable the CNI plugins (which take no flags) read the
-// sysfs root from.
+// sysfs root from, in cmd/: packages take the root as a value (New).
 const EnvSysfsRoot = "MULTINET_SYSFS_ROOT"
-
-// RootFromEnv returns MULTINET_SYSFS_ROOT, or /sys when it is unset or empty.
-func RootFromEnv() string {
-	if r := os.Getenv(EnvSysfsRoot); r != "" {
-		return r
-	}
-	return DefaultSysfsRoot
-}
 
 // SysFS reads and writes sysfs below Root.
 type SysFS struct {

@@ -114,7 +114,7 @@ func (p *Plugin) teardown(ctx context.Context, log *slog.Logger, c *Cache, conf 
 	if err := errors.Join(errs...); err != nil {
 		return err
 	}
-	if err := devinfo.Remove(devinfo.CNIPath(c.Network, c.ContainerID, c.IfName)); err != nil {
+	if err := devinfo.Remove(p.DevInfo.CNIPath(c.Network, c.ContainerID, c.IfName)); err != nil {
 		return err
 	}
 	if mine && owner != nil {

@@ -82,8 +82,7 @@ func newNode(t testing.TB) *node {
 			Driver: "igbvf", Netdev: fmt.Sprintf("mnvf%d", i)})
 	}
 	tree.AddVF(pcitest.VF{PF: pfAddr, Index: 3, Address: dpdkAddr, Vendor: "8086", Device: "10ca", Driver: "vfio-pci", DefaultDriver: "igbvf"})
-	t.Setenv(devinfo.EnvBase, t.TempDir())
-	n.p = &Plugin{Sys: pci.New(tree.Root), StateDir: filepath.Join(t.TempDir(), "sriov"),
+	n.p = &Plugin{Sys: pci.New(tree.Root), StateDir: filepath.Join(t.TempDir(), "sriov"), DevInfo: devinfo.Dir(t.TempDir()),
 		Log: slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))}
 	return n
 }
@@ -225,7 +224,7 @@ func (n *node) assertClean() {
 	if l := n.leases(); len(l) != 0 {
 		n.t.Errorf("IPAM leases left behind: %v", l)
 	}
-	es, _ := os.ReadDir(filepath.Join(devinfo.Base(), "cni"))
+	es, _ := os.ReadDir(filepath.Join(n.p.DevInfo.Root(), "cni"))
 	if len(es) != 0 {
 		n.t.Errorf("device-info files left behind: %d", len(es))
 	}
@@ -262,7 +261,7 @@ func TestAddDelNetdevMode(t *testing.T) {
 	if link(t, n.host, "mnvf0") != nil {
 		t.Error("mnvf0 still in the host")
 	}
-	di, err := devinfo.Load(devinfo.CNIPath("sriov-net", "c1", "net1"))
+	di, err := devinfo.Load(n.p.DevInfo.CNIPath("sriov-net", "c1", "net1"))
 	if err != nil || di == nil || di.Type != "pci" || di.Pci.PciAddress != "0000:00:12.0" || di.Pci.PfPciAddress != pfAddr {
 		t.Errorf("device-info %+v, %v", di, err)
 	}
@@ -332,7 +331,7 @@ func TestAddFailureAfterIPAMReleasesTheLease(t *testing.T) {
 	if err := os.WriteFile(blocker, nil, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	t.Setenv(devinfo.EnvBase, blocker)
+	n.p.DevInfo = devinfo.Dir(blocker)
 	a := n.args("c1", pod, n.conf("0000:00:12.0", "default", `,"mac":"02:00:00:00:77:05"`))
 	if _, err := n.add(a); err == nil || !strings.Contains(err.Error(), "device-info") {
 		t.Fatalf("err = %v, want the device-info failure", err)
@@ -514,7 +513,7 @@ func TestStaleOwnerTakeoverAndLateDel(t *testing.T) {
 	if got := n.leases(); len(got) != 1 || got[0] != resB.IPs[0].Address.IP.String() {
 		t.Errorf("leases after A's DEL %v, want only B's %s", got, resB.IPs[0].Address.IP)
 	}
-	if _, err := os.Stat(devinfo.CNIPath("sriov-net", "ctr-a", "net1")); !os.IsNotExist(err) {
+	if _, err := os.Stat(n.p.DevInfo.CNIPath("sriov-net", "ctr-a", "net1")); !os.IsNotExist(err) {
 		t.Errorf("A's device-info still there: %v", err)
 	}
 	// B's DEL puts back what the VF was before A, not what A left.
@@ -583,7 +582,7 @@ func TestDPDKMode(t *testing.T) {
 	if l := link(t, pod, "net1"); l != nil {
 		t.Error("DPDK mode created a netdev in the pod")
 	}
-	di, _ := devinfo.Load(devinfo.CNIPath("sriov-net", "c1", "net1"))
+	di, _ := devinfo.Load(n.p.DevInfo.CNIPath("sriov-net", "c1", "net1"))
 	if di == nil || di.Pci.PciAddress != dpdkAddr || di.Pci.PfPciAddress != pfAddr {
 		t.Errorf("device-info %+v", di)
 	}
@@ -698,7 +697,7 @@ func TestDevInfoNamesTheRepresentor(t *testing.T) {
 	if _, err := n.add(a); err != nil {
 		t.Fatal(err)
 	}
-	di, err := devinfo.Load(devinfo.CNIPath("sriov-net", "c1", "net1"))
+	di, err := devinfo.Load(n.p.DevInfo.CNIPath("sriov-net", "c1", "net1"))
 	if err != nil || di == nil || di.Pci.RepresentorDevice != "mnvf1rep" {
 		t.Errorf("device-info %+v, %v; want representor-device mnvf1rep", di, err)
 	}

@@ -16,10 +16,8 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/multinet-io/multinet/devinfo"
-	"github.com/multinet-io/multinet/devpools"
 	"github.com/multinet-io/multinet/internal/netnsutil"
 	"github.com/multinet-io/multinet/pci"
-	"github.com/multinet-io/multinet/podresources"
 	"github.com/multinet-io/multinet/vfmanager"
 )
 
@@ -41,6 +39,8 @@ type Plugin struct {
 	LogDir   string
 	Sys      *pci.SysFS
 	StateDir string
+	// DevInfo is where the attachment's device-info file goes ("": devinfo.DefaultBase).
+	DevInfo devinfo.Dir
 	// Log, when set, is used instead of the logger the netconf's logLevel/logFile describe.
 	Log *slog.Logger
 	// PoolsFile is the device plugin's published pools (package devpools; "": none), and
@@ -50,17 +50,6 @@ type Plugin struct {
 	// Checkpoint is kubelet's device-manager checkpoint ("": not read): a VF kubelet gave
 	// another pod is refused.
 	Checkpoint string
-}
-
-// NewFromEnv returns a Plugin over MULTINET_SYSFS_ROOT, MULTINET_STATE_DIR, MULTINET_POOLS_FILE,
-// MULTINET_SRIOV_POOL_CHECK and MULTINET_KUBELET_CHECKPOINT (or their defaults).
-func NewFromEnv() *Plugin {
-	p := &Plugin{Sys: pci.New(pci.RootFromEnv()), StateDir: StateDirFromEnv(),
-		PoolsFile: devpools.PathFromEnv(), PoolCheck: os.Getenv(EnvPoolCheck), Checkpoint: podresources.DefaultCheckpoint}
-	if c := os.Getenv(EnvCheckpoint); c != "" {
-		p.Checkpoint = c
-	}
-	return p
 }
 
 func (p *Plugin) store() store { return store{dir: p.StateDir} }
@@ -245,7 +234,7 @@ func ifaceResult(ifName, mac, sandbox, vf string) *current.Interface {
 
 // saveDevInfo writes the attachment's device-info file for the meta-plugin to publish.
 func (p *Plugin) saveDevInfo(c *NetConf, a Args, v *vfInfo) (string, error) {
-	path := devinfo.CNIPath(c.Name, a.ContainerID, a.IfName)
+	path := p.DevInfo.CNIPath(c.Name, a.ContainerID, a.IfName)
 	info := devinfo.PCI(v.addr, v.pf)
 	// On a switchdev PF the VF's representor is the host side of its port (what OVS plugs).
 	if rep, err := p.Sys.Representor(v.addr); err == nil {

@@ -21,16 +21,9 @@ import (
 // /run) so DEL after a reboot still finds what ADD changed.
 const DefaultStateDir = "/var/lib/cni/multinet/sriov"
 
-// EnvStateDir overrides the state root; the plugin then uses <dir>/sriov.
+// EnvStateDir overrides the state root for the binaries (read in cmd/); the plugin then uses
+// <dir>/sriov.
 const EnvStateDir = "MULTINET_STATE_DIR"
-
-// StateDirFromEnv returns the state directory in effect.
-func StateDirFromEnv() string {
-	if d := os.Getenv(EnvStateDir); d != "" {
-		return filepath.Join(d, "sriov")
-	}
-	return DefaultStateDir
-}
 
 // Original is what a VF looked like before the first container took it: what DEL puts back.
 type Original struct {

@@ -74,11 +74,11 @@ func TestLoadConfErrorsNameTheField(t *testing.T) {
 
 // The slot's socket comes from the device plugin's device-info file, as Allocate writes it.
 func TestResolveSlotFromDevicePluginInfo(t *testing.T) {
-	t.Setenv(devinfo.EnvBase, t.TempDir())
+	p := &Plugin{DevInfo: devinfo.Dir(t.TempDir())}
 	pool := t.TempDir()
 	host := filepath.Join(pool, "vhost-3", "sock")
 	save := func(resource, mode string) {
-		if err := devinfo.Save(devinfo.DPPath(resource, "vhost-3"), &nadv1.DeviceInfo{Type: nadv1.DeviceInfoTypeVHostUser,
+		if err := devinfo.Save(p.DevInfo.DPPath(resource, "vhost-3"), &nadv1.DeviceInfo{Type: nadv1.DeviceInfoTypeVHostUser,
 			Version: nadv1.DeviceInfoVersion, VhostUser: &nadv1.VhostDevice{Mode: mode, Path: host}}); err != nil {
 			t.Fatal(err)
 		}
@@ -90,18 +90,18 @@ func TestResolveSlotFromDevicePluginInfo(t *testing.T) {
 		}
 		return c
 	}
-	if _, err := resolveSlot(conf("")); err == nil || !strings.Contains(err.Error(), "no vhost-user device-info") {
+	if _, err := p.resolveSlot(conf("")); err == nil || !strings.Contains(err.Error(), "no vhost-user device-info") {
 		t.Fatalf("no device-info: %v", err)
 	}
 	save("example.com/vhost", ModeServer)
-	s, err := resolveSlot(conf(""))
+	s, err := p.resolveSlot(conf(""))
 	if err != nil {
 		t.Fatal(err)
 	}
 	if s.HostSocket != host || s.ContainerSocket != host {
 		t.Fatalf("slot %+v, want host and pod socket %s", s, host)
 	}
-	s, err = resolveSlot(conf(`,"containerDir":"/var/run/vhu"`))
+	s, err = p.resolveSlot(conf(`,"containerDir":"/var/run/vhu"`))
 	if err != nil || s.ContainerSocket != "/var/run/vhu/vhost-3/sock" {
 		t.Fatalf("containerDir: %v %+v", err, s)
 	}
@@ -110,15 +110,15 @@ func TestResolveSlotFromDevicePluginInfo(t *testing.T) {
 	}
 	// A client-mode pool cannot back a dpdkvhostuserclient port: say how to fix it.
 	save("example.com/vhost", ModeClient)
-	if _, err := resolveSlot(conf("")); err == nil || !strings.Contains(err.Error(), `vhostUser.mode to "server"`) {
+	if _, err := p.resolveSlot(conf("")); err == nil || !strings.Contains(err.Error(), `vhostUser.mode to "server"`) {
 		t.Fatalf("client-mode slot: %v", err)
 	}
 	save("example.com/vhost", ModeServer)
 	save("other.org/vhost", ModeServer)
-	if _, err := resolveSlot(conf("")); err == nil || !strings.Contains(err.Error(), "several pools") {
+	if _, err := p.resolveSlot(conf("")); err == nil || !strings.Contains(err.Error(), "several pools") {
 		t.Fatalf("ambiguous slot: %v", err)
 	}
-	s, err = resolveSlot(conf(`,"socketDir":"/srv/vhu"`))
+	s, err = p.resolveSlot(conf(`,"socketDir":"/srv/vhu"`))
 	if err != nil || s.HostSocket != "/srv/vhu/vhost-3/sock" {
 		t.Fatalf("socketDir: %v %+v", err, s)
 	}
@@ -130,7 +130,7 @@ func TestResolveSlotRefusesLongSocketPaths(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := resolveSlot(c); err == nil || !strings.Contains(err.Error(), "over the 107") {
+	if _, err := (&Plugin{}).resolveSlot(c); err == nil || !strings.Contains(err.Error(), "over the 107") {
 		t.Fatalf("long socket path: %v", err)
 	}
 }

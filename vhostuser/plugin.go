@@ -41,13 +41,11 @@ type Args struct {
 // Plugin runs the CNI commands on one host.
 type Plugin struct {
 	StateDir string
+	// DevInfo is the device-info root: the device plugin's files for slots, and ours for
+	// attachments ("": devinfo.DefaultBase).
+	DevInfo  devinfo.Dir
 	OVSVsctl string // empty: ovs-vsctl from PATH
 	Log      *slog.Logger
-}
-
-// NewFromEnv returns a Plugin over MULTINET_STATE_DIR and MULTINET_OVS_VSCTL.
-func NewFromEnv() *Plugin {
-	return &Plugin{StateDir: StateDirFromEnv(), OVSVsctl: os.Getenv(EnvOVSVsctl)}
 }
 
 func (p *Plugin) store() store { return store{dir: p.StateDir} }
@@ -87,13 +85,13 @@ func (p *Plugin) logger(c *NetConf) (*slog.Logger, func()) {
 
 // resolveSlot finds the slot's host socket: under the netconf's socketDir, or from the device
 // plugin's device-info file for the slot (which also says the slot's mode).
-func resolveSlot(c *NetConf) (Slot, error) {
+func (p *Plugin) resolveSlot(c *NetConf) (Slot, error) {
 	s := Slot{ID: c.DeviceID}
 	mode := ""
 	if c.SocketDir != "" {
 		s.HostSocket = filepath.Join(c.SocketDir, c.DeviceID, c.SocketName)
 	} else {
-		pattern := filepath.Join(devinfo.Base(), "dp", "*-"+c.DeviceID+"-device.json")
+		pattern := filepath.Join(p.DevInfo.Root(), "dp", "*-"+c.DeviceID+"-device.json")
 		files, _ := filepath.Glob(pattern)
 		var found []string
 		for _, f := range files {

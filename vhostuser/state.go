@@ -20,16 +20,9 @@ import (
 // after a reboot still finds the port ADD made.
 const DefaultStateDir = "/var/lib/cni/multinet/vhostuser"
 
-// EnvStateDir overrides the state root; the plugin then uses <dir>/vhostuser.
+// EnvStateDir overrides the state root for the binary (read in cmd/); the plugin then uses
+// <dir>/vhostuser.
 const EnvStateDir = "MULTINET_STATE_DIR"
-
-// StateDirFromEnv returns the state directory in effect.
-func StateDirFromEnv() string {
-	if d := os.Getenv(EnvStateDir); d != "" {
-		return filepath.Join(d, "vhostuser")
-	}
-	return DefaultStateDir
-}
 
 // Slot is one vhost-user socket slot as this attachment uses it.
 type Slot struct {

@@ -20,6 +20,7 @@ import (
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 
+	"github.com/multinet-io/multinet/cmd/internal/nodeenv"
 	"github.com/multinet-io/multinet/deviceplugin"
 	"github.com/multinet-io/multinet/devpools"
 	"github.com/multinet-io/multinet/nodeevents"
@@ -56,7 +57,7 @@ func run(args []string, stderr io.Writer) int {
 		*poolsFile = "" // a dry run publishes nothing
 	}
 	opts := deviceplugin.Options{ConfigFile: *cfg, SysfsRoot: *sysfs, PluginDir: *dir, Interval: *interval, Logger: log,
-		PoolsFile: *poolsFile}
+		PoolsFile: *poolsFile, DevInfo: nodeenv.DevInfo()}
 	if !*check {
 		opts.OnRefused = nodeReporter(log, *kubeconfig, *nodeName)
 	}

@@ -7,9 +7,9 @@ import (
 	"github.com/containernetworking/cni/pkg/skel"
 	"github.com/containernetworking/cni/pkg/version"
 
-	"github.com/multinet-io/multinet/vhostuser"
+	"github.com/multinet-io/multinet/cmd/internal/nodeenv"
 )
 
 func main() {
-	skel.PluginMainFuncs(vhostuser.NewFromEnv().CNIFuncs(), version.All, "multinet vhost-user CNI plugin")
+	skel.PluginMainFuncs(nodeenv.Vhost().CNIFuncs(), version.All, "multinet vhost-user CNI plugin")
 }
