@@ -14,6 +14,7 @@ import (
 
 	"github.com/containernetworking/cni/pkg/skel"
 	"github.com/containernetworking/cni/pkg/types"
+	"golang.org/x/sys/unix"
 
 	"github.com/multinet-io/multinet/internal/cniwire"
 	"github.com/multinet-io/multinet/meta"
@@ -88,13 +89,59 @@ func (a *Agent) serveConn(ctx context.Context, conn *net.UnixConn) {
 		if err := json.Unmarshal(b, &req); err != nil {
 			resp = errResponse(fmt.Errorf("multinetd: request: %w", err))
 		} else {
-			resp = a.serve(ctx, &req)
+			rctx, cancel := context.WithCancel(ctx)
+			stop := watchHangup(conn, func() {
+				a.log.Warn("the shim hung up: cancelling its call (what it did is undone)", "command", req.Env["CNI_COMMAND"], "container", req.Env["CNI_CONTAINERID"])
+				cancel()
+			})
+			resp = a.serve(rctx, &req)
+			stop()
+			cancel()
 		}
 	}
 	_ = conn.SetWriteDeadline(time.Now().Add(10 * time.Second))
 	if err := json.NewEncoder(conn).Encode(resp); err != nil {
 		a.log.Error("answer lost: the shim hung up", "command", req.Env["CNI_COMMAND"], "container", req.Env["CNI_CONTAINERID"], "err", err)
 	}
+}
+
+// watchHangup calls hungUp once when the shim closes its end of conn (it was killed, or the
+// runtime gave up on it and the call has nobody left to answer), until stop is called. The
+// shim half-closes after its request, so a read says EOF at once whether it is there or not:
+// only POLLHUP (both directions shut) says it is gone.
+func watchHangup(conn *net.UnixConn, hungUp func()) (stop func()) {
+	rc, err := conn.SyscallConn()
+	if err != nil {
+		return func() {}
+	}
+	done := make(chan struct{})
+	exited := make(chan struct{})
+	go func() {
+		defer close(exited)
+		for {
+			select {
+			case <-done:
+				return
+			default:
+			}
+			gone := false
+			// Control holds the fd for the poll: Close waits, the number is never reused under us.
+			cerr := rc.Control(func(fd uintptr) {
+				fds := []unix.PollFd{{Fd: int32(fd)}} // POLLHUP and POLLERR are always reported
+				if n, err := unix.Poll(fds, 100); err == nil && n > 0 && fds[0].Revents&(unix.POLLHUP|unix.POLLERR) != 0 {
+					gone = true
+				}
+			})
+			if cerr != nil {
+				return
+			}
+			if gone {
+				hungUp()
+				return
+			}
+		}
+	}()
+	return func() { close(done); <-exited }
 }
 
 func errResponse(err error) *cniwire.Response {
