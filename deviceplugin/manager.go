@@ -404,11 +404,33 @@ func (m *Manager) removePoolLocked(name string, p *pool) {
 }
 
 // syncEndpoints (re)starts endpoints whose socket is gone and registers those kubelet has not
-// seen, each time kubelet.sock is new.
+// seen, each time kubelet.sock is new. The registration calls (up to 5 s each on a slow
+// kubelet) run without the manager's lock: Allocate, reloads and status calls go on meanwhile.
 func (m *Manager) syncEndpoints(ctx context.Context) {
+	kid := kubeletID(m.opts.PluginDir)
+	for name, e := range m.endpointsToRegister(kid) {
+		err := e.register(ctx, m.opts.PluginDir)
+		m.mu.Lock()
+		switch {
+		case m.eps[name] != e:
+			// Replaced or stopped while registering: the next tick registers what is there.
+		case err != nil:
+			m.logRegErr(name, err)
+		default:
+			delete(m.regErrs, name)
+			e.kubelet = kid
+			m.log.Info("registered with kubelet", "resource", name, "endpoint", e.path)
+		}
+		m.mu.Unlock()
+	}
+}
+
+// endpointsToRegister (re)starts the endpoints whose socket is gone and returns those kubelet
+// kid has not registered yet.
+func (m *Manager) endpointsToRegister(kid string) map[string]*endpoint {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	kid := kubeletID(m.opts.PluginDir)
+	todo := map[string]*endpoint{}
 	for name, p := range m.pools {
 		e := m.eps[name]
 		if e != nil && !e.alive() {
@@ -428,14 +450,9 @@ func (m *Manager) syncEndpoints(ctx context.Context) {
 		if kid == "" || e.kubelet == kid {
 			continue
 		}
-		if err := e.register(ctx, m.opts.PluginDir); err != nil {
-			m.logRegErr(name, err)
-			continue
-		}
-		delete(m.regErrs, name)
-		e.kubelet = kid
-		m.log.Info("registered with kubelet", "resource", name, "endpoint", e.path)
+		todo[name] = e
 	}
+	return todo
 }
 
 func (m *Manager) logRegErr(name string, err error) {
