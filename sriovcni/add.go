@@ -67,7 +67,7 @@ func (p *Plugin) add(ctx context.Context, log *slog.Logger, conf *NetConf, a Arg
 	if err := p.guard(log, v, a); err != nil {
 		return nil, err
 	}
-	m, closeNL, err := newManager(p.Sys)
+	m, closeNL, err := p.newManager()
 	if err != nil {
 		return nil, err
 	}

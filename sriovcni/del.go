@@ -92,7 +92,7 @@ func (p *Plugin) teardown(ctx context.Context, log *slog.Logger, c *Cache, conf 
 	mine := owner == nil || (owner.ContainerID == c.ContainerID && owner.IfName == c.IfName)
 	var errs []error
 	if mine {
-		m, closeNL, err := newManager(p.Sys)
+		m, closeNL, err := p.newManager()
 		if err != nil {
 			return err
 		}

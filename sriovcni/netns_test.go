@@ -18,6 +18,7 @@ import (
 	"github.com/containernetworking/plugins/pkg/ns"
 	"github.com/containernetworking/plugins/pkg/testutils"
 	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
 
 	"github.com/multinet-io/multinet/devinfo"
 	"github.com/multinet-io/multinet/pci"
@@ -703,5 +704,48 @@ func TestDevInfoNamesTheRepresentor(t *testing.T) {
 	}
 	if err := n.del(a); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// A process that keeps a netlink handle on the host's namespace (the agent) reads and sets VF
+// settings through it, also from a thread that is in a pod's namespace at the time: the PF is
+// found in the host, not looked for in the pod. A full ADD and DEL run over the kept handle.
+func TestKeptNetlinkHandleIsTheHosts(t *testing.T) {
+	n := newNode(t)
+	var h *netlink.Handle
+	err := n.host.Do(func(ns.NetNS) error {
+		var err error
+		h, err = netlink.NewHandle(unix.NETLINK_ROUTE)
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h.Close()
+	n.p.NL = h
+	pod := n.pod()
+	err = pod.Do(func(ns.NetNS) error {
+		m, done, err := n.p.newManager()
+		if err != nil {
+			return err
+		}
+		defer done()
+		if _, err := m.NL.LinkByName("mnpf0"); err != nil {
+			return fmt.Errorf("the PF through the kept handle, from the pod's namespace: %w", err)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := n.args("c1", pod, n.conf("0000:00:12.0", "default", ""))
+	if _, err := n.add(a); err != nil {
+		t.Fatal(err)
+	}
+	if err := n.del(a); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := h.LinkByName("mnpf0"); err != nil {
+		t.Errorf("the kept handle after ADD and DEL: %v", err)
 	}
 }

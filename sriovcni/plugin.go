@@ -50,6 +50,11 @@ type Plugin struct {
 	// Checkpoint is kubelet's device-manager checkpoint ("": not read): a VF kubelet gave
 	// another pod is refused.
 	Checkpoint string
+	// NL, when set, is a netlink handle bound to the host's network namespace, kept for the
+	// process's life (the agent opens one at start: every ADD and DEL reads and sets VF
+	// settings through it, whatever namespace the calling thread is in); nil: each call opens
+	// its own in the caller's namespace.
+	NL *netlink.Handle
 }
 
 func (p *Plugin) store() store { return store{dir: p.StateDir} }
@@ -167,13 +172,18 @@ func retryBusy(fn func() error, tries int, base time.Duration) error {
 	return err
 }
 
-func newManager(sys *pci.SysFS) (*vfmanager.Manager, func(), error) {
-	// A handle of our own: only it asks the kernel for the PF's VF list.
+// newManager is the VF manager of one call, over NL when the process keeps one, else over a
+// handle of the call's own in the caller's namespace (only a handle from NewHandle asks the
+// kernel for the PF's VF list).
+func (p *Plugin) newManager() (*vfmanager.Manager, func(), error) {
+	if p.NL != nil {
+		return &vfmanager.Manager{Sys: p.Sys, NL: p.NL}, func() {}, nil
+	}
 	h, err := netlink.NewHandle(unix.NETLINK_ROUTE)
 	if err != nil {
 		return nil, nil, fmt.Errorf("sriov: open netlink: %w", err)
 	}
-	return &vfmanager.Manager{Sys: sys, NL: h}, func() { h.Close() }, nil
+	return &vfmanager.Manager{Sys: p.Sys, NL: h}, func() { h.Close() }, nil
 }
 
 // readOriginalAdmin saves the VF's admin settings from the PF. A PF that does not report the VF
