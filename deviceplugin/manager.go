@@ -61,8 +61,8 @@ type Manager struct {
 	fp      string // device fingerprint of the last discovery
 	regErrs map[string]string
 	classes map[string]bool // address -> is a network/accelerator function
-	// published is what the pools file says now.
-	published map[string][]string
+	// published is what the pools file says now (Updated aside).
+	published devpools.File
 	// reported is the refusals last passed to OnRefused (nil: none reported yet).
 	reported *string
 }
@@ -336,7 +336,14 @@ func (m *Manager) publishPoolsLocked() error {
 		return nil
 	}
 	pools := map[string][]string{}
+	var vhost map[string]devpools.VhostPool
 	for name, p := range m.pools {
+		if v := p.config().VhostUser; v != nil {
+			if vhost == nil {
+				vhost = map[string]devpools.VhostPool{}
+			}
+			vhost[name] = devpools.VhostPool{Dir: v.Dir, ContainerDir: v.ContainerDir}
+		}
 		addrs := []string{}
 		for _, d := range p.members() {
 			if d.PCI != nil {
@@ -345,13 +352,14 @@ func (m *Manager) publishPoolsLocked() error {
 		}
 		pools[name] = addrs
 	}
-	if reflect.DeepEqual(pools, m.published) {
+	f := devpools.File{Pools: pools, VhostUser: vhost}
+	if reflect.DeepEqual(f, m.published) {
 		return nil
 	}
-	if err := devpools.Write(m.opts.PoolsFile, pools); err != nil {
+	if err := devpools.WriteFile(m.opts.PoolsFile, f); err != nil {
 		return err
 	}
-	m.published = pools
+	m.published = f
 	return nil
 }
 

@@ -274,3 +274,27 @@ func TestSecurityVhostSlotInUseNotWiped(t *testing.T) {
 		t.Errorf("the live socket was removed: %v", err)
 	}
 }
+
+// A vhostUser pool's slot directories are published too: the vhost-user plugin learns from
+// the pools file where the pod sees a slot, so a NAD need not repeat the pool's containerDir.
+func TestPoolsFilePublishesVhostContainerDir(t *testing.T) {
+	_, d := fixture(t)
+	cfg := filepath.Join(t.TempDir(), "config.json")
+	pf := filepath.Join(t.TempDir(), "pools.json")
+	vdir := t.TempDir()
+	if err := os.WriteFile(cfg, []byte(`{"resourceList":[{"resourceName":"vhost","resourcePrefix":"multinet.io","deviceType":"vhostUser",
+	  "vhostUser":{"dir":"`+vdir+`","count":2,"mode":"server","containerDir":"/var/run/vhu"}}]}`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := New(Options{ConfigFile: cfg, DevInfo: devinfo.Dir(t.TempDir()), SysfsRoot: d.Sys.Root, PluginDir: t.TempDir(),
+		DefaultRouteLinks: d.DefaultRouteLinks, Logger: slog.New(slog.NewTextHandler(testWriter{t}, nil)), PoolsFile: pf}); err != nil {
+		t.Fatal(err)
+	}
+	f, err := devpools.Read(pf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v, ok := f.VhostPoolAt(vdir); !ok || v.ContainerDir != "/var/run/vhu" || f.VhostUser["multinet.io/vhost"] != v {
+		t.Fatalf("pools file vhostUser = %+v, want multinet.io/vhost at %s seen in the pod at /var/run/vhu", f.VhostUser, vdir)
+	}
+}

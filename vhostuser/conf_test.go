@@ -10,6 +10,7 @@ import (
 	nadv1 "github.com/k8snetworkplumbingwg/network-attachment-definition-client/pkg/apis/k8s.cni.cncf.io/v1"
 
 	"github.com/multinet-io/multinet/devinfo"
+	"github.com/multinet-io/multinet/devpools"
 )
 
 const goodConf = `{"cniVersion":"1.0.0","name":"dp","type":"vhostuser","deviceID":"vhost-0","bridge":"br-dpdk","vlan":100,"mtu":9000}`
@@ -105,6 +106,20 @@ func TestResolveSlotFromDevicePluginInfo(t *testing.T) {
 	if err != nil || s.ContainerSocket != "/var/run/vhu/vhost-3/sock" {
 		t.Fatalf("containerDir: %v %+v", err, s)
 	}
+	// The pool's containerDir as the device plugin publishes it, when the NAD does not say;
+	// the NAD's still wins.
+	p.PoolsFile = filepath.Join(t.TempDir(), "pools.json")
+	if err := devpools.WriteFile(p.PoolsFile, devpools.File{Pools: map[string][]string{"example.com/vhost": {}},
+		VhostUser: map[string]devpools.VhostPool{"example.com/vhost": {Dir: pool, ContainerDir: "/run/pod-vhu"}}}); err != nil {
+		t.Fatal(err)
+	}
+	if s, err = p.resolveSlot(conf("")); err != nil || s.ContainerSocket != "/run/pod-vhu/vhost-3/sock" {
+		t.Fatalf("containerDir from the pools file: %v %+v", err, s)
+	}
+	if s, err = p.resolveSlot(conf(`,"containerDir":"/var/run/vhu"`)); err != nil || s.ContainerSocket != "/var/run/vhu/vhost-3/sock" {
+		t.Fatalf("the NAD's containerDir over the pool's: %v %+v", err, s)
+	}
+	p.PoolsFile = ""
 	if n := s.PortName(); len(n) > 15 || !strings.HasPrefix(n, "vhu") {
 		t.Fatalf("port name %q: want vhu..., at most 15 bytes", n)
 	}

@@ -15,6 +15,7 @@ import (
 	nadv1 "github.com/k8snetworkplumbingwg/network-attachment-definition-client/pkg/apis/k8s.cni.cncf.io/v1"
 
 	"github.com/multinet-io/multinet/devinfo"
+	"github.com/multinet-io/multinet/devpools"
 	"github.com/multinet-io/multinet/internal/netnsutil"
 )
 
@@ -43,9 +44,12 @@ type Plugin struct {
 	StateDir string
 	// DevInfo is the device-info root: the device plugin's files for slots, and ours for
 	// attachments ("": devinfo.DefaultBase).
-	DevInfo  devinfo.Dir
-	OVSVsctl string // empty: ovs-vsctl from PATH
-	Log      *slog.Logger
+	DevInfo devinfo.Dir
+	// PoolsFile is the device plugin's published pools (package devpools; "": none): where
+	// the pod sees a slot when the netconf does not say (its pool's containerDir).
+	PoolsFile string
+	OVSVsctl  string // empty: ovs-vsctl from PATH
+	Log       *slog.Logger
 }
 
 func (p *Plugin) store() store { return store{dir: p.StateDir} }
@@ -119,9 +123,17 @@ func (p *Plugin) resolveSlot(c *NetConf) (Slot, error) {
 	if mode != "" && mode != ModeServer {
 		return s, fmt.Errorf("vhostuser: slot %s: the pool's mode is %q (the pod connects to a socket the host creates), but an OVS dpdkvhostuserclient port needs the pod to listen: set the pool's vhostUser.mode to %q", c.DeviceID, mode, ModeServer)
 	}
-	// The pod sees the pool directory at containerDir (default: the same path).
+	// The pod sees the pool directory at containerDir: the netconf's, else the pool's as the
+	// device plugin publishes it, else the same path.
 	poolDir := filepath.Dir(filepath.Dir(s.HostSocket))
 	ctrDir := c.ContainerDir
+	if ctrDir == "" && p.PoolsFile != "" {
+		if f, err := devpools.Read(p.PoolsFile); err == nil {
+			if v, ok := f.VhostPoolAt(poolDir); ok {
+				ctrDir = v.ContainerDir
+			}
+		}
+	}
 	if ctrDir == "" {
 		ctrDir = poolDir
 	}

@@ -70,5 +70,5 @@ func Sriov() *sriovcni.Plugin {
 // Vhost is the vhostuser plugin over MULTINET_STATE_DIR, MULTINET_DEVINFO_DIR,
 // MULTINET_POOLS_FILE and MULTINET_OVS_VSCTL.
 func Vhost() *vhostuser.Plugin {
-	return &vhostuser.Plugin{StateDir: VhostStateDir(), DevInfo: DevInfo(), OVSVsctl: os.Getenv(vhostuser.EnvOVSVsctl)}
+	return &vhostuser.Plugin{StateDir: VhostStateDir(), DevInfo: DevInfo(), PoolsFile: PoolsFile(), OVSVsctl: os.Getenv(vhostuser.EnvOVSVsctl)}
 }
