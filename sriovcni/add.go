@@ -54,7 +54,7 @@ func (p *Plugin) add(ctx context.Context, log *slog.Logger, conf *NetConf, a Arg
 	if err != nil {
 		return nil, err
 	}
-	defer lk.unlock()
+	defer lk.Unlock()
 
 	stale, err := p.checkFree(log, st, conf, a)
 	if err != nil {

@@ -77,7 +77,7 @@ func (p *Plugin) teardown(ctx context.Context, log *slog.Logger, c *Cache, conf 
 	if err != nil {
 		return err
 	}
-	defer lk.unlock()
+	defer lk.Unlock()
 	owner, err := st.loadOwner(c.VF)
 	if errors.Is(err, errCorrupt) {
 		// The attachment's cache has what DEL needs; the unreadable record would only block

@@ -156,7 +156,7 @@ func (p *Plugin) pfOp(pf string, fn func() error) error {
 	if err != nil {
 		return err
 	}
-	defer l.unlock()
+	defer l.Unlock()
 	return retryBusy(fn, 5, 50*time.Millisecond)
 }
 

@@ -49,7 +49,7 @@ func (p *Plugin) add(log *slog.Logger, conf *NetConf, a Args) (_ *current.Result
 	if err != nil {
 		return nil, fmt.Errorf("vhostuser: %w", err)
 	}
-	defer lk.unlock()
+	defer lk.Unlock()
 
 	if prev, err := st.loadCache(a.ContainerID, a.IfName); err != nil {
 		return nil, fmt.Errorf("vhostuser: slot %s: %w", slot.ID, err)
