@@ -8,7 +8,6 @@ import (
 	"io"
 	"net"
 	"runtime/debug"
-	"strings"
 	"sync"
 	"time"
 
@@ -16,6 +15,7 @@ import (
 	"github.com/containernetworking/cni/pkg/types"
 	"golang.org/x/sys/unix"
 
+	"github.com/multinet-io/multinet/internal/cniargs"
 	"github.com/multinet-io/multinet/internal/cniwire"
 	"github.com/multinet-io/multinet/meta"
 	"github.com/multinet-io/multinet/meta/delcache"
@@ -156,7 +156,7 @@ func (a *Agent) serve(ctx context.Context, req *cniwire.Request) (resp *cniwire.
 	cmd := env["CNI_COMMAND"]
 	args := &skel.CmdArgs{ContainerID: env["CNI_CONTAINERID"], Netns: env["CNI_NETNS"], IfName: env["CNI_IFNAME"],
 		Args: env["CNI_ARGS"], Path: env["CNI_PATH"], StdinData: req.Stdin}
-	log := a.log.With("command", cmd, "container", args.ContainerID, "ifname", args.IfName, "pod", podName(args.Args))
+	log := a.log.With("command", cmd, "container", args.ContainerID, "ifname", args.IfName, "pod", cniargs.Pod(args.Args))
 	defer func() {
 		result := "ok"
 		if resp.Error != nil {
@@ -267,21 +267,4 @@ func (a *Agent) run(ctx context.Context, cmd string, args *skel.CmdArgs, env map
 		return errResponse(err)
 	}
 	return &cniwire.Response{}
-}
-
-func podName(cniArgs string) string {
-	var ns, name string
-	for _, kv := range strings.Split(cniArgs, ";") {
-		k, v, _ := strings.Cut(kv, "=")
-		switch k {
-		case "K8S_POD_NAMESPACE":
-			ns = v
-		case "K8S_POD_NAME":
-			name = v
-		}
-	}
-	if name == "" {
-		return ""
-	}
-	return ns + "/" + name
 }
