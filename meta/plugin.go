@@ -17,7 +17,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/multinet-io/multinet/devinfo"
-	"github.com/multinet-io/multinet/internal/fsutil"
+	"github.com/multinet-io/multinet/internal/pluginlog"
 	"github.com/multinet-io/multinet/meta/delcache"
 	"github.com/multinet-io/multinet/pci"
 	"github.com/multinet-io/multinet/podresources"
@@ -152,36 +152,9 @@ func (p *Plugin) Close() error {
 	return err
 }
 
-// newLogger logs to logFile under logDir, or to stderr. A logFile that is outside logDir or
-// cannot be opened safely is not fatal: refusing would fail every ADD and DEL on the node (pods
-// neither start nor go away) over a log setting, so we log to stderr, which the runtime keeps,
-// and say why there first.
+// newLogger logs to logFile under logDir, or to stderr (see package pluginlog).
 func newLogger(c *Config) (*slog.Logger, io.Closer) {
-	level := slog.LevelWarn
-	switch strings.ToLower(c.LogLevel) {
-	case "debug", "verbose":
-		level = slog.LevelDebug
-	case "info":
-		level = slog.LevelInfo
-	case "error", "panic":
-		level = slog.LevelError
-	}
-	var w io.Writer = os.Stderr
-	var f *os.File
-	var why error
-	if c.LogFile != "" {
-		if f, why = fsutil.OpenLogFile(c.LogDir, c.LogFile); why == nil {
-			w = f
-		}
-	}
-	log := slog.New(slog.NewJSONHandler(w, &slog.HandlerOptions{Level: level})).With("plugin", "multinet")
-	if why != nil {
-		log.Warn("logFile ignored, logging to stderr", "err", why.Error())
-	}
-	if f == nil {
-		return log, nil
-	}
-	return log, f
+	return pluginlog.New(pluginlog.Options{Plugin: "multinet", Level: c.LogLevel, LogDir: c.LogDir, LogFile: c.LogFile, JSON: true})
 }
 
 // podRef is the pod as the runtime names it in CNI_ARGS.

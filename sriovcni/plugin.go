@@ -4,10 +4,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"os"
-	"strings"
 	"time"
 
 	"github.com/containernetworking/cni/pkg/types"
@@ -17,6 +15,7 @@ import (
 
 	"github.com/multinet-io/multinet/devinfo"
 	"github.com/multinet-io/multinet/internal/netnsutil"
+	"github.com/multinet-io/multinet/internal/pluginlog"
 	"github.com/multinet-io/multinet/pci"
 	"github.com/multinet-io/multinet/vfmanager"
 )
@@ -59,40 +58,21 @@ type Plugin struct {
 
 func (p *Plugin) store() store { return store{dir: p.StateDir} }
 
-// logger follows upstream's logLevel/logFile; without them only warnings reach stderr, which
-// runtimes keep in their own logs.
+// logger follows upstream's logLevel/logFile (under the log dir only; see package pluginlog);
+// without them only warnings reach stderr, which runtimes keep in their own logs.
 func (p *Plugin) logger(c *NetConf) (*slog.Logger, func()) {
 	if p.Log != nil {
 		return p.Log, func() {}
 	}
-	level := slog.LevelWarn
-	var out io.Writer = os.Stderr
-	closeFn := func() {}
-	var why error
+	o := pluginlog.Options{Plugin: "sriov", LogDir: p.logDir()}
 	if c != nil {
-		switch strings.ToLower(c.LogLevel) {
-		case "debug":
-			level = slog.LevelDebug
-		case "info":
-			level = slog.LevelInfo
-		case "error", "panic":
-			level = slog.LevelError
-		}
-		if c.LogFile != "" {
-			// Under logDir only, no symlink followed, 0600; else stderr: a log setting must
-			// not fail ADD or DEL.
-			if f, err := openLogFile(p.logDir(), c.LogFile); err == nil {
-				out, closeFn = f, func() { f.Close() }
-			} else {
-				why = err
-			}
-		}
+		o.Level, o.LogFile = c.LogLevel, c.LogFile
 	}
-	log := slog.New(slog.NewTextHandler(out, &slog.HandlerOptions{Level: level})).With("plugin", "sriov")
-	if why != nil {
-		log.Warn("logFile ignored, logging to stderr", "err", why.Error())
+	log, f := pluginlog.New(o)
+	if f == nil {
+		return log, func() {}
 	}
-	return log, closeFn
+	return log, func() { f.Close() }
 }
 
 // vfInfo is what sysfs says about the VF now.

@@ -3,7 +3,6 @@ package vhostuser
 import (
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
 	"log/slog"
 	"os"
@@ -17,7 +16,11 @@ import (
 	"github.com/multinet-io/multinet/devinfo"
 	"github.com/multinet-io/multinet/devpools"
 	"github.com/multinet-io/multinet/internal/netnsutil"
+	"github.com/multinet-io/multinet/internal/pluginlog"
 )
+
+// DefaultLogDir is where a netconf's logFile may be when the binary is given no other.
+const DefaultLogDir = "/var/log/multinet"
 
 // EnvOVSVsctl names the ovs-vsctl binary to run (default: ovs-vsctl from PATH).
 const EnvOVSVsctl = "MULTINET_OVS_VSCTL"
@@ -49,7 +52,9 @@ type Plugin struct {
 	// the pod sees a slot when the netconf does not say (its pool's containerDir).
 	PoolsFile string
 	OVSVsctl  string // empty: ovs-vsctl from PATH
-	Log       *slog.Logger
+	// LogDir is the only place the netconf's logFile may be (DefaultLogDir when "").
+	LogDir string
+	Log    *slog.Logger
 }
 
 func (p *Plugin) store() store { return store{dir: p.StateDir} }
@@ -62,29 +67,24 @@ func (p *Plugin) ovs(c *NetConf) (*ovs, error) {
 	return o, nil
 }
 
+// logger follows the netconf's logLevel/logFile, the file under LogDir only (see package
+// pluginlog): the netconf is a tenant's NAD, and the plugin writes as root.
 func (p *Plugin) logger(c *NetConf) (*slog.Logger, func()) {
 	if p.Log != nil {
 		return p.Log, func() {}
 	}
-	level := slog.LevelWarn
-	var out io.Writer = os.Stderr
-	closeFn := func() {}
-	if c != nil {
-		switch strings.ToLower(c.LogLevel) {
-		case "debug":
-			level = slog.LevelDebug
-		case "info":
-			level = slog.LevelInfo
-		case "error", "panic":
-			level = slog.LevelError
-		}
-		if c.LogFile != "" {
-			if f, err := os.OpenFile(c.LogFile, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600); err == nil {
-				out, closeFn = f, func() { f.Close() }
-			}
-		}
+	o := pluginlog.Options{Plugin: "vhostuser", LogDir: p.LogDir}
+	if o.LogDir == "" {
+		o.LogDir = DefaultLogDir
 	}
-	return slog.New(slog.NewTextHandler(out, &slog.HandlerOptions{Level: level})).With("plugin", "vhostuser"), closeFn
+	if c != nil {
+		o.Level, o.LogFile = c.LogLevel, c.LogFile
+	}
+	log, f := pluginlog.New(o)
+	if f == nil {
+		return log, func() {}
+	}
+	return log, func() { f.Close() }
 }
 
 // resolveSlot finds the slot's host socket: under the netconf's socketDir, or from the device

@@ -68,7 +68,7 @@ func Sriov() *sriovcni.Plugin {
 }
 
 // Vhost is the vhostuser plugin over MULTINET_STATE_DIR, MULTINET_DEVINFO_DIR,
-// MULTINET_POOLS_FILE and MULTINET_OVS_VSCTL.
+// MULTINET_POOLS_FILE, MULTINET_LOG_DIR and MULTINET_OVS_VSCTL.
 func Vhost() *vhostuser.Plugin {
-	return &vhostuser.Plugin{StateDir: VhostStateDir(), DevInfo: DevInfo(), PoolsFile: PoolsFile(), OVSVsctl: os.Getenv(vhostuser.EnvOVSVsctl)}
+	return &vhostuser.Plugin{StateDir: VhostStateDir(), DevInfo: DevInfo(), PoolsFile: PoolsFile(), LogDir: SriovLogDir(), OVSVsctl: os.Getenv(vhostuser.EnvOVSVsctl)}
 }
