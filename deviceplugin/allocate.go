@@ -10,10 +10,11 @@ import (
 	dp "k8s.io/kubelet/pkg/apis/deviceplugin/v1beta1"
 
 	"github.com/multinet-io/multinet/devinfo"
+	"github.com/multinet-io/multinet/pci"
 )
 
 const (
-	vfioDriver    = "vfio-pci"
+	vfioDriver    = pci.DriverVFIO
 	vfioContainer = "/dev/vfio/vfio"
 	vhostNetDev   = "/dev/vhost-net"
 	tunDev        = "/dev/net/tun"

@@ -475,7 +475,7 @@ func (m *Manager) logRegErr(name string, err error) {
 // The PCI class of an address is read once and remembered (it never changes).
 func (m *Manager) look() (*nodeState, string) {
 	n := newNodeState(m.sys)
-	dir := filepath.Join(m.sys.Root, "bus", "pci", "devices")
+	dir := m.sys.DevicesDir()
 	entries, err := os.ReadDir(dir)
 	if err != nil {
 		return n, "error: " + err.Error()

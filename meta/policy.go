@@ -692,7 +692,7 @@ func (hv *hostView) resolve(r linkRef) []string {
 		}
 		addr := fullPCIAddress(r.value)
 		names, _ := hv.sys.Netdevs(addr)
-		if m, _ := filepath.Glob(filepath.Join(hv.sys.Root, "bus", "pci", "devices", addr, "virtio*", "net", "*")); len(m) > 0 {
+		if m, _ := filepath.Glob(hv.sys.DevicePath(addr, "virtio*", "net", "*")); len(m) > 0 {
 			for _, p := range m {
 				names = append(names, filepath.Base(p))
 			}

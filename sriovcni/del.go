@@ -11,6 +11,7 @@ import (
 	"github.com/containernetworking/cni/pkg/types"
 
 	"github.com/multinet-io/multinet/devinfo"
+	"github.com/multinet-io/multinet/pci"
 )
 
 // Del releases an attachment: the VF's settings and netdev go back as they were, IPAM is
@@ -212,7 +213,7 @@ func (p *Plugin) cacheFromOwner(log *slog.Logger, a Args, corrupt bool) *Cache {
 		c := &Cache{ContainerID: a.ContainerID, IfName: a.IfName, Netns: a.Netns, Network: conf.Name,
 			NetConf: a.StdinData, CNIArgs: a.Args, VF: conf.DeviceID, Original: Original{NetdevID: "pci/" + conf.DeviceID}}
 		p.fillFromSysfs(c)
-		c.DPDK = userspaceDrivers[c.Driver]
+		c.DPDK = pci.UserspaceDriver(c.Driver)
 		return c
 	}
 	if corrupt {

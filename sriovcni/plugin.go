@@ -84,9 +84,6 @@ type vfInfo struct {
 	dpdk               bool
 }
 
-// userspaceDrivers leave a VF without a kernel netdev: DPDK mode.
-var userspaceDrivers = map[string]bool{"vfio-pci": true, "uio_pci_generic": true, "igb_uio": true}
-
 func (p *Plugin) inspect(addr string) (*vfInfo, error) {
 	d, err := p.Sys.Device(addr)
 	if err != nil {
@@ -104,7 +101,7 @@ func (p *Plugin) inspect(addr string) (*vfInfo, error) {
 	}
 	switch {
 	case len(v.netdevs) > 0:
-	case userspaceDrivers[v.driver]:
+	case pci.UserspaceDriver(v.driver): // no kernel netdev: DPDK mode
 		v.dpdk = true
 	case v.driver == "":
 		return nil, fmt.Errorf("sriov: vf %s: not bound to any driver", addr)
