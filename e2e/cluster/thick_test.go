@@ -7,18 +7,14 @@ import (
 	"fmt"
 	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/containernetworking/plugins/pkg/ns"
 	"github.com/vishvananda/netlink"
-	corev1 "k8s.io/api/core/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/multinet-io/multinet/e2e/cluster/clustertest"
 	"github.com/multinet-io/multinet/podresources"
@@ -196,25 +192,7 @@ func readAll(conn net.Conn) ([]byte, error) {
 func startAgentWith(t *testing.T, c *clustertest.Cluster, extra ...string) *plugin {
 	t.Helper()
 	c.KillAgent(t) // its restart runs last, after this agent's stop
-	p := &plugin{log: filepath.Join(t.TempDir(), "multinetd.log")}
-	logf, err := os.Create(p.log)
-	if err != nil {
-		t.Fatal(err)
-	}
-	p.cmd = exec.Command(filepath.Join(c.Dir, "run", "multinetd.sh"), extra...)
-	p.cmd.Stdout, p.cmd.Stderr = logf, logf
-	p.cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
-	if err := p.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		_ = p.cmd.Process.Signal(syscall.SIGTERM)
-		_ = p.cmd.Wait()
-		logf.Close()
-		if t.Failed() {
-			t.Logf("multinetd log:\n%s", p.logText())
-		}
-	})
+	p := startProcess(t, t.TempDir(), nil, filepath.Join(c.Dir, "run", "multinetd.sh"), extra...)
 	sock := filepath.Join(c.Dir, "run", "multinet", "multinet.sock")
 	for deadline := time.Now().Add(60 * time.Second); ; time.Sleep(100 * time.Millisecond) {
 		if conn, err := net.Dial("unix", sock); err == nil {
@@ -265,31 +243,7 @@ func TestThickDevicePluginInAgent(t *testing.T) {
 		return nil
 	})
 
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		evs, err := c.Kube.CoreV1().Events("").List(context.Background(), metav1.ListOptions{
-			FieldSelector: "involvedObject.kind=Node,involvedObject.name=" + clustertest.Node + ",reason=PoolRefused"})
-		if err != nil {
-			t.Fatal(err)
-		}
-		var found *corev1.Event
-		for i := range evs.Items {
-			e := &evs.Items[i]
-			if e.LastTimestamp.Time.After(since) && e.Source.Component == "multinetd" && strings.Contains(e.Message, "intel.com/mn_e2e_gtp") {
-				found = e
-			}
-		}
-		if found != nil {
-			if found.Type != corev1.EventTypeWarning || !strings.Contains(found.Message, "ddpProfiles") {
-				t.Errorf("event %s %s: %s", found.Type, found.Reason, found.Message)
-			}
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("no PoolRefused event from multinetd naming intel.com/mn_e2e_gtp:\n%s", p.logText())
-		}
-		time.Sleep(300 * time.Millisecond)
-	}
+	waitPoolRefused(t, c, p, since, "multinetd", "intel.com/mn_e2e_gtp", "ddpProfiles")
 
 	c.DeletePod(t, "default", "cnf-agent")
 	if l, err := netlink.LinkByName(vfNetdev); err != nil || l.Attrs().HardwareAddr.String() != macs[vfNetdev] {
