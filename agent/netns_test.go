@@ -25,6 +25,7 @@ import (
 	"github.com/vishvananda/netlink"
 
 	"github.com/multinet-io/multinet/internal/cniwire"
+	"github.com/multinet-io/multinet/internal/netnstest"
 	"github.com/multinet-io/multinet/pci/pcitest"
 )
 
@@ -285,29 +286,7 @@ func (p *pod) check() error {
 // links returns the pod's interfaces (name -> IPv4 addresses).
 func (p *pod) links() map[string][]string {
 	p.n.t.Helper()
-	out := map[string][]string{}
-	err := p.ns.Do(func(ns.NetNS) error {
-		links, err := netlink.LinkList()
-		if err != nil {
-			return err
-		}
-		for _, l := range links {
-			if l.Attrs().Name == "lo" {
-				continue
-			}
-			addrs, _ := netlink.AddrList(l, netlink.FAMILY_V4)
-			ips := []string{}
-			for _, a := range addrs {
-				ips = append(ips, a.IP.String())
-			}
-			out[l.Attrs().Name] = ips
-		}
-		return nil
-	})
-	if err != nil {
-		p.n.t.Fatal(err)
-	}
-	return out
+	return netnstest.Links(p.n.t, p.ns)
 }
 
 func (p *pod) status() []nadv1.NetworkStatus {
