@@ -108,3 +108,23 @@ func Churn(t testing.TB, h *netlink.Handle) {
 	}()
 	t.Cleanup(func() { close(stop); wg.Wait() })
 }
+
+// Veths adds a veth pair per name in n (the named end in n, its peer <name>p beside it): what
+// the tests use for PF and VF netdevs, the dummy driver being absent on some CI kernels. It
+// returns each named link's MAC.
+func Veths(t testing.TB, n ns.NetNS, names ...string) map[string]string {
+	t.Helper()
+	h := Handle(t, n)
+	macs := map[string]string{}
+	for _, name := range names {
+		if err := h.LinkAdd(&netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: name}, PeerName: name + "p"}); err != nil {
+			t.Fatalf("veth %s: %v", name, err)
+		}
+		l, err := h.LinkByName(name)
+		if err != nil {
+			t.Fatalf("veth %s: %v", name, err)
+		}
+		macs[name] = l.Attrs().HardwareAddr.String()
+	}
+	return macs
+}
