@@ -19,10 +19,13 @@ import (
 
 	nadclient "github.com/k8snetworkplumbingwg/network-attachment-definition-client/pkg/client/clientset/versioned"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
 	"k8s.io/client-go/kubernetes"
 
 	"github.com/multinet-io/multinet/cniinstall"
 	"github.com/multinet-io/multinet/deviceplugin"
+	"github.com/multinet-io/multinet/devinfo"
 	"github.com/multinet-io/multinet/internal/cniwire"
 	"github.com/multinet-io/multinet/meta"
 	"github.com/multinet-io/multinet/meta/delcache"
@@ -55,6 +58,8 @@ type Config struct {
 	// ShutdownTimeout is how long SIGTERM lets calls in flight finish (default 30 s).
 	ShutdownTimeout time.Duration
 	SysfsRoot       string
+	// DevInfo is the device-info root the meta-plugin reads ("": devinfo.DefaultBase).
+	DevInfo devinfo.Dir
 	// Sriov runs the sriov delegate in-process; nil: the sriov binary is exec'd like others.
 	Sriov *sriovcni.Plugin
 	// DevicePlugin runs the kubelet device plugin (package deviceplugin, its config file and
@@ -175,6 +180,18 @@ func New(cfg Config) (*Agent, error) {
 func (a *Agent) Run(ctx context.Context) error {
 	stop := make(chan struct{})
 	defer close(stop)
+	if s := a.cfg.Sriov; s != nil && s.NL == nil {
+		// One netlink handle on the host's namespace (Run's, before any request ran) for every
+		// in-process sriov call, instead of a socket and a VF dump request per call.
+		h, err := netlink.NewHandle(unix.NETLINK_ROUTE)
+		if err != nil {
+			return fmt.Errorf("multinetd: netlink: %w", err)
+		}
+		defer h.Close()
+		kept := *s
+		kept.NL = h
+		a.exec.sriov = &kept
+	}
 	nodeCtx, stopNode := context.WithCancel(ctx)
 	waitNode, err := a.runNode(nodeCtx)
 	if err != nil {

@@ -24,6 +24,8 @@ import (
 	nadv1 "github.com/k8snetworkplumbingwg/network-attachment-definition-client/pkg/apis/k8s.cni.cncf.io/v1"
 	"github.com/vishvananda/netlink"
 
+	"github.com/multinet-io/multinet/internal/cniwire"
+	"github.com/multinet-io/multinet/internal/netnstest"
 	"github.com/multinet-io/multinet/pci/pcitest"
 )
 
@@ -290,29 +292,7 @@ func (p *pod) check() error {
 // links returns the pod's interfaces (name -> IPv4 addresses).
 func (p *pod) links() map[string][]string {
 	p.n.t.Helper()
-	out := map[string][]string{}
-	err := p.ns.Do(func(ns.NetNS) error {
-		links, err := netlink.LinkList()
-		if err != nil {
-			return err
-		}
-		for _, l := range links {
-			if l.Attrs().Name == "lo" {
-				continue
-			}
-			addrs, _ := netlink.AddrList(l, netlink.FAMILY_V4)
-			ips := []string{}
-			for _, a := range addrs {
-				ips = append(ips, a.IP.String())
-			}
-			out[l.Attrs().Name] = ips
-		}
-		return nil
-	})
-	if err != nil {
-		p.n.t.Fatal(err)
-	}
-	return out
+	return netnstest.Links(p.n.t, p.ns)
 }
 
 func (p *pod) status() []nadv1.NetworkStatus {
@@ -674,4 +654,82 @@ func TestSigtermFinishesInFlight(t *testing.T) {
 		t.Fatal(err)
 	}
 	p.assertGone()
+}
+
+// The shim is killed (or the runtime gives up on it) while the agent runs its ADD: the agent
+// cancels the call at once, and what the ADD had attached (eth0, net1 and their IPs) is
+// removed, with the delegate cache; a delegate still running is stopped.
+func TestShimHangupCancelsAddAndUndoes(t *testing.T) {
+	n := newNode(t)
+	slowDir := filepath.Join(n.dir, "slowbin")
+	started, finished := filepath.Join(n.dir, "slow-started"), filepath.Join(n.dir, "slow-finished")
+	os.MkdirAll(slowDir, 0o755)
+	// A delegate that hangs in ADD: the third network, after eth0 and net1 are attached.
+	n.write(slowDir, "mnslow", fmt.Sprintf(`#!/bin/sh
+case "$CNI_COMMAND" in
+ADD) touch %q; sleep 20 </dev/null >/dev/null 2>&1; touch %q; exit 1;;
+VERSION) echo '{"cniVersion":"1.0.0","supportedVersions":["0.3.1","1.0.0"]}';;
+esac
+exit 0
+`, started, finished))
+	os.Chmod(filepath.Join(slowDir, "mnslow"), 0o755)
+	n.nad("default", "slow", `{"cniVersion": "0.3.1", "name": "slow", "type": "mnslow"}`, nil)
+	n.startAgent()
+	p := n.pod("web", "macvlan-conf,slow", n.conf("multinet-shim", nil))
+	env := map[string]string{"CNI_COMMAND": "ADD", "CNI_CONTAINERID": p.rt.ContainerID, "CNI_NETNS": p.rt.NetNS, "CNI_IFNAME": "eth0",
+		"CNI_PATH": strings.Join([]string{binDir, refPlugins, slowDir}, ":")}
+	var args []string
+	for _, kv := range p.rt.Args {
+		args = append(args, kv[0]+"="+kv[1])
+	}
+	env["CNI_ARGS"] = strings.Join(args, ";")
+	// The shim's stdin: the plugin's conf inside the list, as libcni hands it over.
+	var plugin map[string]interface{}
+	if err := json.Unmarshal(p.list.Plugins[0].Bytes, &plugin); err != nil {
+		t.Fatal(err)
+	}
+	plugin["name"], plugin["cniVersion"] = p.list.Name, p.list.CNIVersion
+	stdin, _ := json.Marshal(plugin)
+
+	conn, err := net.DialUnix("unix", nil, &net.UnixAddr{Name: n.socket, Net: "unix"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := json.NewEncoder(conn).Encode(&cniwire.Request{Env: env, Stdin: stdin}); err != nil {
+		t.Fatal(err)
+	}
+	conn.CloseWrite()
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		if _, err := os.Stat(started); err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the slow delegate never started:\n%s", n.log())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if l := p.links(); len(l["eth0"]) != 1 || len(l["net1"]) != 1 {
+		t.Fatalf("before the hang-up the pod has %v, want eth0 and net1 attached", l)
+	}
+	hungUp := time.Now()
+	conn.Close() // the shim is gone
+
+	for {
+		l := p.links()
+		if len(l) == 0 && len(n.leases()) == 0 && len(n.cacheFiles()) == 0 {
+			break
+		}
+		if time.Since(hungUp) > 8*time.Second {
+			t.Fatalf("8 s after the hang-up: pod links %v, leases %v, cache %v (the ADD ran on):\n%s", l, n.leases(), n.cacheFiles(), n.log())
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if !strings.Contains(n.log(), "the shim hung up") {
+		t.Errorf("agent log does not say the shim hung up:\n%s", n.log())
+	}
+	time.Sleep(500 * time.Millisecond)
+	if _, err := os.Stat(finished); err == nil {
+		t.Error("the slow delegate ran to its end: it was not stopped")
+	}
 }

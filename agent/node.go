@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/multinet-io/multinet/deviceplugin"
+	"github.com/multinet-io/multinet/nodeevents"
 	"github.com/multinet-io/multinet/vfmanager"
 )
 
@@ -79,6 +80,10 @@ func (a *Agent) runNode(ctx context.Context) (wait func(), err error) {
 		opts := *a.cfg.DevicePlugin
 		if opts.Logger == nil {
 			opts.Logger = a.log.With("part", "deviceplugin")
+		}
+		if opts.OnRefused == nil && a.cfg.Kube != nil {
+			// Refused pools as Events on the Node, as the standalone device plugin posts them.
+			opts.OnRefused = deviceplugin.NodeEvents(opts.Logger, &nodeevents.Recorder{Kube: a.cfg.Kube, Node: a.cfg.NodeName, Component: "multinetd"})
 		}
 		m, err := deviceplugin.New(opts)
 		if err != nil {

@@ -17,6 +17,7 @@ import (
 
 	"github.com/multinet-io/multinet/agent"
 	"github.com/multinet-io/multinet/deviceplugin"
+	"github.com/multinet-io/multinet/devinfo"
 	"github.com/multinet-io/multinet/pci"
 	"github.com/multinet-io/multinet/pci/pcitest"
 )
@@ -112,7 +113,6 @@ func TestAgentHostsDevicePlugin(t *testing.T) {
 	tree := pcitest.New(t)
 	tree.AddIgbPF("0000:00:02.0", "enp0s2", 0x12)
 	tree.StartKernel()
-	t.Setenv("MULTINET_DEVINFO_DIR", t.TempDir())
 	dir := t.TempDir()
 	dpDir, err := os.MkdirTemp("", "mnadp") // unix socket paths are short
 	if err != nil {
@@ -134,7 +134,7 @@ func TestAgentHostsDevicePlugin(t *testing.T) {
 	cfg := filepath.Join(dir, "config.json")
 	os.WriteFile(cfg, []byte(`{"resourceList":[{"resourceName":"igbvf","selectors":{"drivers":["igbvf"]}}]}`), 0o644)
 	a, err := agent.New(agent.Config{Socket: filepath.Join(dir, "run", "s.sock"), SysfsRoot: tree.Root, VFPolicyFile: policy,
-		DevicePlugin: &deviceplugin.Options{ConfigFile: cfg, SysfsRoot: tree.Root, PluginDir: dpDir, Interval: 50 * time.Millisecond,
+		DevicePlugin: &deviceplugin.Options{ConfigFile: cfg, SysfsRoot: tree.Root, DevInfo: devinfo.Dir(t.TempDir()), PluginDir: dpDir, Interval: 50 * time.Millisecond,
 			DefaultRouteLinks: func() ([]string, error) { return nil, nil }},
 		Log: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	if err != nil {

@@ -8,16 +8,17 @@ import (
 	"io"
 	"net"
 	"runtime/debug"
-	"strconv"
-	"strings"
 	"sync"
 	"time"
 
 	"github.com/containernetworking/cni/pkg/skel"
 	"github.com/containernetworking/cni/pkg/types"
+	"golang.org/x/sys/unix"
 
+	"github.com/multinet-io/multinet/internal/cniargs"
 	"github.com/multinet-io/multinet/internal/cniwire"
 	"github.com/multinet-io/multinet/meta"
+	"github.com/multinet-io/multinet/meta/delcache"
 )
 
 // keyedMutex serializes the calls for one container (a runtime's DEL racing its own ADD's
@@ -88,13 +89,59 @@ func (a *Agent) serveConn(ctx context.Context, conn *net.UnixConn) {
 		if err := json.Unmarshal(b, &req); err != nil {
 			resp = errResponse(fmt.Errorf("multinetd: request: %w", err))
 		} else {
-			resp = a.serve(ctx, &req)
+			rctx, cancel := context.WithCancel(ctx)
+			stop := watchHangup(conn, func() {
+				a.log.Warn("the shim hung up: cancelling its call (what it did is undone)", "command", req.Env["CNI_COMMAND"], "container", req.Env["CNI_CONTAINERID"])
+				cancel()
+			})
+			resp = a.serve(rctx, &req)
+			stop()
+			cancel()
 		}
 	}
 	_ = conn.SetWriteDeadline(time.Now().Add(10 * time.Second))
 	if err := json.NewEncoder(conn).Encode(resp); err != nil {
 		a.log.Error("answer lost: the shim hung up", "command", req.Env["CNI_COMMAND"], "container", req.Env["CNI_CONTAINERID"], "err", err)
 	}
+}
+
+// watchHangup calls hungUp once when the shim closes its end of conn (it was killed, or the
+// runtime gave up on it and the call has nobody left to answer), until stop is called. The
+// shim half-closes after its request, so a read says EOF at once whether it is there or not:
+// only POLLHUP (both directions shut) says it is gone.
+func watchHangup(conn *net.UnixConn, hungUp func()) (stop func()) {
+	rc, err := conn.SyscallConn()
+	if err != nil {
+		return func() {}
+	}
+	done := make(chan struct{})
+	exited := make(chan struct{})
+	go func() {
+		defer close(exited)
+		for {
+			select {
+			case <-done:
+				return
+			default:
+			}
+			gone := false
+			// Control holds the fd for the poll: Close waits, the number is never reused under us.
+			cerr := rc.Control(func(fd uintptr) {
+				fds := []unix.PollFd{{Fd: int32(fd)}} // POLLHUP and POLLERR are always reported
+				if n, err := unix.Poll(fds, 100); err == nil && n > 0 && fds[0].Revents&(unix.POLLHUP|unix.POLLERR) != 0 {
+					gone = true
+				}
+			})
+			if cerr != nil {
+				return
+			}
+			if gone {
+				hungUp()
+				return
+			}
+		}
+	}()
+	return func() { close(done); <-exited }
 }
 
 func errResponse(err error) *cniwire.Response {
@@ -109,7 +156,7 @@ func (a *Agent) serve(ctx context.Context, req *cniwire.Request) (resp *cniwire.
 	cmd := env["CNI_COMMAND"]
 	args := &skel.CmdArgs{ContainerID: env["CNI_CONTAINERID"], Netns: env["CNI_NETNS"], IfName: env["CNI_IFNAME"],
 		Args: env["CNI_ARGS"], Path: env["CNI_PATH"], StdinData: req.Stdin}
-	log := a.log.With("command", cmd, "container", args.ContainerID, "ifname", args.IfName, "pod", podName(args.Args))
+	log := a.log.With("command", cmd, "container", args.ContainerID, "ifname", args.IfName, "pod", cniargs.Pod(args.Args))
 	defer func() {
 		result := "ok"
 		if resp.Error != nil {
@@ -178,15 +225,8 @@ func (a *Agent) run(ctx context.Context, cmd string, args *skel.CmdArgs, env map
 		}
 		return &cniwire.Response{Result: buf.Bytes()}
 	}
-	depth := 0
-	if d := env[meta.EnvDepth]; d != "" {
-		if n, err := strconv.Atoi(d); err == nil && n >= 0 {
-			depth = n
-		} else {
-			depth = 1
-		}
-	}
-	sh := meta.Shared{Exec: a.exec, Sys: a.sys, Log: a.log, Timeout: a.cfg.RequestTimeout, Depth: depth}
+	depth := delcache.ParseDepth(env[meta.EnvDepth])
+	sh := meta.Shared{Exec: a.exec, Sys: a.sys, DevInfo: a.cfg.DevInfo, Log: a.log, Timeout: a.cfg.RequestTimeout, Depth: depth}
 	if a.nets != nil {
 		sh.Nets = a.nets
 	}
@@ -227,21 +267,4 @@ func (a *Agent) run(ctx context.Context, cmd string, args *skel.CmdArgs, env map
 		return errResponse(err)
 	}
 	return &cniwire.Response{}
-}
-
-func podName(cniArgs string) string {
-	var ns, name string
-	for _, kv := range strings.Split(cniArgs, ";") {
-		k, v, _ := strings.Cut(kv, "=")
-		switch k {
-		case "K8S_POD_NAMESPACE":
-			ns = v
-		case "K8S_POD_NAME":
-			name = v
-		}
-	}
-	if name == "" {
-		return ""
-	}
-	return ns + "/" + name
 }

@@ -10,10 +10,11 @@ import (
 	dp "k8s.io/kubelet/pkg/apis/deviceplugin/v1beta1"
 
 	"github.com/multinet-io/multinet/devinfo"
+	"github.com/multinet-io/multinet/pci"
 )
 
 const (
-	vfioDriver    = "vfio-pci"
+	vfioDriver    = pci.DriverVFIO
 	vfioContainer = "/dev/vfio/vfio"
 	vhostNetDev   = "/dev/vhost-net"
 	tunDev        = "/dev/net/tun"
@@ -186,7 +187,7 @@ func (p *pool) allocate(ids []string) (*dp.ContainerAllocateResponse, error) {
 				di.Pci.Vhostnet = vhostNetDev
 			}
 		}
-		path := devinfo.DPPath(cfg.ResourcePrefix+"/"+cfg.ResourceName, d.ID)
+		path := p.devInfo.DPPath(cfg.ResourcePrefix+"/"+cfg.ResourceName, d.ID)
 		if err := devinfo.Save(path, di); err != nil {
 			// Leave no partial set of files behind for a failed Allocate.
 			for _, f := range files {

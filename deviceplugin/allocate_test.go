@@ -20,7 +20,7 @@ import (
 // testPools discovers cfg on the fixture and returns its pools by FullName.
 func testPools(t *testing.T, cfg string) (*pcitest.Tree, map[string]*pool) {
 	t.Helper()
-	t.Setenv(devinfo.EnvBase, t.TempDir())
+	dinfo := devinfo.Dir(t.TempDir())
 	tr, d := fixture(t)
 	c := mustParse(t, cfg)
 	found, err := d.Discover(c)
@@ -29,7 +29,7 @@ func testPools(t *testing.T, cfg string) (*pcitest.Tree, map[string]*pool) {
 	}
 	out := map[string]*pool{}
 	for _, pc := range c.ResourceList {
-		p := newPool(pc, d.Sys, slog.Default())
+		p := newPool(pc, d.Sys, dinfo, slog.Default())
 		p.set(pc, found[pc.FullName()])
 		out[pc.FullName()] = p
 	}
@@ -78,15 +78,15 @@ func TestAllocateNetdevVFs(t *testing.T) {
 	if len(r.Devices) != 0 || len(r.Mounts) != 0 {
 		t.Errorf("netdev VFs got device specs %v mounts %v", r.Devices, r.Mounts)
 	}
-	di, err := devinfo.Load(devinfo.DPPath("intel.com/sriov_netdevice", vf0(2)))
+	di, err := devinfo.Load(pools["intel.com/sriov_netdevice"].devInfo.DPPath("intel.com/sriov_netdevice", vf0(2)))
 	if err != nil || di == nil {
 		t.Fatalf("device-info file: %v %v", di, err)
 	}
 	if di.Type != "pci" || di.Version != "1.1.0" || di.Pci.PciAddress != vf0(2) || di.Pci.PfPciAddress != pf0 {
 		t.Errorf("device-info = %+v %+v", di, di.Pci)
 	}
-	if !strings.HasSuffix(devinfo.DPPath("intel.com/sriov_netdevice", vf0(2)), "/dp/intel.com-sriov_netdevice-0000:3b:01.2-device.json") {
-		t.Errorf("device-info path %s", devinfo.DPPath("intel.com/sriov_netdevice", vf0(2)))
+	if !strings.HasSuffix(pools["intel.com/sriov_netdevice"].devInfo.DPPath("intel.com/sriov_netdevice", vf0(2)), "/dp/intel.com-sriov_netdevice-0000:3b:01.2-device.json") {
+		t.Errorf("device-info path %s", pools["intel.com/sriov_netdevice"].devInfo.DPPath("intel.com/sriov_netdevice", vf0(2)))
 	}
 }
 
@@ -115,7 +115,7 @@ func TestAllocateVFIOAndNoIOMMU(t *testing.T) {
 	if v := info[vf1(3)]["vhost"]; len(v) != 2 || v["net-mount"] != "/dev/vhost-net" || v["tun-mount"] != "/dev/net/tun" {
 		t.Errorf("_INFO vhost of %s = %v, want net-mount and tun-mount", vf1(3), v)
 	}
-	di, _ := devinfo.Load(devinfo.DPPath("nvidia.com/dpdk", vf1(3)))
+	di, _ := devinfo.Load(pools["nvidia.com/dpdk"].devInfo.DPPath("nvidia.com/dpdk", vf1(3)))
 	if di == nil || di.Pci.Vhostnet != "/dev/vhost-net" || di.Pci.PfPciAddress != pf1 {
 		t.Errorf("device-info %+v", di)
 	}
@@ -152,7 +152,7 @@ func TestAllocateUnknownDeviceFails(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), vf1(2)) || !strings.Contains(err.Error(), "intel.com/a") {
 		t.Fatalf("err = %v, want one naming the device and the pool", err)
 	}
-	if di, _ := devinfo.Load(devinfo.DPPath("intel.com/a", vf0(0))); di != nil {
+	if di, _ := devinfo.Load(pools["intel.com/a"].devInfo.DPPath("intel.com/a", vf0(0))); di != nil {
 		t.Errorf("a failed Allocate left a device-info file")
 	}
 }
@@ -170,7 +170,7 @@ func TestAllocateVhostUserSlots(t *testing.T) {
 	if fi, err := os.Stat(filepath.Join(dir, "vhost-3")); err != nil || !fi.IsDir() {
 		t.Errorf("slot directory not created: %v", err)
 	}
-	di, _ := devinfo.Load(devinfo.DPPath("multinet.io/vhost", "vhost-3"))
+	di, _ := devinfo.Load(pools["multinet.io/vhost"].devInfo.DPPath("multinet.io/vhost", "vhost-3"))
 	if di == nil || di.Type != "vhost-user" || di.VhostUser.Mode != "client" || di.VhostUser.Path != filepath.Join(dir, "vhost-3", "sock") {
 		t.Errorf("device-info = %+v", di)
 	}

@@ -65,7 +65,7 @@ func BenchmarkHealthTick1024VFs(b *testing.B) {
 	m := &Manager{sys: d.Sys}
 	var pools []*pool
 	for _, pc := range c.ResourceList {
-		p := newPool(pc, d.Sys, slog.New(slog.NewTextHandler(io.Discard, nil)))
+		p := newPool(pc, d.Sys, devinfo.Dir(b.TempDir()), slog.New(slog.NewTextHandler(io.Discard, nil)))
 		p.set(pc, found[pc.FullName()])
 		pools = append(pools, p)
 	}
@@ -81,7 +81,7 @@ func BenchmarkHealthTick1024VFs(b *testing.B) {
 // BenchmarkAllocate8VFIO: Allocate of 8 vfio-pci VFs (device specs, _INFO env, 8 device-info
 // files written).
 func BenchmarkAllocate8VFIO(b *testing.B) {
-	b.Setenv(devinfo.EnvBase, b.TempDir())
+	dinfo := devinfo.Dir(b.TempDir())
 	tr := bigNode(b)
 	d := &Discoverer{Sys: pci.New(tr.Root), DefaultRouteLinks: func() ([]string, error) { return nil, nil }}
 	c := mustParse(b, benchConfig)
@@ -90,7 +90,7 @@ func BenchmarkAllocate8VFIO(b *testing.B) {
 		b.Fatal(err)
 	}
 	pc := c.ResourceList[1]
-	p := newPool(pc, d.Sys, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	p := newPool(pc, d.Sys, dinfo, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	p.set(pc, found[pc.FullName()])
 	var ids []string
 	for _, dev := range p.members()[:8] {

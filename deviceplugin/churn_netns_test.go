@@ -2,18 +2,17 @@ package deviceplugin
 
 import (
 	"errors"
-	"fmt"
 	"net"
 	"os"
 	"runtime"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/containernetworking/plugins/pkg/ns"
-	"github.com/containernetworking/plugins/pkg/testutils"
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
+
+	"github.com/multinet-io/multinet/internal/netnstest"
 )
 
 // The uplink rule while links come and go on the node (pods attaching: veths created and
@@ -23,16 +22,8 @@ func TestHostDefaultRouteLinksUnderLinkChurn(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("needs root: creates a network namespace, veth links and routes")
 	}
-	host, err := testutils.NewNS()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { host.Close(); testutils.UnmountNS(host) })
-	h, err := netlink.NewHandleAt(netns.NsHandle(host.Fd()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { h.Close() })
+	host := netnstest.New(t)
+	h := netnstest.Handle(t, host)
 	// A bond-less uplink under a bridge: the rule must follow the bridge to its port, which
 	// needs the port's entry in the link list.
 	if err := h.LinkAdd(&netlink.Bridge{LinkAttrs: netlink.LinkAttrs{Name: "mnbr0"}}); err != nil {
@@ -42,36 +33,14 @@ func TestHostDefaultRouteLinksUnderLinkChurn(t *testing.T) {
 	if err := h.LinkAdd(&netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: "mnup0", MasterIndex: br.Attrs().Index}, PeerName: "mnup0p"}); err != nil {
 		t.Fatal(err)
 	}
-	for i := 0; i < 150; i++ {
-		if err := h.LinkAdd(&netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: fmt.Sprintf("pad%d", i)}, PeerName: fmt.Sprintf("padp%d", i)}); err != nil {
-			t.Fatal(err)
-		}
-	}
+	netnstest.Pad(t, h, 150)
 	h.LinkSetUp(br)
 	addr, _ := netlink.ParseAddr("10.3.0.2/24")
 	h.AddrAdd(br, addr)
 	if err := h.RouteAdd(&netlink.Route{LinkIndex: br.Attrs().Index, Gw: net.IPv4(10, 3, 0, 1)}); err != nil {
 		t.Fatal(err)
 	}
-	stop := make(chan struct{})
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for i := 0; ; i++ {
-			select {
-			case <-stop:
-				return
-			default:
-			}
-			name := fmt.Sprintf("churn%d", i%4)
-			h.LinkAdd(&netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: name}, PeerName: name + "p"})
-			if l, err := h.LinkByName(name); err == nil {
-				h.LinkDel(l)
-			}
-		}
-	}()
-	t.Cleanup(func() { close(stop); wg.Wait() })
+	netnstest.Churn(t, h)
 
 	interrupted := false
 	func() {

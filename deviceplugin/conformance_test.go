@@ -445,7 +445,7 @@ func judgeSelection(t *testing.T, c conformance.Case, deviceType string, sels js
 // judgeDeviceSpec allocates the case's device through a pool and compares the device specs,
 // the _INFO env's keys and the advertised topology with upstream's.
 func judgeDeviceSpec(t *testing.T, c conformance.Case) conformance.Outcome {
-	t.Setenv(devinfo.EnvBase, t.TempDir())
+	dinfo := devinfo.Dir(t.TempDir())
 	var cfgRaw map[string]json.RawMessage
 	_ = c.Decode("config", &cfgRaw)
 	if _, ok := cfgRaw["selectors"]; !ok {
@@ -512,7 +512,7 @@ func judgeDeviceSpec(t *testing.T, c conformance.Case) conformance.Outcome {
 	_ = c.Decode("expected", &exp)
 	if _, ok := exp["topology"]; ok {
 		// excludeTopology: the device is listed without NUMA affinity.
-		pl := newPool(*p, sys, slog.Default())
+		pl := newPool(*p, sys, dinfo, slog.Default())
 		dev, _ := sys.Device(one.PCIAddress)
 		dev.NUMANode = 0
 		pl.set(*p, []*Device{{ID: one.PCIAddress, PCI: dev}})
@@ -580,7 +580,7 @@ func allocateOne(t *testing.T, sys *pci.SysFS, p Pool, vhost bool) (*dp.Containe
 }
 
 func allocateIDs(t *testing.T, sys *pci.SysFS, p Pool, devs []*Device, id string) (*dp.ContainerAllocateResponse, error) {
-	pl := newPool(p, sys, slog.New(slog.NewTextHandler(testWriter{t}, nil)))
+	pl := newPool(p, sys, devinfo.Dir(t.TempDir()), slog.New(slog.NewTextHandler(testWriter{t}, nil)))
 	pl.set(p, devs)
 	resp, err := pl.Allocate(context.Background(), &dp.AllocateRequest{ContainerRequests: []*dp.ContainerAllocateRequest{{DevicesIds: []string{id}}}})
 	if err != nil {

@@ -227,7 +227,7 @@ func (d *Discoverer) candidates() ([]*candidate, error) {
 	for i := range devs {
 		netdevOf[devs[i].Address] = devs[i].Netdev
 	}
-	devDir := filepath.Join(sys.Root, "bus", "pci", "devices")
+	devDir := sys.DevicesDir()
 	out := make([]*candidate, 0, len(devs))
 	for i := range devs {
 		dev := &devs[i]

@@ -29,7 +29,7 @@ func (n *nodeState) driver(addr string) (string, bool) {
 	if n.gone[addr] {
 		return "", false
 	}
-	link := filepath.Join(n.sys.Root, "bus", "pci", "devices", addr)
+	link := n.sys.DevicePath(addr)
 	if _, err := os.Stat(link); err != nil {
 		n.gone[addr] = true
 		return "", false
@@ -49,7 +49,7 @@ func (n *nodeState) operState(addr, netdev string) string {
 	if st, ok := n.oper[key]; ok {
 		return st
 	}
-	b, _ := os.ReadFile(filepath.Join(n.sys.Root, "bus", "pci", "devices", addr, "net", netdev, "operstate"))
+	b, _ := os.ReadFile(n.sys.DevicePath(addr, "net", netdev, "operstate"))
 	st := strings.TrimSpace(string(b))
 	n.oper[key] = st
 	return st
@@ -88,7 +88,7 @@ func checkHealth(n *nodeState, d *Device, inUse bool) string {
 	if !inUse && len(d.PCI.Netdevs) > 0 {
 		// The common case costs one lstat (this runs for every VF every tick). A renamed netdev
 		// (udev renames new VFs' eth<N> a moment after they appear) is not a lost one.
-		if _, err := os.Lstat(filepath.Join(n.sys.Root, "bus", "pci", "devices", d.ID, "net", d.PCI.Netdevs[0])); err != nil {
+		if _, err := os.Lstat(n.sys.DevicePath(d.ID, "net", d.PCI.Netdevs[0])); err != nil {
 			if now, _ := n.sys.Netdevs(d.ID); len(now) == 0 {
 				return "netdev " + d.PCI.Netdevs[0] + " vanished"
 			}

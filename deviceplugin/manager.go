@@ -16,6 +16,7 @@ import (
 
 	dp "k8s.io/kubelet/pkg/apis/deviceplugin/v1beta1"
 
+	"github.com/multinet-io/multinet/devinfo"
 	"github.com/multinet-io/multinet/devpools"
 	"github.com/multinet-io/multinet/pci"
 )
@@ -33,6 +34,8 @@ type Options struct {
 	// PoolsFile, when set, is where the pools' PCI addresses are published (package devpools)
 	// after every change, for the sriov CNI plugin to refuse VFs that are in no pool.
 	PoolsFile string
+	// DevInfo is where Allocate writes device-info files ("": devinfo.DefaultBase).
+	DevInfo devinfo.Dir
 	// OnRefused, when set, is called with the refused pools each time a config takes effect
 	// whose refusals differ from the last ones reported (an empty list: every pool served). It
 	// must not block: the command posts Events on the Node from it.
@@ -58,8 +61,8 @@ type Manager struct {
 	fp      string // device fingerprint of the last discovery
 	regErrs map[string]string
 	classes map[string]bool // address -> is a network/accelerator function
-	// published is what the pools file says now.
-	published map[string][]string
+	// published is what the pools file says now (Updated aside).
+	published devpools.File
 	// reported is the refusals last passed to OnRefused (nil: none reported yet).
 	reported *string
 }
@@ -305,7 +308,7 @@ func (m *Manager) apply(cfg *Config) error {
 		devs := found[name]
 		p := m.pools[name]
 		if p == nil {
-			p = newPool(pc, m.sys, m.log)
+			p = newPool(pc, m.sys, m.opts.DevInfo, m.log)
 			m.pools[name] = p
 			m.log.Info("pool added", "resource", name, "devices", ids(devs))
 		} else if reflect.DeepEqual(p.config(), pc) {
@@ -333,7 +336,14 @@ func (m *Manager) publishPoolsLocked() error {
 		return nil
 	}
 	pools := map[string][]string{}
+	var vhost map[string]devpools.VhostPool
 	for name, p := range m.pools {
+		if v := p.config().VhostUser; v != nil {
+			if vhost == nil {
+				vhost = map[string]devpools.VhostPool{}
+			}
+			vhost[name] = devpools.VhostPool{Dir: v.Dir, ContainerDir: v.ContainerDir}
+		}
 		addrs := []string{}
 		for _, d := range p.members() {
 			if d.PCI != nil {
@@ -342,13 +352,14 @@ func (m *Manager) publishPoolsLocked() error {
 		}
 		pools[name] = addrs
 	}
-	if reflect.DeepEqual(pools, m.published) {
+	f := devpools.File{Pools: pools, VhostUser: vhost}
+	if reflect.DeepEqual(f, m.published) {
 		return nil
 	}
-	if err := devpools.Write(m.opts.PoolsFile, pools); err != nil {
+	if err := devpools.WriteFile(m.opts.PoolsFile, f); err != nil {
 		return err
 	}
-	m.published = pools
+	m.published = f
 	return nil
 }
 
@@ -401,11 +412,33 @@ func (m *Manager) removePoolLocked(name string, p *pool) {
 }
 
 // syncEndpoints (re)starts endpoints whose socket is gone and registers those kubelet has not
-// seen, each time kubelet.sock is new.
+// seen, each time kubelet.sock is new. The registration calls (up to 5 s each on a slow
+// kubelet) run without the manager's lock: Allocate, reloads and status calls go on meanwhile.
 func (m *Manager) syncEndpoints(ctx context.Context) {
+	kid := kubeletID(m.opts.PluginDir)
+	for name, e := range m.endpointsToRegister(kid) {
+		err := e.register(ctx, m.opts.PluginDir)
+		m.mu.Lock()
+		switch {
+		case m.eps[name] != e:
+			// Replaced or stopped while registering: the next tick registers what is there.
+		case err != nil:
+			m.logRegErr(name, err)
+		default:
+			delete(m.regErrs, name)
+			e.kubelet = kid
+			m.log.Info("registered with kubelet", "resource", name, "endpoint", e.path)
+		}
+		m.mu.Unlock()
+	}
+}
+
+// endpointsToRegister (re)starts the endpoints whose socket is gone and returns those kubelet
+// kid has not registered yet.
+func (m *Manager) endpointsToRegister(kid string) map[string]*endpoint {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	kid := kubeletID(m.opts.PluginDir)
+	todo := map[string]*endpoint{}
 	for name, p := range m.pools {
 		e := m.eps[name]
 		if e != nil && !e.alive() {
@@ -425,14 +458,9 @@ func (m *Manager) syncEndpoints(ctx context.Context) {
 		if kid == "" || e.kubelet == kid {
 			continue
 		}
-		if err := e.register(ctx, m.opts.PluginDir); err != nil {
-			m.logRegErr(name, err)
-			continue
-		}
-		delete(m.regErrs, name)
-		e.kubelet = kid
-		m.log.Info("registered with kubelet", "resource", name, "endpoint", e.path)
+		todo[name] = e
 	}
+	return todo
 }
 
 func (m *Manager) logRegErr(name string, err error) {
@@ -447,7 +475,7 @@ func (m *Manager) logRegErr(name string, err error) {
 // The PCI class of an address is read once and remembered (it never changes).
 func (m *Manager) look() (*nodeState, string) {
 	n := newNodeState(m.sys)
-	dir := filepath.Join(m.sys.Root, "bus", "pci", "devices")
+	dir := m.sys.DevicesDir()
 	entries, err := os.ReadDir(dir)
 	if err != nil {
 		return n, "error: " + err.Error()

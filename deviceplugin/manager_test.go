@@ -33,6 +33,10 @@ type fakeKubelet struct {
 	opts  map[string]*dp.DevicePluginOptions
 	lists map[string][]*dp.Device
 	conns []*grpc.ClientConn
+	// block, when set, holds every Register until it is closed (a kubelet slow to answer);
+	// blocked counts the calls held.
+	block   chan struct{}
+	blocked int
 }
 
 // startFakeKubelet starts a kubelet in dir; like kubelet, it first deletes every socket there.
@@ -64,7 +68,20 @@ func (k *fakeKubelet) stop() {
 	_ = os.Remove(filepath.Join(k.dir, KubeletSocket))
 }
 
-func (k *fakeKubelet) Register(_ context.Context, r *dp.RegisterRequest) (*dp.Empty, error) {
+func (k *fakeKubelet) Register(ctx context.Context, r *dp.RegisterRequest) (*dp.Empty, error) {
+	k.mu.Lock()
+	block := k.block
+	if block != nil {
+		k.blocked++
+	}
+	k.mu.Unlock()
+	if block != nil {
+		select {
+		case <-block:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
 	if r.Version != dp.Version {
 		return nil, fmt.Errorf("unsupported version %q", r.Version)
 	}
@@ -164,7 +181,7 @@ type managerEnv struct {
 
 func startManager(t *testing.T, cfg string) (*managerEnv, *Discoverer) {
 	t.Helper()
-	t.Setenv(devinfo.EnvBase, t.TempDir())
+	dinfo := devinfo.Dir(t.TempDir())
 	tr, d := fixture(t)
 	_ = tr
 	// Unix socket paths are short; t.TempDir() can be long.
@@ -178,7 +195,7 @@ func startManager(t *testing.T, cfg string) (*managerEnv, *Discoverer) {
 		t.Fatal(err)
 	}
 	e.k = startFakeKubelet(t, dir)
-	e.m, err = New(Options{ConfigFile: e.cfg, SysfsRoot: d.Sys.Root, PluginDir: dir, Interval: 50 * time.Millisecond,
+	e.m, err = New(Options{ConfigFile: e.cfg, DevInfo: dinfo, SysfsRoot: d.Sys.Root, PluginDir: dir, Interval: 50 * time.Millisecond,
 		DefaultRouteLinks: d.DefaultRouteLinks, Logger: slog.New(slog.NewTextHandler(testWriter{t}, nil))})
 	if err != nil {
 		t.Fatal(err)
@@ -486,7 +503,7 @@ func TestManagerReportsRefusalChanges(t *testing.T) {
 		}
 	}
 	write(`{"resourceList":[{"resourceName":"iavf","selectors":{"drivers":["iavf"]}},{"resourceName":"gtp","selectors":{"ddpProfiles":["GTP"]}}]}`)
-	m, err := New(Options{ConfigFile: cfg, SysfsRoot: d.Sys.Root, DefaultRouteLinks: d.DefaultRouteLinks, Logger: slog.New(slog.NewTextHandler(testWriter{t}, nil)),
+	m, err := New(Options{ConfigFile: cfg, DevInfo: devinfo.Dir(t.TempDir()), SysfsRoot: d.Sys.Root, DefaultRouteLinks: d.DefaultRouteLinks, Logger: slog.New(slog.NewTextHandler(testWriter{t}, nil)),
 		OnRefused: func(r []Refusal) {
 			mu.Lock()
 			defer mu.Unlock()
@@ -519,4 +536,64 @@ func TestManagerRediscoversNewSubfunction(t *testing.T) {
 	eventually(t, "the new subfunction listed", func() bool {
 		return e.k.health("nvidia.com/sf") == healthString([]string{"mlx5_core.sf.2"})
 	})
+}
+
+// A kubelet slow to answer Register (the call may take its full 5 s) must not stall the
+// manager: while a registration hangs, calls that need the manager's lock (the status the
+// agent and the command read) still answer at once, and the registration completes later.
+func TestRegistrationDoesNotHoldTheManagerLock(t *testing.T) {
+	dinfo := devinfo.Dir(t.TempDir())
+	_, d := fixture(t)
+	dir, err := os.MkdirTemp("", "mndp")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	cfg := filepath.Join(t.TempDir(), "config.json")
+	if err := os.WriteFile(cfg, []byte(twoPools), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	k := startFakeKubelet(t, dir)
+	release := make(chan struct{})
+	k.mu.Lock()
+	k.block = release
+	k.mu.Unlock()
+	m, err := New(Options{ConfigFile: cfg, DevInfo: dinfo, SysfsRoot: d.Sys.Root, PluginDir: dir, Interval: 50 * time.Millisecond,
+		DefaultRouteLinks: d.DefaultRouteLinks, Logger: slog.New(slog.NewTextHandler(testWriter{t}, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- m.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+
+	for start := time.Now(); ; time.Sleep(10 * time.Millisecond) {
+		k.mu.Lock()
+		n := k.blocked
+		k.mu.Unlock()
+		if n > 0 {
+			break
+		}
+		if time.Since(start) > 5*time.Second {
+			t.Fatal("the manager never called Register")
+		}
+	}
+	answered := make(chan struct{})
+	go func() {
+		_ = m.ConfigError()
+		_ = m.Refused()
+		close(answered)
+	}()
+	select {
+	case <-answered:
+	case <-time.After(time.Second):
+		t.Fatal("ConfigError/Refused blocked behind a registration call to a slow kubelet")
+	}
+	close(release)
+	for start := time.Now(); k.registrations("intel.com/iavf") == 0; time.Sleep(20 * time.Millisecond) {
+		if time.Since(start) > 10*time.Second {
+			t.Fatal("no registration once kubelet answered")
+		}
+	}
 }

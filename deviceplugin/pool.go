@@ -9,6 +9,7 @@ import (
 
 	dp "k8s.io/kubelet/pkg/apis/deviceplugin/v1beta1"
 
+	"github.com/multinet-io/multinet/devinfo"
 	"github.com/multinet-io/multinet/pci"
 )
 
@@ -19,7 +20,9 @@ type pool struct {
 	dp.UnimplementedDevicePluginServer
 
 	sys *pci.SysFS
-	log *slog.Logger
+	// devInfo is where Allocate writes the devices' device-info files.
+	devInfo devinfo.Dir
+	log     *slog.Logger
 
 	mu      sync.Mutex
 	cfg     Pool
@@ -35,8 +38,8 @@ type pool struct {
 	lastSent uint64
 }
 
-func newPool(cfg Pool, sys *pci.SysFS, log *slog.Logger) *pool {
-	return &pool{cfg: cfg, sys: sys, log: log.With("resource", cfg.FullName()),
+func newPool(cfg Pool, sys *pci.SysFS, devInfo devinfo.Dir, log *slog.Logger) *pool {
+	return &pool{cfg: cfg, sys: sys, devInfo: devInfo, log: log.With("resource", cfg.FullName()),
 		byID: map[string]*Device{}, health: map[string]string{}, inUse: map[string]int{}, changed: make(chan struct{})}
 }
 

@@ -28,14 +28,14 @@ import (
 // The device plugin publishes which PCI devices are in its pools, for the sriov plugin to refuse
 // every other VF; the file follows config reloads.
 func TestSecurityPoolsFileFollowsThePools(t *testing.T) {
-	t.Setenv(devinfo.EnvBase, t.TempDir())
+	dinfo := devinfo.Dir(t.TempDir())
 	_, d := fixture(t)
 	cfg := filepath.Join(t.TempDir(), "config.json")
 	pf := filepath.Join(t.TempDir(), "pools", "pools.json")
 	if err := os.WriteFile(cfg, []byte(twoPools), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	m, err := New(Options{ConfigFile: cfg, SysfsRoot: d.Sys.Root, PluginDir: t.TempDir(), DefaultRouteLinks: d.DefaultRouteLinks,
+	m, err := New(Options{ConfigFile: cfg, DevInfo: dinfo, SysfsRoot: d.Sys.Root, PluginDir: t.TempDir(), DefaultRouteLinks: d.DefaultRouteLinks,
 		Logger: slog.New(slog.NewTextHandler(testWriter{t}, nil)), PoolsFile: pf})
 	if err != nil {
 		t.Fatal(err)
@@ -79,7 +79,7 @@ func TestSecuritySocketIs0600WhateverTheUmask(t *testing.T) {
 	}
 	t.Cleanup(func() { os.RemoveAll(dir) })
 	cfg := mustParse(t, twoPools)
-	p := newPool(cfg.ResourceList[0], d.Sys, slog.New(slog.NewTextHandler(testWriter{t}, nil)))
+	p := newPool(cfg.ResourceList[0], d.Sys, devinfo.Dir(t.TempDir()), slog.New(slog.NewTextHandler(testWriter{t}, nil)))
 	e, err := startEndpoint(p, dir)
 	if err != nil {
 		t.Fatal(err)
@@ -272,5 +272,29 @@ func TestSecurityVhostSlotInUseNotWiped(t *testing.T) {
 	}
 	if _, err := os.Lstat(filepath.Join(dir, "vhost-0", "sock")); err != nil {
 		t.Errorf("the live socket was removed: %v", err)
+	}
+}
+
+// A vhostUser pool's slot directories are published too: the vhost-user plugin learns from
+// the pools file where the pod sees a slot, so a NAD need not repeat the pool's containerDir.
+func TestPoolsFilePublishesVhostContainerDir(t *testing.T) {
+	_, d := fixture(t)
+	cfg := filepath.Join(t.TempDir(), "config.json")
+	pf := filepath.Join(t.TempDir(), "pools.json")
+	vdir := t.TempDir()
+	if err := os.WriteFile(cfg, []byte(`{"resourceList":[{"resourceName":"vhost","resourcePrefix":"multinet.io","deviceType":"vhostUser",
+	  "vhostUser":{"dir":"`+vdir+`","count":2,"mode":"server","containerDir":"/var/run/vhu"}}]}`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := New(Options{ConfigFile: cfg, DevInfo: devinfo.Dir(t.TempDir()), SysfsRoot: d.Sys.Root, PluginDir: t.TempDir(),
+		DefaultRouteLinks: d.DefaultRouteLinks, Logger: slog.New(slog.NewTextHandler(testWriter{t}, nil)), PoolsFile: pf}); err != nil {
+		t.Fatal(err)
+	}
+	f, err := devpools.Read(pf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v, ok := f.VhostPoolAt(vdir); !ok || v.ContainerDir != "/var/run/vhu" || f.VhostUser["multinet.io/vhost"] != v {
+		t.Fatalf("pools file vhostUser = %+v, want multinet.io/vhost at %s seen in the pod at /var/run/vhu", f.VhostUser, vdir)
 	}
 }

@@ -30,7 +30,7 @@ func noUplinks() ([]string, error) { return nil, nil }
 // vdpaType selects VFs by the driver of their vDPA device; a vhost member is allocated with its
 // /dev/vhost-vdpa-N and a device-info of type vdpa, as upstream writes it.
 func TestVdpaPools(t *testing.T) {
-	t.Setenv(devinfo.EnvBase, t.TempDir())
+	dinfo := devinfo.Dir(t.TempDir())
 	tr := vdpaNode(t)
 	cfg := mustParse(t, `{"resourceList":[
 	  {"resourceName":"vdpa_vhost","resourcePrefix":"nvidia.com","selectors":[{"vendors":["15b3"],"devices":["101e"],"vdpaType":"vhost"}]},
@@ -46,7 +46,7 @@ func TestVdpaPools(t *testing.T) {
 	if got := ids(found["nvidia.com/vdpa_virtio"]); !reflect.DeepEqual(got, []string{"0000:65:00.4"}) {
 		t.Errorf("virtio pool %v", got)
 	}
-	p := newPool(cfg.ResourceList[0], d.Sys, slog.Default())
+	p := newPool(cfg.ResourceList[0], d.Sys, dinfo, slog.Default())
 	p.set(cfg.ResourceList[0], found["nvidia.com/vdpa_vhost"])
 	r := allocate(t, p, "0000:65:00.3")
 	if got := devSpecs(r); !reflect.DeepEqual(got, []string{"/dev/vhost-vdpa-1"}) {
@@ -59,7 +59,7 @@ func TestVdpaPools(t *testing.T) {
 	if info["0000:65:00.3"]["vdpa"]["mount"] != "/dev/vhost-vdpa-1" {
 		t.Errorf("_INFO %v", info)
 	}
-	di, _ := devinfo.Load(devinfo.DPPath("nvidia.com/vdpa_vhost", "0000:65:00.3"))
+	di, _ := devinfo.Load(dinfo.DPPath("nvidia.com/vdpa_vhost", "0000:65:00.3"))
 	if di == nil || di.Type != "vdpa" || di.Vdpa == nil || di.Vdpa.ParentDevice != "vdpa1" || di.Vdpa.Driver != "vhost" ||
 		di.Vdpa.Path != "/dev/vhost-vdpa-1" || di.Vdpa.PciAddress != "0000:65:00.3" || di.Vdpa.PfPciAddress != "0000:65:00.0" {
 		t.Errorf("device-info %+v (vdpa %+v)", di, di.Vdpa)
@@ -70,7 +70,7 @@ func TestVdpaPools(t *testing.T) {
 // with sfnum ranges in pfNames (upstream's docs/subfunctions example "p0#1-5"); the PF's own
 // eth/rdma auxiliary devices are never taken; allocation names the subfunction.
 func TestAuxNetDevicePools(t *testing.T) {
-	t.Setenv(devinfo.EnvBase, t.TempDir())
+	dinfo := devinfo.Dir(t.TempDir())
 	tr := pcitest.New(t)
 	tr.AddPF(pcitest.PF{Address: "0000:03:00.0", Vendor: "15b3", Device: "a2d6", Driver: "mlx5_core", Netdev: "p0", TotalVFs: 8})
 	tr.AddAux(pcitest.Aux{Parent: "0000:03:00.0", Name: "mlx5_core.eth.0", Driver: "mlx5_core.eth", SFNum: -1, Netdev: "p0"})
@@ -88,7 +88,7 @@ func TestAuxNetDevicePools(t *testing.T) {
 	if got := ids(found["nvidia.com/bf2_sf"]); !reflect.DeepEqual(got, []string{"mlx5_core.sf.2", "mlx5_core.sf.3"}) {
 		t.Fatalf("pool %v, want the subfunctions with sfnum 1 and 3", got)
 	}
-	p := newPool(cfg.ResourceList[0], d.Sys, slog.Default())
+	p := newPool(cfg.ResourceList[0], d.Sys, dinfo, slog.Default())
 	p.set(cfg.ResourceList[0], found["nvidia.com/bf2_sf"])
 	if resp, _, _ := p.list(); len(resp.Devices) != 2 || resp.Devices[0].Health != "Healthy" {
 		t.Fatalf("listed %v", resp.Devices)
@@ -108,7 +108,7 @@ func TestAuxNetDevicePools(t *testing.T) {
 // isRdma members get their verbs node and rdma_cm mounted, named in _INFO and device-info (an
 // RDMA application in the pod needs them, as with upstream).
 func TestAllocateRDMA(t *testing.T) {
-	t.Setenv(devinfo.EnvBase, t.TempDir())
+	dinfo := devinfo.Dir(t.TempDir())
 	tr := pcitest.New(t)
 	tr.AddPF(pcitest.PF{Address: "0000:86:00.0", Vendor: "15b3", Device: "1017", Driver: "mlx5_core", Netdev: "p1", TotalVFs: 8})
 	tr.AddVF(pcitest.VF{PF: "0000:86:00.0", Index: 0, Address: "0000:86:00.2", Vendor: "15b3", Device: "1018", Driver: "mlx5_core", Netdev: "p1v0"})
@@ -123,7 +123,7 @@ func TestAllocateRDMA(t *testing.T) {
 	if got := ids(found["nvidia.com/rdma"]); !reflect.DeepEqual(got, []string{"0000:86:00.2"}) {
 		t.Fatalf("pool %v, want only the VF with an RDMA device", got)
 	}
-	p := newPool(cfg.ResourceList[0], d.Sys, slog.Default())
+	p := newPool(cfg.ResourceList[0], d.Sys, dinfo, slog.Default())
 	p.set(cfg.ResourceList[0], found["nvidia.com/rdma"])
 	r := allocate(t, p, "0000:86:00.2")
 	if got := devSpecs(r); !reflect.DeepEqual(got, []string{"/dev/infiniband/rdma_cm", "/dev/infiniband/uverbs4"}) {
@@ -134,7 +134,7 @@ func TestAllocateRDMA(t *testing.T) {
 	if rd := info["0000:86:00.2"]["rdma"]; rd["uverbs"] != "/dev/infiniband/uverbs4" || rd["rdma_cm"] != "/dev/infiniband/rdma_cm" {
 		t.Errorf("_INFO rdma %v", rd)
 	}
-	if di, _ := devinfo.Load(devinfo.DPPath("nvidia.com/rdma", "0000:86:00.2")); di == nil || di.Pci.RdmaDevice != "mlx5_4" {
+	if di, _ := devinfo.Load(dinfo.DPPath("nvidia.com/rdma", "0000:86:00.2")); di == nil || di.Pci.RdmaDevice != "mlx5_4" {
 		t.Errorf("device-info %+v", di)
 	}
 }
@@ -164,7 +164,7 @@ func TestPKeysSelector(t *testing.T) {
 // A VF of a switchdev PF is allocated with its representor in device-info (representor-device),
 // found through sriovnet; a legacy-mode VF has none.
 func TestAllocateRepresentor(t *testing.T) {
-	t.Setenv(devinfo.EnvBase, t.TempDir())
+	dinfo := devinfo.Dir(t.TempDir())
 	tr := pcitest.New(t)
 	tr.AddPF(pcitest.PF{Address: "0000:03:00.0", Vendor: "15b3", Device: "101d", Driver: "mlx5_core", Netdev: "p0", TotalVFs: 8})
 	tr.AddVF(pcitest.VF{PF: "0000:03:00.0", Index: 0, Address: "0000:03:00.2", Vendor: "15b3", Device: "101e", Driver: "mlx5_core", Netdev: "p0v0"})
@@ -177,11 +177,11 @@ func TestAllocateRepresentor(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := newPool(cfg.ResourceList[0], d.Sys, slog.Default())
+	p := newPool(cfg.ResourceList[0], d.Sys, dinfo, slog.Default())
 	p.set(cfg.ResourceList[0], found["nvidia.com/sw"])
 	allocate(t, p, "0000:03:00.2", "0000:03:00.3")
 	for vf, want := range map[string]string{"0000:03:00.2": "", "0000:03:00.3": "pf0vf1rep"} {
-		di, _ := devinfo.Load(devinfo.DPPath("nvidia.com/sw", vf))
+		di, _ := devinfo.Load(dinfo.DPPath("nvidia.com/sw", vf))
 		if di == nil || di.Pci.RepresentorDevice != want {
 			t.Errorf("device-info of %s: %+v, want representor-device %q", vf, di, want)
 		}

@@ -4,8 +4,8 @@
 //	<base>/dp/<resource>-<deviceID>-device.json   written by the device plugin on Allocate
 //	<base>/cni/<net>-<containerID>_<ifname>       written by a CNI plugin on ADD, removed on DEL
 //
-// base is /var/run/k8s.cni.cncf.io/devinfo, or MULTINET_DEVINFO_DIR so tests and simulated
-// nodes keep their files out of the host's.
+// base is /var/run/k8s.cni.cncf.io/devinfo, or another Dir the binaries are given (cmd/ reads
+// MULTINET_DEVINFO_DIR so tests and simulated nodes keep their files out of the host's).
 package devinfo
 
 import (
@@ -25,27 +25,31 @@ import (
 // DefaultBase is where upstream components put device-info files.
 const DefaultBase = "/var/run/k8s.cni.cncf.io/devinfo"
 
-// EnvBase overrides DefaultBase.
+// EnvBase names the environment variable the binaries (in cmd/) read a Dir from.
 const EnvBase = "MULTINET_DEVINFO_DIR"
 
-// Base returns the device-info root in effect.
-func Base() string {
-	if b := os.Getenv(EnvBase); b != "" {
-		return b
+// Dir is a device-info root, passed as a value so that one process can serve several; ""
+// means DefaultBase.
+type Dir string
+
+// Root returns the directory, DefaultBase for "".
+func (d Dir) Root() string {
+	if d == "" {
+		return DefaultBase
 	}
-	return DefaultBase
+	return string(d)
 }
 
 // DPPath is the device plugin's file for one allocated device ("/" in names becomes "-").
-func DPPath(resourceName, deviceID string) string {
-	return filepath.Join(Base(), "dp", fmt.Sprintf("%s-%s-device.json",
+func (d Dir) DPPath(resourceName, deviceID string) string {
+	return filepath.Join(d.Root(), "dp", fmt.Sprintf("%s-%s-device.json",
 		strings.ReplaceAll(resourceName, "/", "-"), strings.ReplaceAll(deviceID, "/", "-")))
 }
 
 // CNIPath is a CNI plugin's file for one attachment.
-func CNIPath(netName, containerID, ifName string) string {
+func (d Dir) CNIPath(netName, containerID, ifName string) string {
 	name := fmt.Sprintf("%s-%s_%s", netName, containerID, ifName)
-	return filepath.Join(Base(), "cni", strings.ReplaceAll(name, "/", "-"))
+	return filepath.Join(d.Root(), "cni", strings.ReplaceAll(name, "/", "-"))
 }
 
 // PCI builds a pci device-info; pfAddress may be empty.

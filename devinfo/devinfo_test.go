@@ -8,11 +8,20 @@ import (
 )
 
 func TestPathsAndRoundTrip(t *testing.T) {
-	t.Setenv(EnvBase, t.TempDir())
-	if got, want := DPPath("intel.com/sriov_netdevice", "0000:3b:02.1"), filepath.Join(Base(), "dp", "intel.com-sriov_netdevice-0000:3b:02.1-device.json"); got != want {
+	d := Dir(t.TempDir())
+	if got, want := d.DPPath("intel.com/sriov_netdevice", "0000:3b:02.1"), filepath.Join(string(d), "dp", "intel.com-sriov_netdevice-0000:3b:02.1-device.json"); got != want {
 		t.Fatalf("DPPath = %s, want %s", got, want)
 	}
-	p := CNIPath("sriov-net", "abc123", "net1")
+	if got := Dir("").Root(); got != DefaultBase {
+		t.Fatalf("Dir(\"\").Root() = %s, want %s", got, DefaultBase)
+	}
+	// The environment is the binaries' to read (cmd/), not this package's: one process can
+	// hold two roots.
+	t.Setenv(EnvBase, t.TempDir())
+	if got := Dir("").CNIPath("n", "c", "net1"); filepath.Dir(filepath.Dir(got)) != DefaultBase {
+		t.Fatalf("CNIPath under %s follows the environment", got)
+	}
+	p := d.CNIPath("sriov-net", "abc123", "net1")
 	if filepath.Base(p) != "sriov-net-abc123_net1" {
 		t.Fatalf("CNIPath = %s", p)
 	}
@@ -47,8 +56,7 @@ func TestPathsAndRoundTrip(t *testing.T) {
 // share the fixed temp name <path>.tmp: one rename found the other's temp file gone and the
 // ADD failed. Each writer now has its own temp file; the file is always a whole device-info.
 func TestSecurityDevinfoConcurrentSaves(t *testing.T) {
-	t.Setenv(EnvBase, t.TempDir())
-	p := CNIPath("sriov-net", "abc123", "net1")
+	p := Dir(t.TempDir()).CNIPath("sriov-net", "abc123", "net1")
 	errs := make(chan error, 400)
 	done := make(chan struct{})
 	for w := 0; w < 4; w++ {

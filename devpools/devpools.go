@@ -21,22 +21,36 @@ import (
 // nothing new either).
 const DefaultPath = "/var/lib/multinet/deviceplugin/pools.json"
 
-// EnvPath overrides DefaultPath for the CNI plugins.
+// EnvPath overrides DefaultPath for the binaries (read in cmd/).
 const EnvPath = "MULTINET_POOLS_FILE"
-
-// PathFromEnv returns the pools file in effect for a CNI plugin.
-func PathFromEnv() string {
-	if p := os.Getenv(EnvPath); p != "" {
-		return p
-	}
-	return DefaultPath
-}
 
 // File is the published membership.
 type File struct {
 	// Pools maps a full resource name (prefix/name) to its devices' PCI addresses, sorted.
-	Pools   map[string][]string `json:"pools"`
-	Updated time.Time           `json:"updated"`
+	Pools map[string][]string `json:"pools"`
+	// VhostUser maps a vhostUser pool's full resource name to where its slots are: the
+	// vhost-user plugin learns from it where the pod sees a slot (the pool's containerDir)
+	// without the NAD repeating it.
+	VhostUser map[string]VhostPool `json:"vhostUser,omitempty"`
+	Updated   time.Time            `json:"updated"`
+}
+
+// VhostPool is a vhostUser pool's slot directories: <Dir>/<slot> on the host, mounted in the
+// pod at <ContainerDir>/<slot>.
+type VhostPool struct {
+	Dir          string `json:"dir"`
+	ContainerDir string `json:"containerDir"`
+}
+
+// VhostPoolAt returns the vhostUser pool whose slots are under the host directory dir.
+func (f *File) VhostPoolAt(dir string) (VhostPool, bool) {
+	dir = filepath.Clean(dir)
+	for _, v := range f.VhostUser {
+		if filepath.Clean(v.Dir) == dir {
+			return v, true
+		}
+	}
+	return VhostPool{}, false
 }
 
 // PoolOf returns the resource whose pool holds the PCI address, "" when none does.
@@ -52,8 +66,13 @@ func (f *File) PoolOf(addr string) string {
 
 // Write replaces the file atomically and durably: a reader sees the old or the new pools.
 func Write(path string, pools map[string][]string) error {
-	f := File{Pools: map[string][]string{}, Updated: time.Now().UTC()}
-	for name, addrs := range pools {
+	return WriteFile(path, File{Pools: pools})
+}
+
+// WriteFile is Write with the vhostUser pools too; Updated is set here.
+func WriteFile(path string, in File) error {
+	f := File{Pools: map[string][]string{}, VhostUser: in.VhostUser, Updated: time.Now().UTC()}
+	for name, addrs := range in.Pools {
 		a := append([]string(nil), addrs...)
 		sort.Strings(a)
 		f.Pools[name] = a

@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/multinet-io/multinet/deviceplugin"
+	"github.com/multinet-io/multinet/devinfo"
 	"github.com/multinet-io/multinet/internal/netnsutil"
 	"github.com/multinet-io/multinet/pci"
 	"github.com/multinet-io/multinet/podresources"
@@ -30,8 +31,10 @@ import (
 // Config says where the node's state is. Empty paths are not read.
 type Config struct {
 	Sys *pci.SysFS
-	// SriovStateDir is the sriov plugin's state directory (sriovcni.StateDirFromEnv).
+	// SriovStateDir is the sriov plugin's state directory (cmd/ reads MULTINET_STATE_DIR).
 	SriovStateDir string
+	// DevInfo is the device-info root the sriov plugin writes ("": devinfo.DefaultBase).
+	DevInfo devinfo.Dir
 	// MetaCacheDir is the meta-plugin's cacheDir (its delegate caches are under delegates/).
 	MetaCacheDir string
 	// IPAMDirs are host-local dataDirs: <dir>/<network>/<ip> files name their container.
@@ -270,7 +273,7 @@ func Check(c *Config) (*Report, error) {
 				args := sriovcni.Args{ContainerID: sc.ContainerID, Netns: sc.Netns, IfName: sc.IfName, Args: sc.CNIArgs, StdinData: sc.NetConf}
 				f.apply = func(c *Config) error {
 					args.Path = c.CNIPath
-					p := &sriovcni.Plugin{Sys: c.Sys, StateDir: c.SriovStateDir, Log: c.Log}
+					p := &sriovcni.Plugin{Sys: c.Sys, StateDir: c.SriovStateDir, DevInfo: c.DevInfo, Log: c.Log}
 					return p.Del(args)
 				}
 			} else {

@@ -18,6 +18,7 @@ import (
 	"github.com/multinet-io/multinet/deviceplugin"
 	"github.com/multinet-io/multinet/devinfo"
 	"github.com/multinet-io/multinet/doctor"
+	"github.com/multinet-io/multinet/internal/netnstest"
 	"github.com/multinet-io/multinet/pci"
 	"github.com/multinet-io/multinet/pci/pcitest"
 	"github.com/multinet-io/multinet/sriovcni"
@@ -50,39 +51,20 @@ func newNode(t *testing.T) *node {
 	if _, err := os.Stat(filepath.Join(cniBinDir, "host-local")); err != nil {
 		t.Skipf("needs %s/host-local (hack/deps.sh installs containernetworking-plugins): %v", cniBinDir, err)
 	}
-	host, err := testutils.NewNS()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { host.Close(); testutils.UnmountNS(host) })
+	host := netnstest.New(t)
 	tree := pcitest.New(t)
 	tree.AddPF(pcitest.PF{Address: pfAddr, Vendor: "8086", Device: "10c9", Driver: "igb", Netdev: "mnpf0", TotalVFs: 7})
 	n := &node{t: t, host: host, tree: tree, ipamDir: t.TempDir(), origMAC: map[string]string{}}
-	err = host.Do(func(ns.NetNS) error {
-		if err := netlink.LinkAdd(&netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: "mnpf0"}, PeerName: "mnpf0p"}); err != nil {
-			return err
-		}
-		for i := 0; i < 3; i++ {
-			name := fmt.Sprintf("mnvf%d", i)
-			if err := netlink.LinkAdd(&netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: name}, PeerName: name + "p"}); err != nil {
-				return err
-			}
-			l, _ := netlink.LinkByName(name)
-			n.origMAC[name] = l.Attrs().HardwareAddr.String()
-		}
-		return nil
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
+	// Veths for the PF and the VF netdevs: the dummy module may be missing, and neither reports VFs.
+	netnstest.Veths(t, host, "mnpf0")
+	n.origMAC = netnstest.Veths(t, host, "mnvf0", "mnvf1", "mnvf2")
 	for i := 0; i < 3; i++ {
 		tree.AddVF(pcitest.VF{PF: pfAddr, Index: i, Address: vf(i), Vendor: "8086", Device: "10ca", Driver: "igbvf", Netdev: fmt.Sprintf("mnvf%d", i)})
 	}
-	t.Setenv(devinfo.EnvBase, t.TempDir())
 	log := slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	state := filepath.Join(t.TempDir(), "sriov")
-	n.p = &sriovcni.Plugin{Sys: pci.New(tree.Root), StateDir: state, Log: log}
-	n.cfg = &doctor.Config{Sys: n.p.Sys, SriovStateDir: state, MetaCacheDir: t.TempDir(), IPAMDirs: []string{n.ipamDir},
+	n.p = &sriovcni.Plugin{Sys: pci.New(tree.Root), StateDir: state, DevInfo: devinfo.Dir(t.TempDir()), Log: log}
+	n.cfg = &doctor.Config{Sys: n.p.Sys, SriovStateDir: state, DevInfo: n.p.DevInfo, MetaCacheDir: t.TempDir(), IPAMDirs: []string{n.ipamDir},
 		Checkpoint: filepath.Join(t.TempDir(), "kubelet_internal_checkpoint"), CNIPath: cniBinDir, Log: log}
 	return n
 }

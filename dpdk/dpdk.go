@@ -16,6 +16,8 @@ import (
 	"strings"
 
 	nadv1 "github.com/k8snetworkplumbingwg/network-attachment-definition-client/pkg/apis/k8s.cni.cncf.io/v1"
+
+	"github.com/multinet-io/multinet/pci"
 )
 
 // NetworkStatusAnnot is the annotation the meta-plugin writes (Multus's name).
@@ -217,9 +219,6 @@ func ParseEnv(env []string) (*EnvDevices, error) {
 	return out, nil
 }
 
-// userspaceDrivers are the drivers DPDK can drive a PCI device through.
-var userspaceDrivers = map[string]bool{"vfio-pci": true, "uio_pci_generic": true, "igb_uio": true}
-
 // Plan merges network-status and the environment: network-status gives the order and the
 // vhost-user mode; devices only the environment names (no network-status file, or a resource
 // requested without a network) follow in variable order. A PCI device is taken only when it is
@@ -236,7 +235,7 @@ func Plan(status []Device, env *EnvDevices, driverOf func(pci string) string) (d
 		if v := vfio[addr]; v != nil {
 			return *v
 		}
-		return driverOf != nil && userspaceDrivers[driverOf(addr)]
+		return driverOf != nil && pci.UserspaceDriver(driverOf(addr))
 	}
 	// A slot's socket is <dir>/<slot>/<name> on the host and in the pod alike, but the two dirs
 	// differ when the pool has a containerDir that the NAD does not repeat: network-status then

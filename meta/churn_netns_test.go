@@ -2,18 +2,17 @@ package meta
 
 import (
 	"errors"
-	"fmt"
 	"net"
 	"os"
 	"runtime"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/containernetworking/plugins/pkg/ns"
-	"github.com/containernetworking/plugins/pkg/testutils"
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
+
+	"github.com/multinet-io/multinet/internal/netnstest"
 )
 
 // churnNS is a pod netns with two interfaces, each with a default route, and enough routes that a
@@ -24,16 +23,8 @@ func churnNS(t *testing.T) (ns.NetNS, *netlink.Handle) {
 	if os.Geteuid() != 0 {
 		t.Skip("needs root: creates network namespaces")
 	}
-	pod, err := testutils.NewNS()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { pod.Close(); testutils.UnmountNS(pod) })
-	h, err := netlink.NewHandleAt(netns.NsHandle(pod.Fd()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { h.Close() })
+	pod := netnstest.New(t)
+	h := netnstest.Handle(t, pod)
 	for i, name := range []string{"net1", "net2"} {
 		if err := h.LinkAdd(&netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: name}, PeerName: name + "p"}); err != nil {
 			t.Fatal(err)
@@ -49,31 +40,8 @@ func churnNS(t *testing.T) (ns.NetNS, *netlink.Handle) {
 			t.Fatal(err)
 		}
 	}
-	// Enough links that a link dump spans several netlink messages.
-	for i := 0; i < 150; i++ {
-		if err := h.LinkAdd(&netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: fmt.Sprintf("pad%d", i)}, PeerName: fmt.Sprintf("padp%d", i)}); err != nil {
-			t.Fatal(err)
-		}
-	}
-	stop := make(chan struct{})
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for i := 0; ; i++ {
-			select {
-			case <-stop:
-				return
-			default:
-			}
-			name := fmt.Sprintf("churn%d", i%4)
-			h.LinkAdd(&netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: name}, PeerName: name + "p"})
-			if l, err := h.LinkByName(name); err == nil {
-				h.LinkDel(l)
-			}
-		}
-	}()
-	t.Cleanup(func() { close(stop); wg.Wait() })
+	netnstest.Pad(t, h, 150)
+	netnstest.Churn(t, h)
 	return pod, h
 }
 

@@ -13,6 +13,7 @@ import (
 	"github.com/containernetworking/cni/pkg/types"
 
 	"github.com/multinet-io/multinet/meta/delcache"
+	"github.com/multinet-io/multinet/podresources"
 )
 
 // Defaults, as on a kubeadm-style node.
@@ -21,8 +22,8 @@ const (
 	DefaultBinDir             = delcache.DefaultBinDir
 	DefaultCacheDir           = delcache.DefaultCacheDir
 	DefaultNamespace          = "kube-system"
-	DefaultPodResourcesSocket = "/var/lib/kubelet/pod-resources/kubelet.sock"
-	DefaultKubeletCheckpoint  = "/var/lib/kubelet/device-plugins/kubelet_internal_checkpoint"
+	DefaultPodResourcesSocket = podresources.DefaultSocket
+	DefaultKubeletCheckpoint  = podresources.DefaultCheckpoint
 	DefaultLogDir             = "/var/log/multinet"
 	// A pod with more attachments than this is a mistake or an attack (each one is a NAD
 	// lookup and a delegate exec, repeated on every kubelet retry).

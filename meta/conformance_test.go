@@ -202,7 +202,7 @@ func judgeStatus(t *testing.T, c conformance.Case) conformance.Outcome {
 	if err != nil {
 		return conformance.Differs("result refused: %v", err)
 	}
-	t.Setenv(devinfo.EnvBase, t.TempDir())
+	p := &Plugin{DevInfo: devinfo.Dir(t.TempDir())}
 	d := Delegate{Name: c.Str("network_name")}
 	_ = c.Decode("default", &d.IsDefault)
 	var info *nadv1.DeviceInfo
@@ -212,11 +212,11 @@ func judgeStatus(t *testing.T, c conformance.Case) conformance.Outcome {
 	if info != nil && info.Type != "" {
 		// The device plugin's device-info file is where a status's device-info comes from.
 		d.ResourceName, d.DeviceID = "example.com/res", info.Pci.PciAddress
-		if err := devinfo.Save(devinfo.DPPath(d.ResourceName, d.DeviceID), info); err != nil {
+		if err := devinfo.Save(p.DevInfo.DPPath(d.ResourceName, d.DeviceID), info); err != nil {
 			t.Fatal(err)
 		}
 	}
-	sts, err := (&Plugin{}).statuses("cid", []Delegate{d}, []*types100.Result{r100}, nil)
+	sts, err := p.statuses("cid", []Delegate{d}, []*types100.Result{r100}, nil)
 	if err != nil {
 		return conformance.Differs("refused: %v", err)
 	}

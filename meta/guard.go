@@ -4,10 +4,8 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"os"
 	"path/filepath"
 	"runtime/debug"
-	"strconv"
 	"strings"
 
 	"github.com/containernetworking/cni/libcni"
@@ -168,18 +166,6 @@ func (p *Plugin) exec() invoke.Exec {
 		ex = delcache.DefaultExec()
 	}
 	return delcache.DepthExec{Exec: ex, Depth: p.Depth}
-}
-
-// depthFromEnv reads EnvDepth as the binary finds it.
-func depthFromEnv() int {
-	n, err := strconv.Atoi(os.Getenv(EnvDepth))
-	if err != nil || n < 0 {
-		if os.Getenv(EnvDepth) != "" {
-			return 1
-		}
-		return 0
-	}
-	return n
 }
 
 // nested refuses work in a meta-plugin started by a meta-plugin.

@@ -21,6 +21,7 @@ import (
 	"github.com/vishvananda/netlink"
 
 	"github.com/multinet-io/multinet/devpools"
+	"github.com/multinet-io/multinet/internal/netnstest"
 )
 
 // Debian's reference plugins (containernetworking-plugins, installed by hack/deps.sh).
@@ -217,29 +218,7 @@ func (p *pod) status() []nadv1.NetworkStatus {
 // links returns the pod's interfaces (name -> IPv4 addresses), as `ip addr` in the pod shows.
 func (p *pod) links() map[string][]string {
 	p.n.t.Helper()
-	out := map[string][]string{}
-	err := p.ns.Do(func(ns.NetNS) error {
-		links, err := netlink.LinkList()
-		if err != nil {
-			return err
-		}
-		for _, l := range links {
-			if l.Attrs().Name == "lo" {
-				continue
-			}
-			addrs, _ := netlink.AddrList(l, netlink.FAMILY_V4)
-			ips := []string{}
-			for _, a := range addrs {
-				ips = append(ips, a.IP.String())
-			}
-			out[l.Attrs().Name] = ips
-		}
-		return nil
-	})
-	if err != nil {
-		p.n.t.Fatal(err)
-	}
-	return out
+	return netnstest.Links(p.n.t, p.ns)
 }
 
 func (p *pod) defaultRoutes() []string {

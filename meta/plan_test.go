@@ -14,6 +14,8 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+
+	"github.com/multinet-io/multinet/devinfo"
 )
 
 func standalone(t *testing.T, nads map[string]string) (*Config, *dirNetworks) {
@@ -192,4 +194,31 @@ func mustCIDR(t *testing.T, s string) net.IPNet {
 	}
 	n.IP = ip
 	return *n
+}
+
+// One process, two device-info roots: each Plugin reads the device plugin's file under its own
+// DevInfo, never under whatever the process environment says (the agent serves every request
+// from one environment).
+func TestDeviceInfoFromEachPluginsOwnRoot(t *testing.T) {
+	t.Setenv(devinfo.EnvBase, t.TempDir()) // must not matter
+	res := &types100.Result{CNIVersion: "1.0.0", Interfaces: []*types100.Interface{{Name: "net1", Sandbox: "/ns"}}}
+	d := Delegate{Name: "default/sriov-a", IfName: "net1", ResourceName: "example.com/vf", DeviceID: "vf-1"}
+	var got []string
+	for _, pci := range []string{"0000:01:00.1", "0000:02:00.1"} {
+		p := &Plugin{DevInfo: devinfo.Dir(t.TempDir())}
+		if err := devinfo.Save(p.DevInfo.DPPath(d.ResourceName, d.DeviceID), devinfo.PCI(pci, "")); err != nil {
+			t.Fatal(err)
+		}
+		sts, err := p.statuses("cid", []Delegate{d}, []*types100.Result{res}, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(sts) != 1 || sts[0].DeviceInfo == nil || sts[0].DeviceInfo.Pci == nil {
+			t.Fatalf("status %+v: no device-info", sts)
+		}
+		got = append(got, sts[0].DeviceInfo.Pci.PciAddress)
+	}
+	if got[0] != "0000:01:00.1" || got[1] != "0000:02:00.1" {
+		t.Fatalf("device-info per root = %v, want each plugin's own", got)
+	}
 }

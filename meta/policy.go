@@ -228,7 +228,7 @@ func (c nadCheck) pluginErr(i int, typ, format string, a ...interface{}) error {
 // default-network annotation's (ds[0] when the pod has one), then after the static delegates
 // one per selection, in order. The cluster network and static delegates are the operator's.
 func (p *planner) enforcePolicy(pod *corev1.Pod, ds []Delegate, statics int, sels []Selection) error {
-	host := &lazyHost{conf: p.conf}
+	host := &lazyHost{conf: p.conf, sys: p.sys}
 	c := p.conf
 	if ref := pod.Annotations[DefaultNetworkAnnot]; ref != "" && len(ds) > 0 {
 		ns, name, err := ParseNetworkRef(ref, c.MultinetNamespace)
@@ -692,7 +692,7 @@ func (hv *hostView) resolve(r linkRef) []string {
 		}
 		addr := fullPCIAddress(r.value)
 		names, _ := hv.sys.Netdevs(addr)
-		if m, _ := filepath.Glob(filepath.Join(hv.sys.Root, "bus", "pci", "devices", addr, "virtio*", "net", "*")); len(m) > 0 {
+		if m, _ := filepath.Glob(hv.sys.DevicePath(addr, "virtio*", "net", "*")); len(m) > 0 {
 			for _, p := range m {
 				names = append(names, filepath.Base(p))
 			}
@@ -715,6 +715,7 @@ func (hv *hostView) resolve(r linkRef) []string {
 
 type lazyHost struct {
 	conf *Config
+	sys  *pci.SysFS // nil: /sys
 	hv   *hostView
 	err  error
 	done bool
@@ -722,7 +723,11 @@ type lazyHost struct {
 
 func (h *lazyHost) get() (*hostView, error) {
 	if !h.done {
-		h.hv, h.err = readHost(pci.New(pci.RootFromEnv()), h.conf.Policy.ProtectedLinks)
+		sys := h.sys
+		if sys == nil {
+			sys = pci.New("")
+		}
+		h.hv, h.err = readHost(sys, h.conf.Policy.ProtectedLinks)
 		h.done = true
 	}
 	return h.hv, h.err

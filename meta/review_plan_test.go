@@ -4,6 +4,8 @@ import (
 	"context"
 	"strings"
 	"testing"
+
+	corev1 "k8s.io/api/core/v1"
 )
 
 const tenantNADs = `apiVersion: k8s.cni.cncf.io/v1
@@ -52,5 +54,28 @@ func TestNamespaceIsolationCoversDefaultNetwork(t *testing.T) {
 		if err != nil || len(ds) != 1 {
 			t.Errorf("default-network %s: %v", ok, err)
 		}
+	}
+}
+
+// One rule for both ways a pod names a NAD: a network the pod may put on net1 it may put on
+// eth0; eth0 may in addition come from the plugin's namespace.
+func TestNamespaceIsolationOneRule(t *testing.T) {
+	conf := &Config{NamespaceIsolation: true, MultinetNamespace: "kube-system", GlobalNamespaces: []string{"shared"}}
+	pod := &corev1.Pod{}
+	pod.Namespace, pod.Name = "tenant-a", "p"
+	for _, tc := range []struct {
+		ns                 string
+		secondary, cluster bool // allowed as net1, as eth0
+	}{{"tenant-a", true, true}, {"shared", true, true}, {"kube-system", false, true}, {"tenant-b", false, false}} {
+		if got := conf.checkIsolation(pod, tc.ns, "n", false) == nil; got != tc.secondary {
+			t.Errorf("%s as a secondary network: allowed %v, want %v", tc.ns, got, tc.secondary)
+		}
+		if got := conf.checkIsolation(pod, tc.ns, "n", true) == nil; got != tc.cluster {
+			t.Errorf("%s as eth0: allowed %v, want %v", tc.ns, got, tc.cluster)
+		}
+	}
+	conf.NamespaceIsolation = false
+	if err := conf.checkIsolation(pod, "tenant-b", "n", false); err != nil {
+		t.Errorf("isolation off: %v", err)
 	}
 }

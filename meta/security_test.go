@@ -151,8 +151,7 @@ func TestSecurityDepthGuardRefusesNestedRun(t *testing.T) {
 	conf, _ := standalone(t, map[string]string{"n": nadManifest("default", "plain", `{"cniVersion":"1.0.0","type":"bridge"}`, nil)})
 	stdin, _ := json.Marshal(map[string]interface{}{"cniVersion": "1.0.0", "name": "m", "type": "multinet",
 		"clusterNetwork": conf.ClusterNetwork, "networkDir": conf.NetworkDir, "cacheDir": t.TempDir()})
-	t.Setenv(EnvDepth, "1")
-	p, err := New(stdin, "")
+	p, err := New(stdin, "", Env{Depth: 1})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -331,7 +330,7 @@ func TestSecurityLogFileOnlyUnderLogDir(t *testing.T) {
 		return b
 	}
 	for _, lf := range []string{victim, logDir + "/../etc/nologin", "../etc/nologin"} {
-		p, err := New(conf(lf), "")
+		p, err := New(conf(lf), "", Env{})
 		if err != nil {
 			t.Fatalf("logFile %s: %v (a log setting must not fail the plugin)", lf, err)
 		}
@@ -343,7 +342,7 @@ func TestSecurityLogFileOnlyUnderLogDir(t *testing.T) {
 	}
 	os.MkdirAll(logDir, 0o700)
 	os.Symlink(victim, filepath.Join(logDir, "linked.log"))
-	p, err := New(conf("linked.log"), "")
+	p, err := New(conf("linked.log"), "", Env{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -353,7 +352,7 @@ func TestSecurityLogFileOnlyUnderLogDir(t *testing.T) {
 		t.Fatalf("symlinked logFile was followed")
 	}
 	for _, lf := range []string{"multinet.log", filepath.Join(logDir, "multinet.log")} {
-		p, err = New(conf(lf), "")
+		p, err = New(conf(lf), "", Env{})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -369,7 +368,7 @@ func TestSecurityLogFileOnlyUnderLogDir(t *testing.T) {
 	}
 	before := openFDs(t)
 	for i := 0; i < 50; i++ {
-		p, err := New(conf("multinet.log"), "")
+		p, err := New(conf("multinet.log"), "", Env{})
 		if err != nil {
 			t.Fatal(err)
 		}

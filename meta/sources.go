@@ -8,7 +8,6 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
-	"strings"
 	"time"
 
 	nadv1 "github.com/k8snetworkplumbingwg/network-attachment-definition-client/pkg/apis/k8s.cni.cncf.io/v1"
@@ -23,6 +22,7 @@ import (
 	"k8s.io/client-go/util/retry"
 	"sigs.k8s.io/yaml"
 
+	"github.com/multinet-io/multinet/internal/cniargs"
 	"github.com/multinet-io/multinet/internal/fsutil"
 )
 
@@ -217,15 +217,7 @@ func (d *dirNetworks) ClearStatus(containerID string) { fsutil.Remove(d.statusPa
 
 // parseCNIArgs splits CNI_ARGS ("K=V;K=V"); values may contain '=' and ',' (the annotation
 // syntax does), so only the first '=' separates.
-func parseCNIArgs(s string) map[string]string {
-	m := map[string]string{}
-	for _, kv := range strings.Split(s, ";") {
-		if k, v, ok := strings.Cut(kv, "="); ok && k != "" {
-			m[strings.TrimSpace(k)] = v
-		}
-	}
-	return m
-}
+func parseCNIArgs(s string) map[string]string { return cniargs.Parse(s) }
 
 func sortedKeys(m map[string]string) []string {
 	keys := make([]string, 0, len(m))

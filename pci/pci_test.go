@@ -124,17 +124,6 @@ func TestVFIODevicePath(t *testing.T) {
 	}
 }
 
-func TestRootFromEnv(t *testing.T) {
-	t.Setenv(pci.EnvSysfsRoot, "")
-	if r := pci.RootFromEnv(); r != "/sys" {
-		t.Errorf("default root = %s", r)
-	}
-	t.Setenv(pci.EnvSysfsRoot, "/tmp/fake")
-	if r := pci.RootFromEnv(); r != "/tmp/fake" {
-		t.Errorf("env root = %s", r)
-	}
-}
-
 func TestFillNamesFromPCIIDs(t *testing.T) {
 	if _, err := os.Stat("/usr/share/misc/pci.ids"); err != nil {
 		t.Skip("no pci.ids database on this host (Debian package hwdata)")

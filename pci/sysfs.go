@@ -16,16 +16,8 @@ import (
 const DefaultSysfsRoot = "/sys"
 
 // EnvSysfsRoot names the environment variable the CNI plugins (which take no flags) read the
-// sysfs root from.
+// sysfs root from, in cmd/: packages take the root as a value (New).
 const EnvSysfsRoot = "MULTINET_SYSFS_ROOT"
-
-// RootFromEnv returns MULTINET_SYSFS_ROOT, or /sys when it is unset or empty.
-func RootFromEnv() string {
-	if r := os.Getenv(EnvSysfsRoot); r != "" {
-		return r
-	}
-	return DefaultSysfsRoot
-}
 
 // SysFS reads and writes sysfs below Root.
 type SysFS struct {
@@ -93,3 +85,20 @@ func writeSysfs(path, value string) error {
 	}
 	return f.Close()
 }
+
+// DriverVFIO is the kernel's VFIO PCI driver, the one a device is bound to for DPDK with an
+// IOMMU.
+const DriverVFIO = "vfio-pci"
+
+// userspaceDrivers are the drivers through which DPDK drives a PCI device: a device bound to
+// one has no kernel netdev.
+var userspaceDrivers = map[string]bool{DriverVFIO: true, "uio_pci_generic": true, "igb_uio": true}
+
+// UserspaceDriver reports whether driver is one DPDK drives a device through.
+func UserspaceDriver(driver string) bool { return userspaceDrivers[driver] }
+
+// DevicesDir is where the kernel lists PCI devices (bus/pci/devices under Root).
+func (s *SysFS) DevicesDir() string { return s.path("bus", "pci", "devices") }
+
+// DevicePath is the device's directory under DevicesDir, or elem below it.
+func (s *SysFS) DevicePath(addr string, elem ...string) string { return s.devPath(addr, elem...) }

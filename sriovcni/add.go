@@ -46,14 +46,98 @@ func (p *Plugin) AddContext(ctx context.Context, a Args) (*current.Result, error
 	return res, nil
 }
 
+// add runs the steps of an ADD under the VF's lock. Each step that changes the host is undone,
+// on a later failure, by release: the same code DEL runs.
 func (p *Plugin) add(ctx context.Context, log *slog.Logger, conf *NetConf, a Args) (_ *current.Result, err error) {
 	st := p.store()
 	lk, err := st.lock(conf.DeviceID, "sriov: vf "+conf.DeviceID)
 	if err != nil {
 		return nil, err
 	}
-	defer lk.unlock()
+	defer lk.Unlock()
 
+	stale, err := p.checkFree(log, st, conf, a)
+	if err != nil {
+		return nil, err
+	}
+	v, err := p.inspectReturned(conf.DeviceID, stale != nil)
+	if err != nil {
+		return nil, err
+	}
+	if err := p.guard(log, v, a); err != nil {
+		return nil, err
+	}
+	m, closeNL, err := p.newManager()
+	if err != nil {
+		return nil, err
+	}
+	defer closeNL()
+	admin, orig, err := originalSettings(log, m, conf, v, stale)
+	if err != nil {
+		return nil, err
+	}
+
+	// Everything DEL needs goes to disk before the host is touched.
+	c := newCache(conf, a, v, orig)
+	forget, err := st.record(c, &Owner{ContainerID: a.ContainerID, IfName: a.IfName, Netns: a.Netns,
+		Network: conf.Name, Since: time.Now().UTC(), Original: orig})
+	if err != nil {
+		return nil, err
+	}
+	// From here every host change is undone by release. The pod's interface named ifName is
+	// the VF's only once moveIn renamed it. An undo that did not finish keeps the cache and the
+	// ownership record: the runtime's DEL then finishes it from them, and the next pod neither
+	// takes the VF while it is still half given away nor records its leftovers as its
+	// "original" settings.
+	inPod := ""
+	defer func() {
+		if err == nil {
+			return
+		}
+		if rerr := errors.Join(p.release(log, m, c, a.Netns, inPod == a.IfName)...); rerr != nil {
+			log.Error("undo of a failed ADD incomplete; its state stays for DEL", "err", rerr, "cache", st.cachePath(a.ContainerID, a.IfName))
+			err = fmt.Errorf("%w (undo incomplete, DEL retries it: %v)", err, rerr)
+			return
+		}
+		forget()
+	}()
+
+	if err := p.configurePF(m, conf, v, admin, orig, stale); err != nil {
+		return nil, err
+	}
+	var iface *current.Interface
+	var podNS ns.NetNS
+	iface, podNS, inPod, err = p.plug(conf, a, v, c, admin)
+	if podNS != nil {
+		defer podNS.Close()
+	}
+	if err != nil {
+		return nil, err
+	}
+	res := &current.Result{CNIVersion: current.ImplementedSpecVersion, Interfaces: []*current.Interface{iface}}
+	if conf.IPAM.Type != "" {
+		ipCtx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+		defer cancel()
+		var releaseIPs func()
+		if releaseIPs, err = assignIPs(ipCtx, log, conf, a, v, podNS, res); err != nil {
+			return nil, err
+		}
+		// err here is the function's result: a later step's failure releases the lease.
+		defer func() {
+			if err != nil {
+				releaseIPs()
+			}
+		}()
+	}
+	if _, err := p.saveDevInfo(conf, a, v); err != nil {
+		return nil, err
+	}
+	return res, nil
+}
+
+// checkFree refuses a second ADD of the attachment and a VF another live pod holds. It returns
+// the owner to take the VF over from when that owner's netns is gone (nil: the VF is free).
+func (p *Plugin) checkFree(log *slog.Logger, st store, conf *NetConf, a Args) (stale *Owner, err error) {
 	// A second ADD for an attachment that exists would overwrite what its DEL needs.
 	if prev, err := st.loadCache(a.ContainerID, a.IfName); err != nil {
 		return nil, err
@@ -67,44 +151,43 @@ func (p *Plugin) add(ctx context.Context, log *slog.Logger, conf *NetConf, a Arg
 	if err != nil {
 		return nil, fmt.Errorf("sriov: vf %s: %w", conf.DeviceID, err)
 	}
-	var stale *Owner
-	if owner != nil {
-		if netnsAlive(owner.Netns) {
-			return nil, fmt.Errorf("sriov: vf %s: in use by container %s (netns %s)", conf.DeviceID, owner.ContainerID, owner.Netns)
-		}
-		// Its pod's namespace is gone and its DEL never came: the VF is orphaned. Take it, and
-		// start from the settings it had before that pod, which the record kept.
-		log.Warn("taking over a VF whose owner's netns is gone", "previousContainer", owner.ContainerID, "previousNetns", owner.Netns)
-		stale = owner
+	if owner == nil {
+		return nil, nil
 	}
-	v, err := p.inspect(conf.DeviceID)
-	// The kernel returns the orphaned netdev from the vanished netns in a workqueue: right
-	// after the netns went away it may not be in the host yet.
-	for deadline := time.Now().Add(netdevReturnWait); err != nil && stale != nil && time.Now().Before(deadline); {
-		time.Sleep(50 * time.Millisecond)
-		v, err = p.inspect(conf.DeviceID)
+	if netnsAlive(owner.Netns) {
+		return nil, fmt.Errorf("sriov: vf %s: in use by container %s (netns %s)", conf.DeviceID, owner.ContainerID, owner.Netns)
 	}
-	if err != nil {
-		return nil, err
-	}
-	if err := p.guard(log, v, a); err != nil {
-		return nil, err
-	}
-	m, closeNL, err := newManager(p.Sys)
-	if err != nil {
-		return nil, err
-	}
-	defer closeNL()
+	// Its pod's namespace is gone and its DEL never came: the VF is orphaned. Take it, and
+	// start from the settings it had before that pod, which the record kept.
+	log.Warn("taking over a VF whose owner's netns is gone", "previousContainer", owner.ContainerID, "previousNetns", owner.Netns)
+	return owner, nil
+}
 
+// inspectReturned is inspect, waiting (bounded) for the netdev of a VF taken over from a
+// vanished netns: the kernel returns it to the host in a workqueue, so right after the netns
+// went away it may not be there yet.
+func (p *Plugin) inspectReturned(addr string, takenOver bool) (*vfInfo, error) {
+	v, err := p.inspect(addr)
+	for deadline := time.Now().Add(netdevReturnWait); err != nil && takenOver && time.Now().Before(deadline); {
+		time.Sleep(50 * time.Millisecond)
+		v, err = p.inspect(addr)
+	}
+	return v, err
+}
+
+// originalSettings is what DEL puts back: the VF's admin settings on the PF (admin, nil when
+// the PF does not report the VF) and its netdev as it is now; or, for a VF taken over, what the
+// stale owner's record kept from before its pod.
+func originalSettings(log *slog.Logger, m *vfmanager.Manager, conf *NetConf, v *vfInfo, stale *Owner) (*vfmanager.VFState, Original, error) {
 	admin, err := readOriginalAdmin(log, m, conf, v)
 	if err != nil {
-		return nil, err
+		return nil, Original{}, err
 	}
 	orig := Original{Admin: admin}
 	if !v.dpdk {
 		l, err := netlinksafe.LinkByName(v.netdevs[0])
 		if err != nil {
-			return nil, fmt.Errorf("sriov: vf %s: netdev %s: %w", v.addr, v.netdevs[0], err)
+			return nil, Original{}, fmt.Errorf("sriov: vf %s: netdev %s: %w", v.addr, v.netdevs[0], err)
 		}
 		orig.Netdev, orig.MAC, orig.MTU = l.Attrs().Name, l.Attrs().HardwareAddr.String(), l.Attrs().MTU
 		orig.Up = l.Attrs().Flags&netFlagUp != 0
@@ -118,111 +201,97 @@ func (p *Plugin) add(ctx context.Context, log *slog.Logger, conf *NetConf, a Arg
 			orig.Netdev, orig.MAC, orig.MTU, orig.Up = stale.Original.Netdev, stale.Original.MAC, stale.Original.MTU, stale.Original.Up
 		}
 	}
+	return admin, orig, nil
+}
 
-	// Everything DEL needs goes to disk before the host is touched.
+// newCache is the attachment's record, everything its DEL needs.
+func newCache(conf *NetConf, a Args, v *vfInfo, orig Original) *Cache {
 	c := &Cache{ContainerID: a.ContainerID, IfName: a.IfName, Netns: a.Netns, Network: conf.Name,
 		NetConf: a.StdinData, CNIArgs: a.Args, VF: v.addr, PF: v.pf, PFNetdev: v.pfNetdev, VFIndex: v.index,
 		DPDK: v.dpdk, Driver: v.driver, Original: orig}
 	if conf.EffectiveMAC != nil {
 		c.MAC = conf.EffectiveMAC.String()
 	}
-	cachePath, ownerPath := st.cachePath(a.ContainerID, a.IfName), st.ownerPath(v.addr)
-	if err := writeJSON(cachePath, c); err != nil {
-		return nil, fmt.Errorf("sriov: vf %s: %w", v.addr, err)
-	}
-	// undoFailed keeps the cache and the ownership record of an ADD whose undo did not finish:
-	// the runtime's DEL then finishes it from them, and the next pod neither takes the VF while
-	// it is still half given away nor records its leftovers as its "original" settings.
-	undoFailed := false
-	defer func() {
-		if err != nil && !undoFailed {
-			_ = removeFile(cachePath)
-		}
-	}()
-	if err := writeJSON(ownerPath, &Owner{ContainerID: a.ContainerID, IfName: a.IfName, Netns: a.Netns,
-		Network: conf.Name, Since: time.Now().UTC(), Original: orig}); err != nil {
-		return nil, fmt.Errorf("sriov: vf %s: %w", v.addr, err)
-	}
-	defer func() {
-		if err != nil && !undoFailed {
-			_ = removeFile(ownerPath)
-		}
-	}()
+	return c
+}
 
-	// From here every host change is undone by release, the same code DEL runs. The pod's
-	// interface named ifName is the VF's only once moveIn renamed it.
-	inPod := ""
-	defer func() {
-		if err != nil {
-			if rerr := errors.Join(p.release(log, m, c, a.Netns, inPod == a.IfName)...); rerr != nil {
-				undoFailed = true
-				log.Error("undo of a failed ADD incomplete; its state stays for DEL", "err", rerr, "cache", cachePath)
-				err = fmt.Errorf("%w (undo incomplete, DEL retries it: %v)", err, rerr)
-			}
-		}
-	}()
+// record writes the attachment's cache, then the VF's ownership record (the cache goes again
+// when that fails). forget removes both, for an ADD that failed and was undone.
+func (st store) record(c *Cache, owner *Owner) (forget func(), err error) {
+	cachePath, ownerPath := st.cachePath(c.ContainerID, c.IfName), st.ownerPath(c.VF)
+	if err := writeJSON(cachePath, c); err != nil {
+		return nil, fmt.Errorf("sriov: vf %s: %w", c.VF, err)
+	}
+	if err := writeJSON(ownerPath, owner); err != nil {
+		_ = removeFile(cachePath)
+		return nil, fmt.Errorf("sriov: vf %s: %w", c.VF, err)
+	}
+	return func() {
+		_ = removeFile(ownerPath)
+		_ = removeFile(cachePath)
+	}, nil
+}
+
+// configurePF resets what a stale owner left on the VF, then applies the netconf's admin
+// settings, through the PF.
+func (p *Plugin) configurePF(m *vfmanager.Manager, conf *NetConf, v *vfInfo, admin *vfmanager.VFState, orig Original, stale *Owner) error {
 	if stale != nil && orig.Admin != nil {
 		if err := p.pfOp(v.pf, func() error { return m.RestoreVF(v.pfNetdev, v.index, *orig.Admin) }); err != nil {
-			return nil, fmt.Errorf("sriov: vf %s: reset settings left by container %s: %w", v.addr, stale.ContainerID, err)
+			return fmt.Errorf("sriov: vf %s: reset settings left by container %s: %w", v.addr, stale.ContainerID, err)
 		}
 	}
 	if conf.HasAdminSettings() && admin != nil {
 		if err := p.pfOp(v.pf, func() error { return m.ApplyVF(v.pfNetdev, v.index, conf.VF) }); err != nil {
-			return nil, fmt.Errorf("sriov: vf %s: %w", v.addr, err)
+			return fmt.Errorf("sriov: vf %s: %w", v.addr, err)
 		}
 	}
+	return nil
+}
 
-	var iface *current.Interface
-	var podNS ns.NetNS
+// plug gives the VF to the pod: in DPDK mode there is nothing to move (the result names the
+// device); else its netdev moves into the pod's netns as ifName. inPod is the name the VF has
+// in the pod so far, also on failure; podNS, when not nil, is the caller's to close.
+func (p *Plugin) plug(conf *NetConf, a Args, v *vfInfo, c *Cache, admin *vfmanager.VFState) (iface *current.Interface, podNS ns.NetNS, inPod string, err error) {
 	if v.dpdk {
 		mac := c.MAC
 		if mac == "" && admin != nil && admin.MAC != "00:00:00:00:00:00" {
 			mac = admin.MAC
 		}
-		iface = ifaceResult(a.IfName, mac, "", v.addr)
-	} else {
-		if podNS, err = ns.GetNS(a.Netns); err != nil {
-			return nil, fmt.Errorf("sriov: vf %s: pod netns %q: %w", v.addr, a.Netns, err)
-		}
-		defer podNS.Close()
-		var mac string
-		mac, inPod, err = p.moveIn(v, conf, a.IfName, podNS)
-		if err != nil {
-			return nil, err
-		}
-		iface = ifaceResult(a.IfName, mac, a.Netns, v.addr)
+		return ifaceResult(a.IfName, mac, "", v.addr), nil, "", nil
 	}
+	if podNS, err = ns.GetNS(a.Netns); err != nil {
+		return nil, nil, "", fmt.Errorf("sriov: vf %s: pod netns %q: %w", v.addr, a.Netns, err)
+	}
+	mac, inPod, err := p.moveIn(v, conf, a.IfName, podNS)
+	if err != nil {
+		return nil, podNS, inPod, err
+	}
+	return ifaceResult(a.IfName, mac, a.Netns, v.addr), podNS, inPod, nil
+}
 
-	res := &current.Result{CNIVersion: current.ImplementedSpecVersion, Interfaces: []*current.Interface{iface}}
-	if conf.IPAM.Type != "" {
-		ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
-		defer cancel()
-		ir, ierr := ipamAdd(ctx, conf, a, a.StdinData)
-		if ierr != nil {
-			return nil, fmt.Errorf("sriov: vf %s: %w", v.addr, ierr)
-		}
-		// err here is the function's result: a later step's failure releases the lease.
-		defer func() {
-			if err != nil {
-				if _, derr := execIPAM(context.WithoutCancel(ctx), "DEL", conf.IPAM.Type, a, a.StdinData); derr != nil {
-					log.Error("undo: release IPAM", "err", derr)
-				}
-			}
-		}()
-		for _, ip := range ir.IPs {
-			ip.Interface = current.Int(0)
-		}
-		res.IPs, res.Routes, res.DNS = ir.IPs, ir.Routes, ir.DNS
-		if podNS != nil {
-			if err := podNS.Do(func(ns.NetNS) error { return ipam.ConfigureIface(a.IfName, res) }); err != nil {
-				return nil, fmt.Errorf("sriov: vf %s: configure %s in %s: %w", v.addr, a.IfName, a.Netns, err)
-			}
+// assignIPs runs the IPAM plugin and puts its addresses on the pod's interface (podNS nil: DPDK
+// mode, the result only). release gives the lease back, under a context of its own.
+func assignIPs(ctx context.Context, log *slog.Logger, conf *NetConf, a Args, v *vfInfo, podNS ns.NetNS, res *current.Result) (release func(), err error) {
+	ir, err := ipamAdd(ctx, conf, a, a.StdinData)
+	if err != nil {
+		return nil, fmt.Errorf("sriov: vf %s: %w", v.addr, err)
+	}
+	release = func() {
+		if _, derr := execIPAM(context.WithoutCancel(ctx), "DEL", conf.IPAM.Type, a, a.StdinData); derr != nil {
+			log.Error("undo: release IPAM", "err", derr)
 		}
 	}
-	if _, err := p.saveDevInfo(conf, a, v); err != nil {
-		return nil, err
+	for _, ip := range ir.IPs {
+		ip.Interface = current.Int(0)
 	}
-	return res, nil
+	res.IPs, res.Routes, res.DNS = ir.IPs, ir.Routes, ir.DNS
+	if podNS != nil {
+		if err := podNS.Do(func(ns.NetNS) error { return ipam.ConfigureIface(a.IfName, res) }); err != nil {
+			release()
+			return nil, fmt.Errorf("sriov: vf %s: configure %s in %s: %w", v.addr, a.IfName, a.Netns, err)
+		}
+	}
+	return release, nil
 }
 
 // settledMAC reads the interface's MAC, waiting (bounded) for a requested one to show: iavf

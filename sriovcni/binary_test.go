@@ -26,7 +26,7 @@ func (n *node) runPlugin(bin, command, cid, netns string, conf []byte) ([]byte, 
 		cmd.Env = []string{"CNI_COMMAND=" + command, "CNI_CONTAINERID=" + cid, "CNI_NETNS=" + netns,
 			"CNI_IFNAME=net1", "CNI_PATH=" + cniBinDir, "CNI_ARGS=IgnoreUnknown=1;K8S_POD_NAME=p;MAC=02:00:00:00:99:01",
 			pci.EnvSysfsRoot + "=" + n.p.Sys.Root, EnvStateDir + "=" + filepath.Dir(n.p.StateDir),
-			devinfo.EnvBase + "=" + devinfo.Base(), devpools.EnvPath + "=" + os.Getenv(devpools.EnvPath)}
+			devinfo.EnvBase + "=" + n.p.DevInfo.Root(), devpools.EnvPath + "=" + os.Getenv(devpools.EnvPath)}
 		cmd.Stdin = bytes.NewReader(conf)
 		var stderr bytes.Buffer
 		cmd.Stderr = &stderr

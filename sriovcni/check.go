@@ -57,7 +57,7 @@ func (p *Plugin) CheckContext(ctx context.Context, a Args) error {
 		return fmt.Errorf("sriov: vf %s: bound to %q, was %q at ADD", c.VF, drv, c.Driver)
 	}
 	if conf.HasAdminSettings() {
-		m, closeNL, err := newManager(p.Sys)
+		m, closeNL, err := p.newManager()
 		if err != nil {
 			return err
 		}

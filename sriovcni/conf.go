@@ -17,6 +17,7 @@ import (
 	"github.com/containernetworking/cni/pkg/types"
 	"github.com/containernetworking/cni/pkg/version"
 
+	"github.com/multinet-io/multinet/internal/cniargs"
 	"github.com/multinet-io/multinet/pci"
 	"github.com/multinet-io/multinet/vfmanager"
 )
@@ -211,14 +212,5 @@ func onOff(s string) (*bool, error) {
 	return nil, fmt.Errorf("%q: want \"on\" or \"off\"", s)
 }
 
-// cniArg returns one key of a CNI_ARGS string ("K1=V1;K2=V2"). Unknown keys are ignored: runtimes
-// pass K8S_POD_NAME and friends to every plugin.
-func cniArg(args, key string) string {
-	for _, kv := range strings.Split(args, ";") {
-		k, v, ok := strings.Cut(kv, "=")
-		if ok && strings.TrimSpace(k) == key {
-			return strings.TrimSpace(v)
-		}
-	}
-	return ""
-}
+// cniArg returns one key of a CNI_ARGS string (see package cniargs).
+func cniArg(args, key string) string { return cniargs.Get(args, key) }

@@ -12,6 +12,7 @@ import (
 
 	"github.com/multinet-io/multinet/devinfo"
 	"github.com/multinet-io/multinet/internal/fsutil"
+	"github.com/multinet-io/multinet/pci"
 )
 
 // Del releases an attachment: the VF's settings and netdev go back as they were, IPAM is
@@ -80,7 +81,7 @@ func (p *Plugin) teardown(ctx context.Context, log *slog.Logger, c *Cache, conf 
 	if err != nil {
 		return err
 	}
-	defer lk.unlock()
+	defer lk.Unlock()
 	owner, err := st.loadOwner(c.VF)
 	if errors.Is(err, errCorrupt) {
 		// The attachment's cache has what DEL needs; the unreadable record would only block
@@ -95,7 +96,7 @@ func (p *Plugin) teardown(ctx context.Context, log *slog.Logger, c *Cache, conf 
 	mine := owner == nil || (owner.ContainerID == c.ContainerID && owner.IfName == c.IfName)
 	var errs []error
 	if mine {
-		m, closeNL, err := newManager(p.Sys)
+		m, closeNL, err := p.newManager()
 		if err != nil {
 			return err
 		}
@@ -117,7 +118,7 @@ func (p *Plugin) teardown(ctx context.Context, log *slog.Logger, c *Cache, conf 
 	if err := errors.Join(errs...); err != nil {
 		return err
 	}
-	if err := devinfo.Remove(devinfo.CNIPath(c.Network, c.ContainerID, c.IfName)); err != nil {
+	if err := devinfo.Remove(p.DevInfo.CNIPath(c.Network, c.ContainerID, c.IfName)); err != nil {
 		return err
 	}
 	// Without a record (owner nil) too: the ADD may have died writing it, leaving its temp file.
@@ -216,7 +217,7 @@ func (p *Plugin) cacheFromOwner(log *slog.Logger, a Args, corrupt bool) *Cache {
 		c := &Cache{ContainerID: a.ContainerID, IfName: a.IfName, Netns: a.Netns, Network: conf.Name,
 			NetConf: a.StdinData, CNIArgs: a.Args, VF: conf.DeviceID, Original: Original{NetdevID: "pci/" + conf.DeviceID}}
 		p.fillFromSysfs(c)
-		c.DPDK = userspaceDrivers[c.Driver]
+		c.DPDK = pci.UserspaceDriver(c.Driver)
 		return c
 	}
 	if corrupt {

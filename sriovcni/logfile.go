@@ -6,8 +6,8 @@ import (
 	"github.com/multinet-io/multinet/internal/fsutil"
 )
 
-// Log files may only be under the log dir: DefaultLogDir, or EnvLogDir set by the operator in
-// the runtime's environment (never by a netconf).
+// Log files may only be under the log dir: Plugin.LogDir (the binary reads EnvLogDir, set by
+// the operator in the runtime's environment, never by a netconf), else DefaultLogDir.
 const (
 	DefaultLogDir = "/var/log/multinet"
 	EnvLogDir     = "MULTINET_LOG_DIR"
@@ -16,9 +16,6 @@ const (
 func (p *Plugin) logDir() string {
 	if p.LogDir != "" {
 		return p.LogDir
-	}
-	if d := os.Getenv(EnvLogDir); d != "" {
-		return d
 	}
 	return DefaultLogDir
 }

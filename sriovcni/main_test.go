@@ -8,8 +8,7 @@ import (
 	"github.com/multinet-io/multinet/devpools"
 )
 
-// TestMain points the pool check's default pools file (read by the built binary and by
-// NewFromEnv) at a file that does not exist: a device plugin running on this machine must not
+// TestMain points the pool check's default pools file (read by the built binary) at a file that does not exist: a device plugin running on this machine must not
 // decide these tests. The tests of the check give their own file.
 func TestMain(m *testing.M) {
 	dir, err := os.MkdirTemp("", "sriovcni-test")

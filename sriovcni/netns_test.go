@@ -18,8 +18,10 @@ import (
 	"github.com/containernetworking/plugins/pkg/ns"
 	"github.com/containernetworking/plugins/pkg/testutils"
 	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
 
 	"github.com/multinet-io/multinet/devinfo"
+	"github.com/multinet-io/multinet/internal/netnstest"
 	"github.com/multinet-io/multinet/pci"
 	"github.com/multinet-io/multinet/pci/pcitest"
 )
@@ -51,39 +53,19 @@ func newNode(t testing.TB) *node {
 	if _, err := os.Stat(filepath.Join(cniBinDir, "host-local")); err != nil {
 		t.Skipf("needs %s/host-local (hack/deps.sh installs containernetworking-plugins): %v", cniBinDir, err)
 	}
-	host, err := testutils.NewNS()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { host.Close(); testutils.UnmountNS(host) })
+	host := netnstest.New(t)
 	tree := pcitest.New(t)
 	tree.AddPF(pcitest.PF{Address: pfAddr, Vendor: "8086", Device: "10c9", Driver: "igb", Netdev: "mnpf0", TotalVFs: 7})
 	n := &node{t: t, host: host, tree: tree, ipamDir: t.TempDir(), origMAC: map[string]string{}}
-	err = host.Do(func(ns.NetNS) error {
-		// A veth for the PF too: the dummy module may be missing, and neither reports VFs.
-		if err := netlink.LinkAdd(&netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: "mnpf0"}, PeerName: "mnpf0p"}); err != nil {
-			return err
-		}
-		for i := 0; i < 3; i++ {
-			name := fmt.Sprintf("mnvf%d", i)
-			if err := netlink.LinkAdd(&netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: name}, PeerName: name + "p"}); err != nil {
-				return err
-			}
-			l, _ := netlink.LinkByName(name)
-			n.origMAC[name] = l.Attrs().HardwareAddr.String()
-		}
-		return nil
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
+	// Veths for the PF and the VF netdevs: the dummy module may be missing, and neither reports VFs.
+	netnstest.Veths(t, host, "mnpf0")
+	n.origMAC = netnstest.Veths(t, host, "mnvf0", "mnvf1", "mnvf2")
 	for i := 0; i < 3; i++ {
 		tree.AddVF(pcitest.VF{PF: pfAddr, Index: i, Address: fmt.Sprintf("0000:00:12.%d", i), Vendor: "8086", Device: "10ca",
 			Driver: "igbvf", Netdev: fmt.Sprintf("mnvf%d", i)})
 	}
 	tree.AddVF(pcitest.VF{PF: pfAddr, Index: 3, Address: dpdkAddr, Vendor: "8086", Device: "10ca", Driver: "vfio-pci", DefaultDriver: "igbvf"})
-	t.Setenv(devinfo.EnvBase, t.TempDir())
-	n.p = &Plugin{Sys: pci.New(tree.Root), StateDir: filepath.Join(t.TempDir(), "sriov"),
+	n.p = &Plugin{Sys: pci.New(tree.Root), StateDir: filepath.Join(t.TempDir(), "sriov"), DevInfo: devinfo.Dir(t.TempDir()),
 		Log: slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))}
 	return n
 }
@@ -225,7 +207,7 @@ func (n *node) assertClean() {
 	if l := n.leases(); len(l) != 0 {
 		n.t.Errorf("IPAM leases left behind: %v", l)
 	}
-	es, _ := os.ReadDir(filepath.Join(devinfo.Base(), "cni"))
+	es, _ := os.ReadDir(filepath.Join(n.p.DevInfo.Root(), "cni"))
 	if len(es) != 0 {
 		n.t.Errorf("device-info files left behind: %d", len(es))
 	}
@@ -262,7 +244,7 @@ func TestAddDelNetdevMode(t *testing.T) {
 	if link(t, n.host, "mnvf0") != nil {
 		t.Error("mnvf0 still in the host")
 	}
-	di, err := devinfo.Load(devinfo.CNIPath("sriov-net", "c1", "net1"))
+	di, err := devinfo.Load(n.p.DevInfo.CNIPath("sriov-net", "c1", "net1"))
 	if err != nil || di == nil || di.Type != "pci" || di.Pci.PciAddress != "0000:00:12.0" || di.Pci.PfPciAddress != pfAddr {
 		t.Errorf("device-info %+v, %v", di, err)
 	}
@@ -332,7 +314,7 @@ func TestAddFailureAfterIPAMReleasesTheLease(t *testing.T) {
 	if err := os.WriteFile(blocker, nil, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	t.Setenv(devinfo.EnvBase, blocker)
+	n.p.DevInfo = devinfo.Dir(blocker)
 	a := n.args("c1", pod, n.conf("0000:00:12.0", "default", `,"mac":"02:00:00:00:77:05"`))
 	if _, err := n.add(a); err == nil || !strings.Contains(err.Error(), "device-info") {
 		t.Fatalf("err = %v, want the device-info failure", err)
@@ -514,7 +496,7 @@ func TestStaleOwnerTakeoverAndLateDel(t *testing.T) {
 	if got := n.leases(); len(got) != 1 || got[0] != resB.IPs[0].Address.IP.String() {
 		t.Errorf("leases after A's DEL %v, want only B's %s", got, resB.IPs[0].Address.IP)
 	}
-	if _, err := os.Stat(devinfo.CNIPath("sriov-net", "ctr-a", "net1")); !os.IsNotExist(err) {
+	if _, err := os.Stat(n.p.DevInfo.CNIPath("sriov-net", "ctr-a", "net1")); !os.IsNotExist(err) {
 		t.Errorf("A's device-info still there: %v", err)
 	}
 	// B's DEL puts back what the VF was before A, not what A left.
@@ -583,7 +565,7 @@ func TestDPDKMode(t *testing.T) {
 	if l := link(t, pod, "net1"); l != nil {
 		t.Error("DPDK mode created a netdev in the pod")
 	}
-	di, _ := devinfo.Load(devinfo.CNIPath("sriov-net", "c1", "net1"))
+	di, _ := devinfo.Load(n.p.DevInfo.CNIPath("sriov-net", "c1", "net1"))
 	if di == nil || di.Pci.PciAddress != dpdkAddr || di.Pci.PfPciAddress != pfAddr {
 		t.Errorf("device-info %+v", di)
 	}
@@ -698,11 +680,54 @@ func TestDevInfoNamesTheRepresentor(t *testing.T) {
 	if _, err := n.add(a); err != nil {
 		t.Fatal(err)
 	}
-	di, err := devinfo.Load(devinfo.CNIPath("sriov-net", "c1", "net1"))
+	di, err := devinfo.Load(n.p.DevInfo.CNIPath("sriov-net", "c1", "net1"))
 	if err != nil || di == nil || di.Pci.RepresentorDevice != "mnvf1rep" {
 		t.Errorf("device-info %+v, %v; want representor-device mnvf1rep", di, err)
 	}
 	if err := n.del(a); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// A process that keeps a netlink handle on the host's namespace (the agent) reads and sets VF
+// settings through it, also from a thread that is in a pod's namespace at the time: the PF is
+// found in the host, not looked for in the pod. A full ADD and DEL run over the kept handle.
+func TestKeptNetlinkHandleIsTheHosts(t *testing.T) {
+	n := newNode(t)
+	var h *netlink.Handle
+	err := n.host.Do(func(ns.NetNS) error {
+		var err error
+		h, err = netlink.NewHandle(unix.NETLINK_ROUTE)
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h.Close()
+	n.p.NL = h
+	pod := n.pod()
+	err = pod.Do(func(ns.NetNS) error {
+		m, done, err := n.p.newManager()
+		if err != nil {
+			return err
+		}
+		defer done()
+		if _, err := m.NL.LinkByName("mnpf0"); err != nil {
+			return fmt.Errorf("the PF through the kept handle, from the pod's namespace: %w", err)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := n.args("c1", pod, n.conf("0000:00:12.0", "default", ""))
+	if _, err := n.add(a); err != nil {
+		t.Fatal(err)
+	}
+	if err := n.del(a); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := h.LinkByName("mnpf0"); err != nil {
+		t.Errorf("the kept handle after ADD and DEL: %v", err)
 	}
 }

@@ -4,10 +4,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"os"
-	"strings"
 	"time"
 
 	"github.com/containernetworking/cni/pkg/types"
@@ -16,10 +14,9 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/multinet-io/multinet/devinfo"
-	"github.com/multinet-io/multinet/devpools"
 	"github.com/multinet-io/multinet/internal/netnsutil"
+	"github.com/multinet-io/multinet/internal/pluginlog"
 	"github.com/multinet-io/multinet/pci"
-	"github.com/multinet-io/multinet/podresources"
 	"github.com/multinet-io/multinet/vfmanager"
 )
 
@@ -41,6 +38,8 @@ type Plugin struct {
 	LogDir   string
 	Sys      *pci.SysFS
 	StateDir string
+	// DevInfo is where the attachment's device-info file goes ("": devinfo.DefaultBase).
+	DevInfo devinfo.Dir
 	// Log, when set, is used instead of the logger the netconf's logLevel/logFile describe.
 	Log *slog.Logger
 	// PoolsFile is the device plugin's published pools (package devpools; "": none), and
@@ -50,55 +49,30 @@ type Plugin struct {
 	// Checkpoint is kubelet's device-manager checkpoint ("": not read): a VF kubelet gave
 	// another pod is refused.
 	Checkpoint string
-}
-
-// NewFromEnv returns a Plugin over MULTINET_SYSFS_ROOT, MULTINET_STATE_DIR, MULTINET_POOLS_FILE,
-// MULTINET_SRIOV_POOL_CHECK and MULTINET_KUBELET_CHECKPOINT (or their defaults).
-func NewFromEnv() *Plugin {
-	p := &Plugin{Sys: pci.New(pci.RootFromEnv()), StateDir: StateDirFromEnv(),
-		PoolsFile: devpools.PathFromEnv(), PoolCheck: os.Getenv(EnvPoolCheck), Checkpoint: podresources.DefaultCheckpoint}
-	if c := os.Getenv(EnvCheckpoint); c != "" {
-		p.Checkpoint = c
-	}
-	return p
+	// NL, when set, is a netlink handle bound to the host's network namespace, kept for the
+	// process's life (the agent opens one at start: every ADD and DEL reads and sets VF
+	// settings through it, whatever namespace the calling thread is in); nil: each call opens
+	// its own in the caller's namespace.
+	NL *netlink.Handle
 }
 
 func (p *Plugin) store() store { return store{dir: p.StateDir} }
 
-// logger follows upstream's logLevel/logFile; without them only warnings reach stderr, which
-// runtimes keep in their own logs.
+// logger follows upstream's logLevel/logFile (under the log dir only; see package pluginlog);
+// without them only warnings reach stderr, which runtimes keep in their own logs.
 func (p *Plugin) logger(c *NetConf) (*slog.Logger, func()) {
 	if p.Log != nil {
 		return p.Log, func() {}
 	}
-	level := slog.LevelWarn
-	var out io.Writer = os.Stderr
-	closeFn := func() {}
-	var why error
+	o := pluginlog.Options{Plugin: "sriov", LogDir: p.logDir()}
 	if c != nil {
-		switch strings.ToLower(c.LogLevel) {
-		case "debug":
-			level = slog.LevelDebug
-		case "info":
-			level = slog.LevelInfo
-		case "error", "panic":
-			level = slog.LevelError
-		}
-		if c.LogFile != "" {
-			// Under logDir only, no symlink followed, 0600; else stderr: a log setting must
-			// not fail ADD or DEL.
-			if f, err := openLogFile(p.logDir(), c.LogFile); err == nil {
-				out, closeFn = f, func() { f.Close() }
-			} else {
-				why = err
-			}
-		}
+		o.Level, o.LogFile = c.LogLevel, c.LogFile
 	}
-	log := slog.New(slog.NewTextHandler(out, &slog.HandlerOptions{Level: level})).With("plugin", "sriov")
-	if why != nil {
-		log.Warn("logFile ignored, logging to stderr", "err", why.Error())
+	log, f := pluginlog.New(o)
+	if f == nil {
+		return log, func() {}
 	}
-	return log, closeFn
+	return log, func() { f.Close() }
 }
 
 // vfInfo is what sysfs says about the VF now.
@@ -109,9 +83,6 @@ type vfInfo struct {
 	netdevs            []string
 	dpdk               bool
 }
-
-// userspaceDrivers leave a VF without a kernel netdev: DPDK mode.
-var userspaceDrivers = map[string]bool{"vfio-pci": true, "uio_pci_generic": true, "igb_uio": true}
 
 func (p *Plugin) inspect(addr string) (*vfInfo, error) {
 	d, err := p.Sys.Device(addr)
@@ -130,7 +101,7 @@ func (p *Plugin) inspect(addr string) (*vfInfo, error) {
 	}
 	switch {
 	case len(v.netdevs) > 0:
-	case userspaceDrivers[v.driver]:
+	case pci.UserspaceDriver(v.driver): // no kernel netdev: DPDK mode
 		v.dpdk = true
 	case v.driver == "":
 		return nil, fmt.Errorf("sriov: vf %s: not bound to any driver", addr)
@@ -162,7 +133,7 @@ func (p *Plugin) pfOp(pf string, fn func() error) error {
 	if err != nil {
 		return err
 	}
-	defer l.unlock()
+	defer l.Unlock()
 	return retryBusy(fn, 5, 50*time.Millisecond)
 }
 
@@ -178,13 +149,18 @@ func retryBusy(fn func() error, tries int, base time.Duration) error {
 	return err
 }
 
-func newManager(sys *pci.SysFS) (*vfmanager.Manager, func(), error) {
-	// A handle of our own: only it asks the kernel for the PF's VF list.
+// newManager is the VF manager of one call, over NL when the process keeps one, else over a
+// handle of the call's own in the caller's namespace (only a handle from NewHandle asks the
+// kernel for the PF's VF list).
+func (p *Plugin) newManager() (*vfmanager.Manager, func(), error) {
+	if p.NL != nil {
+		return &vfmanager.Manager{Sys: p.Sys, NL: p.NL}, func() {}, nil
+	}
 	h, err := netlink.NewHandle(unix.NETLINK_ROUTE)
 	if err != nil {
 		return nil, nil, fmt.Errorf("sriov: open netlink: %w", err)
 	}
-	return &vfmanager.Manager{Sys: sys, NL: h}, func() { h.Close() }, nil
+	return &vfmanager.Manager{Sys: p.Sys, NL: h}, func() { h.Close() }, nil
 }
 
 // readOriginalAdmin saves the VF's admin settings from the PF. A PF that does not report the VF
@@ -245,7 +221,7 @@ func ifaceResult(ifName, mac, sandbox, vf string) *current.Interface {
 
 // saveDevInfo writes the attachment's device-info file for the meta-plugin to publish.
 func (p *Plugin) saveDevInfo(c *NetConf, a Args, v *vfInfo) (string, error) {
-	path := devinfo.CNIPath(c.Name, a.ContainerID, a.IfName)
+	path := p.DevInfo.CNIPath(c.Name, a.ContainerID, a.IfName)
 	info := devinfo.PCI(v.addr, v.pf)
 	// On a switchdev PF the VF's representor is the host side of its port (what OVS plugs).
 	if rep, err := p.Sys.Representor(v.addr); err == nil {

@@ -10,7 +10,6 @@ import (
 	"github.com/containernetworking/plugins/pkg/testutils"
 	"github.com/vishvananda/netlink"
 
-	"github.com/multinet-io/multinet/devinfo"
 	"github.com/multinet-io/multinet/vfmanager"
 )
 
@@ -84,7 +83,7 @@ func TestDelAfterTheVFWasRemoved(t *testing.T) {
 	if s := n.stateFiles(); len(s) != 0 {
 		t.Errorf("state after DEL = %v", s)
 	}
-	if _, err := os.Stat(devinfo.CNIPath("sriov-net", "c1", "net1")); !os.IsNotExist(err) {
+	if _, err := os.Stat(n.p.DevInfo.CNIPath("sriov-net", "c1", "net1")); !os.IsNotExist(err) {
 		t.Errorf("device-info after DEL: %v", err)
 	}
 }

@@ -4,16 +4,12 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io/fs"
 	"log/slog"
 	"os"
 	"path/filepath"
-	"strings"
 	"time"
 
-	"golang.org/x/sys/unix"
-
-	"github.com/multinet-io/multinet/internal/fsutil"
+	"github.com/multinet-io/multinet/internal/statefile"
 	"github.com/multinet-io/multinet/vfmanager"
 )
 
@@ -21,16 +17,9 @@ import (
 // /run) so DEL after a reboot still finds what ADD changed.
 const DefaultStateDir = "/var/lib/cni/multinet/sriov"
 
-// EnvStateDir overrides the state root; the plugin then uses <dir>/sriov.
+// EnvStateDir overrides the state root for the binaries (read in cmd/); the plugin then uses
+// <dir>/sriov.
 const EnvStateDir = "MULTINET_STATE_DIR"
-
-// StateDirFromEnv returns the state directory in effect.
-func StateDirFromEnv() string {
-	if d := os.Getenv(EnvStateDir); d != "" {
-		return filepath.Join(d, "sriov")
-	}
-	return DefaultStateDir
-}
 
 // Original is what a VF looked like before the first container took it: what DEL puts back.
 type Original struct {
@@ -85,7 +74,7 @@ type Cache struct {
 type store struct{ dir string }
 
 // errCorrupt marks a state file whose content does not parse: it is quarantined, not retried.
-var errCorrupt = errors.New("corrupt")
+var errCorrupt = statefile.ErrCorrupt
 
 // Problem is a machine-readable record of something the plugin could not undo or could not
 // know, left for an operator (multinetctl doctor) instead of failing DEL forever.
@@ -143,45 +132,13 @@ func (s store) ownerPath(vf string) string {
 	return filepath.Join(s.dir, "vf", safeName(vf)+".json")
 }
 
-func safeName(s string) string { return strings.NewReplacer("/", "_", "\x00", "_").Replace(s) }
+func safeName(s string) string { return statefile.SafeName(s) }
 
-// writeJSON replaces a file atomically and durably: a crash leaves the old or the new content.
-func writeJSON(path string, v any) error {
-	b, err := json.MarshalIndent(v, "", "  ")
-	if err != nil {
-		return err
-	}
-	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
-		return fmt.Errorf("state %s: %w", path, err)
-	}
-	if err := fsutil.WriteFileAtomic(path, b, 0o600); err != nil {
-		return fmt.Errorf("state %s: %w", path, err)
-	}
-	return nil
-}
-
-// readJSON reads a state file; a missing file is (false, nil).
-func readJSON(path string, v any) (bool, error) {
-	b, err := os.ReadFile(path)
-	if errors.Is(err, fs.ErrNotExist) {
-		return false, nil
-	}
-	if err != nil {
-		return false, fmt.Errorf("state %s: %w", path, err)
-	}
-	if err := json.Unmarshal(b, v); err != nil {
-		return false, fmt.Errorf("state %s: %w: %w", path, errCorrupt, err)
-	}
-	return true, nil
-}
-
-func removeFile(path string) error {
-	fsutil.RemoveTemps(path) // of a write cut short by a kill
-	if err := os.Remove(path); err != nil && !errors.Is(err, fs.ErrNotExist) {
-		return fmt.Errorf("state %s: %w", path, err)
-	}
-	return nil
-}
+var (
+	writeJSON  = statefile.Write
+	readJSON   = statefile.Read
+	removeFile = statefile.Remove
+)
 
 func (s store) loadCache(containerID, ifName string) (*Cache, error) {
 	c := &Cache{}
@@ -227,39 +184,8 @@ func (s store) allCaches(log *slog.Logger) ([]*Cache, error) {
 // second, so a holder this slow is stuck and the caller gets a clear error instead of a hang.
 var lockTimeout = 60 * time.Second
 
-// flock is a host-wide exclusive lock on a file, released by unlock or when the process dies.
-type flock struct{ f *os.File }
+type flock = statefile.Flock
 
 func (s store) lock(name, what string) (*flock, error) {
-	path := filepath.Join(s.dir, "lock", safeName(name)+".lock")
-	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
-		return nil, fmt.Errorf("%s: lock: %w", what, err)
-	}
-	f, err := os.OpenFile(path, os.O_CREATE|os.O_RDWR, 0o600)
-	if err != nil {
-		return nil, fmt.Errorf("%s: lock: %w", what, err)
-	}
-	deadline := time.Now().Add(lockTimeout)
-	for {
-		err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB)
-		if err == nil {
-			return &flock{f}, nil
-		}
-		if !errors.Is(err, unix.EWOULDBLOCK) && !errors.Is(err, unix.EINTR) {
-			f.Close()
-			return nil, fmt.Errorf("%s: lock %s: %w", what, path, err)
-		}
-		if time.Now().After(deadline) {
-			f.Close()
-			return nil, fmt.Errorf("%s: still locked by another operation after %s (%s)", what, lockTimeout, path)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
-func (l *flock) unlock() {
-	if l != nil {
-		_ = unix.Flock(int(l.f.Fd()), unix.LOCK_UN)
-		l.f.Close()
-	}
+	return statefile.Lock(filepath.Join(s.dir, "lock", safeName(name)+".lock"), what, lockTimeout)
 }

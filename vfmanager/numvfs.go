@@ -3,7 +3,6 @@ package vfmanager
 import (
 	"fmt"
 	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
@@ -30,7 +29,7 @@ func (m *Manager) SetNumVFs(pfAddr string, n int, timeout time.Duration) error {
 	if d.NumVFs == n {
 		return nil
 	}
-	file := filepath.Join(m.Sys.Root, "bus", "pci", "devices", pfAddr, "sriov_numvfs")
+	file := m.Sys.DevicePath(pfAddr, "sriov_numvfs")
 	if timeout <= 0 {
 		timeout = DefaultVFWait
 	}

@@ -44,7 +44,7 @@ type VFGroup struct {
 // Driver kinds a group may ask for.
 const (
 	DriverNetdev = "netdev"
-	DriverVFIO   = "vfio-pci"
+	DriverVFIO   = pci.DriverVFIO
 )
 
 // ParsePolicy reads a policy strictly: unknown fields are errors, so a typo never silently

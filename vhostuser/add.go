@@ -36,7 +36,7 @@ func (p *Plugin) Add(a Args) (*current.Result, error) {
 }
 
 func (p *Plugin) add(log *slog.Logger, conf *NetConf, a Args) (_ *current.Result, err error) {
-	slot, err := resolveSlot(conf)
+	slot, err := p.resolveSlot(conf)
 	if err != nil {
 		return nil, err
 	}
@@ -49,7 +49,7 @@ func (p *Plugin) add(log *slog.Logger, conf *NetConf, a Args) (_ *current.Result
 	if err != nil {
 		return nil, fmt.Errorf("vhostuser: %w", err)
 	}
-	defer lk.unlock()
+	defer lk.Unlock()
 
 	if prev, err := st.loadCache(a.ContainerID, a.IfName); err != nil {
 		return nil, fmt.Errorf("vhostuser: slot %s: %w", slot.ID, err)
@@ -75,7 +75,7 @@ func (p *Plugin) add(log *slog.Logger, conf *NetConf, a Args) (_ *current.Result
 	// What DEL needs goes to disk before OVS is touched.
 	c := &Cache{ContainerID: a.ContainerID, IfName: a.IfName, Netns: a.Netns, Network: conf.Name,
 		NetConf: a.StdinData, Slot: slot, Port: slot.PortName(), Bridge: conf.Bridge, OVSDB: conf.OVSDB,
-		DevInfo: devinfo.CNIPath(conf.Name, a.ContainerID, a.IfName)}
+		DevInfo: p.DevInfo.CNIPath(conf.Name, a.ContainerID, a.IfName)}
 	if err := writeJSON(st.cachePath(a.ContainerID, a.IfName), c); err != nil {
 		return nil, fmt.Errorf("vhostuser: slot %s: %w", slot.ID, err)
 	}

@@ -10,6 +10,7 @@ import (
 	nadv1 "github.com/k8snetworkplumbingwg/network-attachment-definition-client/pkg/apis/k8s.cni.cncf.io/v1"
 
 	"github.com/multinet-io/multinet/devinfo"
+	"github.com/multinet-io/multinet/devpools"
 )
 
 const goodConf = `{"cniVersion":"1.0.0","name":"dp","type":"vhostuser","deviceID":"vhost-0","bridge":"br-dpdk","vlan":100,"mtu":9000}`
@@ -74,11 +75,11 @@ func TestLoadConfErrorsNameTheField(t *testing.T) {
 
 // The slot's socket comes from the device plugin's device-info file, as Allocate writes it.
 func TestResolveSlotFromDevicePluginInfo(t *testing.T) {
-	t.Setenv(devinfo.EnvBase, t.TempDir())
+	p := &Plugin{DevInfo: devinfo.Dir(t.TempDir())}
 	pool := t.TempDir()
 	host := filepath.Join(pool, "vhost-3", "sock")
 	save := func(resource, mode string) {
-		if err := devinfo.Save(devinfo.DPPath(resource, "vhost-3"), &nadv1.DeviceInfo{Type: nadv1.DeviceInfoTypeVHostUser,
+		if err := devinfo.Save(p.DevInfo.DPPath(resource, "vhost-3"), &nadv1.DeviceInfo{Type: nadv1.DeviceInfoTypeVHostUser,
 			Version: nadv1.DeviceInfoVersion, VhostUser: &nadv1.VhostDevice{Mode: mode, Path: host}}); err != nil {
 			t.Fatal(err)
 		}
@@ -90,35 +91,49 @@ func TestResolveSlotFromDevicePluginInfo(t *testing.T) {
 		}
 		return c
 	}
-	if _, err := resolveSlot(conf("")); err == nil || !strings.Contains(err.Error(), "no vhost-user device-info") {
+	if _, err := p.resolveSlot(conf("")); err == nil || !strings.Contains(err.Error(), "no vhost-user device-info") {
 		t.Fatalf("no device-info: %v", err)
 	}
 	save("example.com/vhost", ModeServer)
-	s, err := resolveSlot(conf(""))
+	s, err := p.resolveSlot(conf(""))
 	if err != nil {
 		t.Fatal(err)
 	}
 	if s.HostSocket != host || s.ContainerSocket != host {
 		t.Fatalf("slot %+v, want host and pod socket %s", s, host)
 	}
-	s, err = resolveSlot(conf(`,"containerDir":"/var/run/vhu"`))
+	s, err = p.resolveSlot(conf(`,"containerDir":"/var/run/vhu"`))
 	if err != nil || s.ContainerSocket != "/var/run/vhu/vhost-3/sock" {
 		t.Fatalf("containerDir: %v %+v", err, s)
 	}
+	// The pool's containerDir as the device plugin publishes it, when the NAD does not say;
+	// the NAD's still wins.
+	p.PoolsFile = filepath.Join(t.TempDir(), "pools.json")
+	if err := devpools.WriteFile(p.PoolsFile, devpools.File{Pools: map[string][]string{"example.com/vhost": {}},
+		VhostUser: map[string]devpools.VhostPool{"example.com/vhost": {Dir: pool, ContainerDir: "/run/pod-vhu"}}}); err != nil {
+		t.Fatal(err)
+	}
+	if s, err = p.resolveSlot(conf("")); err != nil || s.ContainerSocket != "/run/pod-vhu/vhost-3/sock" {
+		t.Fatalf("containerDir from the pools file: %v %+v", err, s)
+	}
+	if s, err = p.resolveSlot(conf(`,"containerDir":"/var/run/vhu"`)); err != nil || s.ContainerSocket != "/var/run/vhu/vhost-3/sock" {
+		t.Fatalf("the NAD's containerDir over the pool's: %v %+v", err, s)
+	}
+	p.PoolsFile = ""
 	if n := s.PortName(); len(n) > 15 || !strings.HasPrefix(n, "vhu") {
 		t.Fatalf("port name %q: want vhu..., at most 15 bytes", n)
 	}
 	// A client-mode pool cannot back a dpdkvhostuserclient port: say how to fix it.
 	save("example.com/vhost", ModeClient)
-	if _, err := resolveSlot(conf("")); err == nil || !strings.Contains(err.Error(), `vhostUser.mode to "server"`) {
+	if _, err := p.resolveSlot(conf("")); err == nil || !strings.Contains(err.Error(), `vhostUser.mode to "server"`) {
 		t.Fatalf("client-mode slot: %v", err)
 	}
 	save("example.com/vhost", ModeServer)
 	save("other.org/vhost", ModeServer)
-	if _, err := resolveSlot(conf("")); err == nil || !strings.Contains(err.Error(), "several pools") {
+	if _, err := p.resolveSlot(conf("")); err == nil || !strings.Contains(err.Error(), "several pools") {
 		t.Fatalf("ambiguous slot: %v", err)
 	}
-	s, err = resolveSlot(conf(`,"socketDir":"/srv/vhu"`))
+	s, err = p.resolveSlot(conf(`,"socketDir":"/srv/vhu"`))
 	if err != nil || s.HostSocket != "/srv/vhu/vhost-3/sock" {
 		t.Fatalf("socketDir: %v %+v", err, s)
 	}
@@ -130,7 +145,7 @@ func TestResolveSlotRefusesLongSocketPaths(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := resolveSlot(c); err == nil || !strings.Contains(err.Error(), "over the 107") {
+	if _, err := (&Plugin{}).resolveSlot(c); err == nil || !strings.Contains(err.Error(), "over the 107") {
 		t.Fatalf("long socket path: %v", err)
 	}
 }

@@ -38,7 +38,7 @@ func (p *Plugin) Del(a Args) error {
 	if err != nil {
 		return fmt.Errorf("vhostuser: %w", err)
 	}
-	defer lk.unlock()
+	defer lk.Unlock()
 	if err := p.undo(o, c); err != nil {
 		log.Error("DEL failed", "slot", c.Slot.ID, "err", err)
 		return err

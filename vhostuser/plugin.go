@@ -3,7 +3,6 @@ package vhostuser
 import (
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
 	"log/slog"
 	"os"
@@ -15,8 +14,13 @@ import (
 	nadv1 "github.com/k8snetworkplumbingwg/network-attachment-definition-client/pkg/apis/k8s.cni.cncf.io/v1"
 
 	"github.com/multinet-io/multinet/devinfo"
+	"github.com/multinet-io/multinet/devpools"
 	"github.com/multinet-io/multinet/internal/netnsutil"
+	"github.com/multinet-io/multinet/internal/pluginlog"
 )
+
+// DefaultLogDir is where a netconf's logFile may be when the binary is given no other.
+const DefaultLogDir = "/var/log/multinet"
 
 // EnvOVSVsctl names the ovs-vsctl binary to run (default: ovs-vsctl from PATH).
 const EnvOVSVsctl = "MULTINET_OVS_VSCTL"
@@ -41,13 +45,16 @@ type Args struct {
 // Plugin runs the CNI commands on one host.
 type Plugin struct {
 	StateDir string
-	OVSVsctl string // empty: ovs-vsctl from PATH
-	Log      *slog.Logger
-}
-
-// NewFromEnv returns a Plugin over MULTINET_STATE_DIR and MULTINET_OVS_VSCTL.
-func NewFromEnv() *Plugin {
-	return &Plugin{StateDir: StateDirFromEnv(), OVSVsctl: os.Getenv(EnvOVSVsctl)}
+	// DevInfo is the device-info root: the device plugin's files for slots, and ours for
+	// attachments ("": devinfo.DefaultBase).
+	DevInfo devinfo.Dir
+	// PoolsFile is the device plugin's published pools (package devpools; "": none): where
+	// the pod sees a slot when the netconf does not say (its pool's containerDir).
+	PoolsFile string
+	OVSVsctl  string // empty: ovs-vsctl from PATH
+	// LogDir is the only place the netconf's logFile may be (DefaultLogDir when "").
+	LogDir string
+	Log    *slog.Logger
 }
 
 func (p *Plugin) store() store { return store{dir: p.StateDir} }
@@ -60,40 +67,35 @@ func (p *Plugin) ovs(c *NetConf) (*ovs, error) {
 	return o, nil
 }
 
+// logger follows the netconf's logLevel/logFile, the file under LogDir only (see package
+// pluginlog): the netconf is a tenant's NAD, and the plugin writes as root.
 func (p *Plugin) logger(c *NetConf) (*slog.Logger, func()) {
 	if p.Log != nil {
 		return p.Log, func() {}
 	}
-	level := slog.LevelWarn
-	var out io.Writer = os.Stderr
-	closeFn := func() {}
-	if c != nil {
-		switch strings.ToLower(c.LogLevel) {
-		case "debug":
-			level = slog.LevelDebug
-		case "info":
-			level = slog.LevelInfo
-		case "error", "panic":
-			level = slog.LevelError
-		}
-		if c.LogFile != "" {
-			if f, err := os.OpenFile(c.LogFile, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600); err == nil {
-				out, closeFn = f, func() { f.Close() }
-			}
-		}
+	o := pluginlog.Options{Plugin: "vhostuser", LogDir: p.LogDir}
+	if o.LogDir == "" {
+		o.LogDir = DefaultLogDir
 	}
-	return slog.New(slog.NewTextHandler(out, &slog.HandlerOptions{Level: level})).With("plugin", "vhostuser"), closeFn
+	if c != nil {
+		o.Level, o.LogFile = c.LogLevel, c.LogFile
+	}
+	log, f := pluginlog.New(o)
+	if f == nil {
+		return log, func() {}
+	}
+	return log, func() { f.Close() }
 }
 
 // resolveSlot finds the slot's host socket: under the netconf's socketDir, or from the device
 // plugin's device-info file for the slot (which also says the slot's mode).
-func resolveSlot(c *NetConf) (Slot, error) {
+func (p *Plugin) resolveSlot(c *NetConf) (Slot, error) {
 	s := Slot{ID: c.DeviceID}
 	mode := ""
 	if c.SocketDir != "" {
 		s.HostSocket = filepath.Join(c.SocketDir, c.DeviceID, c.SocketName)
 	} else {
-		pattern := filepath.Join(devinfo.Base(), "dp", "*-"+c.DeviceID+"-device.json")
+		pattern := filepath.Join(p.DevInfo.Root(), "dp", "*-"+c.DeviceID+"-device.json")
 		files, _ := filepath.Glob(pattern)
 		var found []string
 		for _, f := range files {
@@ -121,9 +123,17 @@ func resolveSlot(c *NetConf) (Slot, error) {
 	if mode != "" && mode != ModeServer {
 		return s, fmt.Errorf("vhostuser: slot %s: the pool's mode is %q (the pod connects to a socket the host creates), but an OVS dpdkvhostuserclient port needs the pod to listen: set the pool's vhostUser.mode to %q", c.DeviceID, mode, ModeServer)
 	}
-	// The pod sees the pool directory at containerDir (default: the same path).
+	// The pod sees the pool directory at containerDir: the netconf's, else the pool's as the
+	// device plugin publishes it, else the same path.
 	poolDir := filepath.Dir(filepath.Dir(s.HostSocket))
 	ctrDir := c.ContainerDir
+	if ctrDir == "" && p.PoolsFile != "" {
+		if f, err := devpools.Read(p.PoolsFile); err == nil {
+			if v, ok := f.VhostPoolAt(poolDir); ok {
+				ctrDir = v.ContainerDir
+			}
+		}
+	}
 	if ctrDir == "" {
 		ctrDir = poolDir
 	}

@@ -4,32 +4,20 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
-	"errors"
-	"fmt"
-	"io/fs"
-	"os"
 	"path/filepath"
 	"sort"
-	"strings"
 	"time"
 
-	"golang.org/x/sys/unix"
+	"github.com/multinet-io/multinet/internal/statefile"
 )
 
 // DefaultStateDir holds the plugin's state when MULTINET_STATE_DIR is unset; on disk so DEL
 // after a reboot still finds the port ADD made.
 const DefaultStateDir = "/var/lib/cni/multinet/vhostuser"
 
-// EnvStateDir overrides the state root; the plugin then uses <dir>/vhostuser.
+// EnvStateDir overrides the state root for the binary (read in cmd/); the plugin then uses
+// <dir>/vhostuser.
 const EnvStateDir = "MULTINET_STATE_DIR"
-
-// StateDirFromEnv returns the state directory in effect.
-func StateDirFromEnv() string {
-	if d := os.Getenv(EnvStateDir); d != "" {
-		return filepath.Join(d, "vhostuser")
-	}
-	return DefaultStateDir
-}
 
 // Slot is one vhost-user socket slot as this attachment uses it.
 type Slot struct {
@@ -82,7 +70,7 @@ type Cache struct {
 //	lock/<slot key>.lock                host-wide flock per slot
 type store struct{ dir string }
 
-func safeName(s string) string { return strings.NewReplacer("/", "_", "\x00", "_").Replace(s) }
+func safeName(s string) string { return statefile.SafeName(s) }
 
 func (s store) cachePath(containerID, ifName string) string {
 	return filepath.Join(s.dir, "cache", safeName(containerID+"-"+ifName)+".json")
@@ -90,57 +78,11 @@ func (s store) cachePath(containerID, ifName string) string {
 
 func (s store) ownerPath(sl Slot) string { return filepath.Join(s.dir, "slot", sl.key()+".json") }
 
-// writeJSON replaces a file atomically and durably.
-func writeJSON(path string, v any) error {
-	b, err := json.MarshalIndent(v, "", "  ")
-	if err != nil {
-		return err
-	}
-	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
-		return fmt.Errorf("state %s: %w", path, err)
-	}
-	tmp := fmt.Sprintf("%s.%d.tmp", path, os.Getpid())
-	f, err := os.OpenFile(tmp, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o600)
-	if err != nil {
-		return fmt.Errorf("state %s: %w", path, err)
-	}
-	_, werr := f.Write(b)
-	if werr == nil {
-		werr = f.Sync()
-	}
-	if cerr := f.Close(); werr == nil {
-		werr = cerr
-	}
-	if werr == nil {
-		werr = os.Rename(tmp, path)
-	}
-	if werr != nil {
-		os.Remove(tmp)
-		return fmt.Errorf("state %s: %w", path, werr)
-	}
-	return nil
-}
-
-func readJSON(path string, v any) (bool, error) {
-	b, err := os.ReadFile(path)
-	if errors.Is(err, fs.ErrNotExist) {
-		return false, nil
-	}
-	if err != nil {
-		return false, fmt.Errorf("state %s: %w", path, err)
-	}
-	if err := json.Unmarshal(b, v); err != nil {
-		return false, fmt.Errorf("state %s: corrupt: %w", path, err)
-	}
-	return true, nil
-}
-
-func removeFile(path string) error {
-	if err := os.Remove(path); err != nil && !errors.Is(err, fs.ErrNotExist) {
-		return fmt.Errorf("state %s: %w", path, err)
-	}
-	return nil
-}
+var (
+	writeJSON  = statefile.Write
+	readJSON   = statefile.Read
+	removeFile = statefile.Remove
+)
 
 func (s store) loadCache(containerID, ifName string) (*Cache, error) {
 	c := &Cache{}
@@ -163,40 +105,10 @@ func (s store) loadOwner(sl Slot) (*Owner, error) {
 // lockTimeout bounds the wait for another ADD/DEL on the same slot.
 var lockTimeout = 60 * time.Second
 
-type flock struct{ f *os.File }
+type flock = statefile.Flock
 
 func (s store) lock(sl Slot) (*flock, error) {
-	path := filepath.Join(s.dir, "lock", sl.key()+".lock")
-	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
-		return nil, fmt.Errorf("slot %s: lock: %w", sl.ID, err)
-	}
-	f, err := os.OpenFile(path, os.O_CREATE|os.O_RDWR, 0o600)
-	if err != nil {
-		return nil, fmt.Errorf("slot %s: lock: %w", sl.ID, err)
-	}
-	deadline := time.Now().Add(lockTimeout)
-	for {
-		err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB)
-		if err == nil {
-			return &flock{f}, nil
-		}
-		if !errors.Is(err, unix.EWOULDBLOCK) && !errors.Is(err, unix.EINTR) {
-			f.Close()
-			return nil, fmt.Errorf("slot %s: lock %s: %w", sl.ID, path, err)
-		}
-		if time.Now().After(deadline) {
-			f.Close()
-			return nil, fmt.Errorf("slot %s: still locked by another operation after %s (%s)", sl.ID, lockTimeout, path)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
-func (l *flock) unlock() {
-	if l != nil {
-		_ = unix.Flock(int(l.f.Fd()), unix.LOCK_UN)
-		l.f.Close()
-	}
+	return statefile.Lock(filepath.Join(s.dir, "lock", sl.key()+".lock"), "slot "+sl.ID, lockTimeout)
 }
 
 func sortedKeys(m map[string]string) []string {

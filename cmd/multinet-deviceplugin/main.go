@@ -12,7 +12,6 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
-	"sync"
 	"syscall"
 	"time"
 
@@ -20,6 +19,7 @@ import (
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 
+	"github.com/multinet-io/multinet/cmd/internal/nodeenv"
 	"github.com/multinet-io/multinet/deviceplugin"
 	"github.com/multinet-io/multinet/devpools"
 	"github.com/multinet-io/multinet/nodeevents"
@@ -56,7 +56,7 @@ func run(args []string, stderr io.Writer) int {
 		*poolsFile = "" // a dry run publishes nothing
 	}
 	opts := deviceplugin.Options{ConfigFile: *cfg, SysfsRoot: *sysfs, PluginDir: *dir, Interval: *interval, Logger: log,
-		PoolsFile: *poolsFile}
+		PoolsFile: *poolsFile, DevInfo: nodeenv.DevInfo()}
 	if !*check {
 		opts.OnRefused = nodeReporter(log, *kubeconfig, *nodeName)
 	}
@@ -124,31 +124,5 @@ func nodeReporter(log *slog.Logger, kubeconfig, node string) func([]deviceplugin
 		log.Info("refused pools are reported in the log and --check only, not as Node events", "why", err)
 		return nil
 	}
-	rec := &nodeevents.Recorder{Kube: kube, Node: node, Component: "multinet-deviceplugin"}
-	var mu sync.Mutex // events in the order the configs took effect
-	first := true
-	var firstMu sync.Mutex
-	return func(refused []deviceplugin.Refusal) {
-		firstMu.Lock()
-		wasFirst := first
-		first = false
-		firstMu.Unlock()
-		go func() {
-			mu.Lock()
-			defer mu.Unlock()
-			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-			defer cancel()
-			for _, r := range refused {
-				msg := fmt.Sprintf("resource %s is not served: %s", r.Resource, r)
-				if err := rec.Warning(ctx, nodeevents.ReasonPoolRefused, msg); err != nil {
-					log.Error("post node event", "err", err)
-				}
-			}
-			if len(refused) == 0 && !wasFirst {
-				if err := rec.Normal(ctx, nodeevents.ReasonPoolsServed, "every pool of the device plugin config is served"); err != nil {
-					log.Error("post node event", "err", err)
-				}
-			}
-		}()
-	}
+	return deviceplugin.NodeEvents(log, &nodeevents.Recorder{Kube: kube, Node: node, Component: "multinet-deviceplugin"})
 }

@@ -14,7 +14,6 @@ import (
 	"net"
 	"os"
 	"path/filepath"
-	"strconv"
 	"time"
 
 	"github.com/containernetworking/cni/pkg/skel"
@@ -155,17 +154,7 @@ func del(args *skel.CmdArgs) error {
 	return fallbackDel(c, args, err)
 }
 
-func depth() int {
-	s := os.Getenv(delcache.EnvDepth)
-	if s == "" {
-		return 0
-	}
-	n, err := strconv.Atoi(s)
-	if err != nil || n < 0 {
-		return 1
-	}
-	return n
-}
+func depth() int { return delcache.ParseDepth(os.Getenv(delcache.EnvDepth)) }
 
 // fallbackDel is the meta-plugin's DEL without the API: the cached delegates' DEL, exec'd.
 // Only network-status is left as it is (the pod is going away; the agent writes it on ADD).

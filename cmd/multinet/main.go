@@ -9,6 +9,7 @@ import (
 	"github.com/containernetworking/cni/pkg/skel"
 	"github.com/containernetworking/cni/pkg/types"
 
+	"github.com/multinet-io/multinet/cmd/internal/nodeenv"
 	"github.com/multinet-io/multinet/meta"
 )
 
@@ -18,7 +19,7 @@ func main() {
 	}
 	skel.PluginMainFuncs(skel.CNIFuncs{
 		Add: func(args *skel.CmdArgs) error {
-			p, err := meta.New(args.StdinData, args.Args)
+			p, err := meta.New(args.StdinData, args.Args, env())
 			if err != nil {
 				return err
 			}
@@ -38,13 +39,18 @@ func main() {
 
 func run(f func(*meta.Plugin, *skel.CmdArgs) error) func(*skel.CmdArgs) error {
 	return func(args *skel.CmdArgs) error {
-		p, err := meta.New(args.StdinData, args.Args)
+		p, err := meta.New(args.StdinData, args.Args, env())
 		if err != nil {
 			return err
 		}
 		defer p.Close()
 		return withContext(f(p, args))
 	}
+}
+
+// env is the node settings the binary takes from its environment (it takes no flags).
+func env() meta.Env {
+	return meta.Env{SysfsRoot: nodeenv.SysfsRoot(), DevInfo: nodeenv.DevInfo(), Depth: nodeenv.Depth()}
 }
 
 // withContext keeps our message: skel unwraps to the innermost *types.Error, which would drop

@@ -9,12 +9,12 @@ import (
 	"strings"
 	"text/tabwriter"
 
+	"github.com/multinet-io/multinet/cmd/internal/nodeenv"
 	"github.com/multinet-io/multinet/deviceplugin"
 	"github.com/multinet-io/multinet/doctor"
 	"github.com/multinet-io/multinet/meta"
 	"github.com/multinet-io/multinet/pci"
 	"github.com/multinet-io/multinet/podresources"
-	"github.com/multinet-io/multinet/sriovcni"
 	"github.com/multinet-io/multinet/vfmanager"
 )
 
@@ -27,7 +27,7 @@ var errFindings = fmt.Errorf("findings")
 func doctorCmd(args []string, stdout, stderr io.Writer) error {
 	fs, root := newFlags("doctor")
 	out := fs.String("o", "table", "output format: table or json")
-	stateDir := fs.String("state-dir", sriovcni.StateDirFromEnv(), "the sriov plugin's state directory")
+	stateDir := fs.String("state-dir", nodeenv.SriovStateDir(), "the sriov plugin's state directory")
 	cacheDir := fs.String("cache-dir", meta.DefaultCacheDir, "the meta-plugin's cacheDir")
 	ipam := fs.String("ipam-dirs", "/var/lib/cni/networks", "host-local dataDirs of the networks multinet attaches, comma-separated")
 	checkpoint := fs.String("checkpoint", podresources.DefaultCheckpoint, "kubelet's device-manager checkpoint")
@@ -43,7 +43,7 @@ func doctorCmd(args []string, stdout, stderr io.Writer) error {
 	if *out != "table" && *out != "json" {
 		return fmt.Errorf("doctor: -o %q: want table or json", *out)
 	}
-	c := &doctor.Config{Sys: pci.New(*root), SriovStateDir: *stateDir, MetaCacheDir: *cacheDir, Checkpoint: *checkpoint,
+	c := &doctor.Config{Sys: pci.New(*root), SriovStateDir: *stateDir, DevInfo: nodeenv.DevInfo(), MetaCacheDir: *cacheDir, Checkpoint: *checkpoint,
 		PodResourcesSocket: *podRes, CNIPath: *cniPath, Log: slog.New(slog.NewTextHandler(stderr, nil))}
 	for _, d := range strings.Split(*ipam, ",") {
 		if d = strings.TrimSpace(d); d != "" {

@@ -21,9 +21,9 @@ import (
 	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/multinet-io/multinet/agent"
+	"github.com/multinet-io/multinet/cmd/internal/nodeenv"
 	"github.com/multinet-io/multinet/cniinstall"
 	"github.com/multinet-io/multinet/deviceplugin"
-	"github.com/multinet-io/multinet/devpools"
 	"github.com/multinet-io/multinet/internal/cniwire"
 	"github.com/multinet-io/multinet/meta"
 	"github.com/multinet-io/multinet/meta/delcache"
@@ -59,8 +59,8 @@ func run(argv []string) error {
 	syncTimeout := fs.Duration("sync-timeout", 30*time.Second, "how long the start waits for the pod and NAD caches")
 	sysfs := fs.String("sysfs-root", envOr(pci.EnvSysfsRoot, pci.DefaultSysfsRoot), "sysfs root (env "+pci.EnvSysfsRoot+")")
 	sriovInProc := fs.Bool("sriov-in-process", true, "run the sriov delegate in-process (false: exec the sriov binary)")
-	stateDir := fs.String("sriov-state-dir", sriovcni.StateDirFromEnv(), "sriov plugin state dir (the sriov binary's, shared with it)")
-	poolsFile := fs.String("pools-file", devpools.PathFromEnv(), "device plugin's published pools")
+	stateDir := fs.String("sriov-state-dir", nodeenv.SriovStateDir(), "sriov plugin state dir (the sriov binary's, shared with it)")
+	poolsFile := fs.String("pools-file", nodeenv.PoolsFile(), "device plugin's published pools")
 	poolCheck := fs.String("sriov-pool-check", os.Getenv(sriovcni.EnvPoolCheck), "sriov pool check: auto, require or off")
 	checkpoint := fs.String("kubelet-checkpoint", envOr(sriovcni.EnvCheckpoint, podresources.DefaultCheckpoint), "kubelet device-manager checkpoint")
 	logDir := fs.String("log-dir", envOr(sriovcni.EnvLogDir, sriovcni.DefaultLogDir), "the only dir a sriov netconf's logFile may name")
@@ -90,7 +90,8 @@ func run(argv []string) error {
 	log := slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
 	cfg := agent.Config{Socket: *socket, NodeName: *node, MetricsAddr: *metricsAddr, MaxParallel: *maxParallel,
 		RequestTimeout: *reqTimeout, ShutdownTimeout: *shutdown, SyncTimeout: *syncTimeout, SysfsRoot: *sysfs, Log: log,
-		VFPolicyFile: *vfPolicy, VFPolicyInterval: *vfInterval, NoCNIServer: !*serveCNI, DelegateChroot: *delegateChroot}
+		VFPolicyFile: *vfPolicy, VFPolicyInterval: *vfInterval, DevInfo: nodeenv.DevInfo(), NoCNIServer: !*serveCNI,
+		DelegateChroot: *delegateChroot}
 	if *installFrom != "" || *installConf != cniinstall.ModeNone {
 		ic := &cniinstall.Config{From: *installFrom, BinDir: *binDir, ConfDir: *confDir, Conf: *installConf,
 			Kubeconfig: *thinKubeconfig, ServiceAccountDir: *saDir, Interval: *installInterval,
@@ -106,11 +107,11 @@ func run(argv []string) error {
 	}
 	if *dpConfig != "" {
 		cfg.DevicePlugin = &deviceplugin.Options{ConfigFile: *dpConfig, SysfsRoot: *sysfs, PluginDir: *dpDir, Interval: *dpInterval,
-			PoolsFile: *poolsFile, Logger: log.With("part", "deviceplugin")}
+			PoolsFile: *poolsFile, DevInfo: cfg.DevInfo, Logger: log.With("part", "deviceplugin")}
 	}
 	if *sriovInProc {
 		cfg.Sriov = &sriovcni.Plugin{Sys: pci.New(*sysfs), StateDir: *stateDir, PoolsFile: *poolsFile, PoolCheck: *poolCheck,
-			Checkpoint: *checkpoint, LogDir: *logDir, Log: log.With("plugin", "sriov")}
+			Checkpoint: *checkpoint, LogDir: *logDir, DevInfo: cfg.DevInfo, Log: log.With("plugin", "sriov")}
 	}
 	if !*noAPI {
 		rc, err := restConfig(*kubeconfig)

@@ -11,7 +11,7 @@ import (
 	"github.com/containernetworking/cni/pkg/skel"
 	"github.com/containernetworking/cni/pkg/version"
 
-	"github.com/multinet-io/multinet/sriovcni"
+	"github.com/multinet-io/multinet/cmd/internal/nodeenv"
 )
 
 // Namespace switches are per OS thread: keep main on one thread so host-side netlink calls
@@ -19,5 +19,5 @@ import (
 func init() { runtime.LockOSThread() }
 
 func main() {
-	skel.PluginMainFuncs(sriovcni.NewFromEnv().CNIFuncs(), version.All, "multinet sriov CNI plugin")
+	skel.PluginMainFuncs(nodeenv.Sriov().CNIFuncs(), version.All, "multinet sriov CNI plugin")
 }

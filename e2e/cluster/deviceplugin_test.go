@@ -51,6 +51,33 @@ func (p *plugin) logText() string { b, _ := os.ReadFile(p.log); return string(b)
 
 func (p *plugin) count(s string) int { return strings.Count(p.logText(), s) }
 
+// startProcess runs a node daemon of this repo (the device plugin, multinetd) with its output in
+// a log file under work and env added to the test's environment, until the test ends (SIGTERM,
+// then the log when the test failed).
+func startProcess(t *testing.T, work string, env []string, bin string, args ...string) *plugin {
+	t.Helper()
+	p := &plugin{log: filepath.Join(work, filepath.Base(bin)+".log")}
+	logf, err := os.Create(p.log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.cmd = exec.Command(bin, args...)
+	p.cmd.Env = append(os.Environ(), env...)
+	p.cmd.Stdout, p.cmd.Stderr = logf, logf
+	if err := p.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = p.cmd.Process.Signal(syscall.SIGTERM)
+		_ = p.cmd.Wait()
+		logf.Close()
+		if t.Failed() {
+			t.Logf("%s log:\n%s", filepath.Base(bin), p.logText())
+		}
+	})
+	return p
+}
+
 // buildTool builds a command of this repo into dir.
 func buildTool(t *testing.T, pkg, dir string) string {
 	t.Helper()
@@ -225,26 +252,8 @@ func TestDevicePluginOnRealKubelet(t *testing.T) {
 	  {"resourceName":"mn_e2e_vhost","resourcePrefix":"multinet.io","deviceType":"vhostUser",
 	   "vhostUser":{"dir":"`+vhostDir+`","count":2,"mode":"server","containerDir":"`+vhostCDir+`"}}]}`)
 
-	p := &plugin{log: filepath.Join(work, "plugin.log")}
-	logf, err := os.Create(p.log)
-	if err != nil {
-		t.Fatal(err)
-	}
-	p.cmd = exec.Command(bin, "--config", cfgPath, "--sysfs-root", tree.Root, "--device-plugin-dir", c.DevicePluginDir(),
-		"--pools-file", filepath.Join(c.Dir, "pools.json"))
-	p.cmd.Env = append(os.Environ(), devinfo.EnvBase+"="+devinfoDir)
-	p.cmd.Stdout, p.cmd.Stderr = logf, logf
-	if err := p.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		_ = p.cmd.Process.Signal(syscall.SIGTERM)
-		_ = p.cmd.Wait()
-		logf.Close()
-		if t.Failed() {
-			t.Logf("plugin log:\n%s", p.logText())
-		}
-	})
+	p := startProcess(t, work, []string{devinfo.EnvBase + "=" + devinfoDir}, bin, "--config", cfgPath, "--sysfs-root", tree.Root,
+		"--device-plugin-dir", c.DevicePluginDir(), "--pools-file", filepath.Join(c.Dir, "pools.json"))
 
 	waitNodeRes(t, c, p, "registered", vfRes, 4, 4)
 	waitNodeRes(t, c, p, "registered", vhostRes, 2, 2)

@@ -9,7 +9,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -51,32 +50,25 @@ func TestDevicePluginRefusedPoolIsANodeEvent(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	p := &plugin{log: filepath.Join(work, "plugin.log")}
-	logf, err := os.Create(p.log)
-	if err != nil {
-		t.Fatal(err)
-	}
 	since := time.Now().Add(-time.Second)
-	p.cmd = exec.Command(bin, "--config", cfgPath, "--sysfs-root", tree.Root, "--device-plugin-dir", c.DevicePluginDir(),
+	p := startProcess(t, work, []string{devinfo.EnvBase + "=" + filepath.Join(work, "devinfo")}, bin, "--config", cfgPath,
+		"--sysfs-root", tree.Root, "--device-plugin-dir", c.DevicePluginDir(),
 		"--kubeconfig", kc, "--node-name", clustertest.Node, "--pools-file", filepath.Join(work, "pools.json"))
-	p.cmd.Env = append(os.Environ(), devinfo.EnvBase+"="+filepath.Join(work, "devinfo"))
-	p.cmd.Stdout, p.cmd.Stderr = logf, logf
-	if err := p.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		_ = p.cmd.Process.Signal(syscall.SIGTERM)
-		_ = p.cmd.Wait()
-		logf.Close()
-		if t.Failed() {
-			t.Logf("plugin log:\n%s", p.logText())
-		}
-	})
 
 	waitNodeRes(t, c, p, "the servable pool registered", vfRes, 2, 2)
 	if cp, _ := nodeRes(t, c, "intel.com/mn_e2e_gtp"); cp != -1 {
 		t.Errorf("the refused pool shows on the node with capacity %d", cp)
 	}
+	waitPoolRefused(t, c, p, since, "multinet-deviceplugin", "intel.com/mn_e2e_gtp", "ddpProfiles")
+	if !strings.Contains(p.logText(), "pool refused") {
+		t.Errorf("the refusal is not in the log")
+	}
+}
+
+// waitPoolRefused waits (30 s) for the Warning PoolRefused Event on the Node that component
+// posted since then about resource, its message naming why; p's log is shown when none comes.
+func waitPoolRefused(t *testing.T, c *clustertest.Cluster, p *plugin, since time.Time, component, resource, why string) {
+	t.Helper()
 	deadline := time.Now().Add(30 * time.Second)
 	for {
 		evs, err := c.Kube.CoreV1().Events("").List(context.Background(), metav1.ListOptions{
@@ -87,23 +79,20 @@ func TestDevicePluginRefusedPoolIsANodeEvent(t *testing.T) {
 		var found *corev1.Event
 		for i := range evs.Items {
 			e := &evs.Items[i]
-			if e.LastTimestamp.Time.After(since) && strings.Contains(e.Message, "intel.com/mn_e2e_gtp") {
+			if e.LastTimestamp.Time.After(since) && e.Source.Component == component && strings.Contains(e.Message, resource) {
 				found = e
 			}
 		}
 		if found != nil {
-			if found.Type != corev1.EventTypeWarning || !strings.Contains(found.Message, "ddpProfiles") || found.Source.Component != "multinet-deviceplugin" {
+			if found.Type != corev1.EventTypeWarning || !strings.Contains(found.Message, why) {
 				t.Errorf("event %s %s from %s: %s", found.Type, found.Reason, found.Source.Component, found.Message)
 			}
 			t.Logf("node event: %s %s: %s", found.Type, found.Reason, found.Message)
-			break
+			return
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("no PoolRefused event on node %s naming intel.com/mn_e2e_gtp; plugin log:\n%s", clustertest.Node, p.logText())
+			t.Fatalf("no PoolRefused event from %s on node %s naming %s; log:\n%s", component, clustertest.Node, resource, p.logText())
 		}
 		time.Sleep(300 * time.Millisecond)
-	}
-	if !strings.Contains(p.logText(), "pool refused") {
-		t.Errorf("the refusal is not in the log")
 	}
 }

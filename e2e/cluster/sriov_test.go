@@ -6,10 +6,8 @@ import (
 	"context"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -83,27 +81,9 @@ func startDevicePlugin(t *testing.T, c *clustertest.Cluster, sysfs, config strin
 	bin := buildTool(t, "./cmd/multinet-deviceplugin", work)
 	cfg := filepath.Join(work, "config.json")
 	writeConfig(t, cfg, config)
-	p := &plugin{log: filepath.Join(work, "plugin.log")}
-	logf, err := os.Create(p.log)
-	if err != nil {
-		t.Fatal(err)
-	}
-	p.cmd = exec.Command(bin, "--config", cfg, "--sysfs-root", sysfs, "--device-plugin-dir", c.DevicePluginDir(),
+	return startProcess(t, work, []string{devinfo.EnvBase + "=" + filepath.Join(c.Dir, "devinfo")}, bin, "--config", cfg,
+		"--sysfs-root", sysfs, "--device-plugin-dir", c.DevicePluginDir(),
 		"--pools-file", filepath.Join(c.Dir, "pools.json")) // what containerd's sriov reads (cluster-up)
-	p.cmd.Env = append(os.Environ(), devinfo.EnvBase+"="+filepath.Join(c.Dir, "devinfo"))
-	p.cmd.Stdout, p.cmd.Stderr = logf, logf
-	if err := p.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		_ = p.cmd.Process.Signal(syscall.SIGTERM)
-		_ = p.cmd.Wait()
-		logf.Close()
-		if t.Failed() {
-			t.Logf("device plugin log:\n%s", p.logText())
-		}
-	})
-	return p
 }
 
 func sriovPod(name string) func(*corev1.Pod) {

@@ -3,6 +3,7 @@
 package cluster
 
 import (
+	"context"
 	"fmt"
 	"net"
 	"os"
@@ -16,6 +17,7 @@ import (
 	"github.com/vishvananda/netlink"
 
 	"github.com/multinet-io/multinet/e2e/cluster/clustertest"
+	"github.com/multinet-io/multinet/podresources"
 )
 
 func thickCluster(t *testing.T) *clustertest.Cluster {
@@ -182,5 +184,69 @@ func readAll(conn net.Conn) ([]byte, error) {
 		if err != nil {
 			return out, nil
 		}
+	}
+}
+
+// startAgentWith stops the cluster's multinetd and runs it again with extra flags (its usual
+// environment and flags from run/multinetd.sh), until the test ends; then the usual one again.
+func startAgentWith(t *testing.T, c *clustertest.Cluster, extra ...string) *plugin {
+	t.Helper()
+	c.KillAgent(t) // its restart runs last, after this agent's stop
+	p := startProcess(t, t.TempDir(), nil, filepath.Join(c.Dir, "run", "multinetd.sh"), extra...)
+	sock := filepath.Join(c.Dir, "run", "multinet", "multinet.sock")
+	for deadline := time.Now().Add(60 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+		if conn, err := net.Dial("unix", sock); err == nil {
+			conn.Close()
+			return p
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("multinetd with %v not serving:\n%s", extra, p.logText())
+		}
+	}
+}
+
+// kubelet's device plugin registration served by the agent: multinetd with
+// --device-plugin-config registers the pool with kubelet, a pod asking for a VF is allocated
+// one and gets net1 on it (the agent's in-process sriov), and a pool the node cannot serve is a
+// Warning Event on the Node from multinetd, as the standalone device plugin posts it.
+func TestThickDevicePluginInAgent(t *testing.T) {
+	c := thickCluster(t)
+	tree, macs := simSRIOVNode(t, c, 2)
+	cfg := filepath.Join(t.TempDir(), "dp-config.json")
+	writeConfig(t, cfg, `{"resourceList":[{"resourceName":"mn_sriov_net","selectors":{"pfNames":["mne2epf"]}},
+	  {"resourceName":"mn_e2e_gtp","selectors":{"vendors":["8086"],"ddpProfiles":["GTPv1-C/U IPv4/IPv6 payload"]}}]}`)
+	since := time.Now().Add(-time.Second)
+	p := startAgentWith(t, c, "--device-plugin-config", cfg, "--device-plugin-dir", c.DevicePluginDir(), "--sysfs-root", tree.Root)
+	waitNodeRes(t, c, p, "registered by multinetd", sriovRes, 2, 2)
+	if !strings.Contains(p.logText(), "registered with kubelet") {
+		t.Errorf("multinetd's log does not show the registration")
+	}
+
+	c.CreateNAD(t, "default", "sriov-net", `{"cniVersion": "1.0.0", "type": "sriov", "ipam": {"type": "host-local",
+	  "dataDir": "`+c.IPAMDir()+`", "subnet": "10.56.218.0/24"}}`, map[string]string{"k8s.v1.cni.cncf.io/resourceName": sriovRes})
+	c.CreatePod(t, "default", "cnf-agent", sriovPod("cnf-agent"))
+	pod := c.WaitRunning(t, "default", "cnf-agent", 90*time.Second)
+	ids, err := podresources.DeviceIDs(context.Background(), podresources.Config{Socket: c.PodResourcesSocket()}, "default", "cnf-agent", string(pod.UID), sriovRes)
+	if err != nil || len(ids) != 1 {
+		t.Fatalf("kubelet allocated %v, %v", ids, err)
+	}
+	st := networkStatus(t, c, "default", "cnf-agent")
+	if len(st) != 2 || st[1].Interface != "net1" || st[1].DeviceInfo == nil || st[1].DeviceInfo.Pci == nil ||
+		st[1].DeviceInfo.Pci.PciAddress != ids[0] || st[1].DeviceInfo.Pci.PfPciAddress != e2ePF {
+		t.Fatalf("network-status %+v; kubelet allocated %s", st, ids[0])
+	}
+	vfNetdev := "mne2ev" + ids[0][len(ids[0])-1:]
+	clustertest.PodNetNS(t, "eth0", pod.Status.PodIP).Do(func(ns.NetNS) error {
+		if l, err := netlink.LinkByName("net1"); err != nil || l.Attrs().HardwareAddr.String() != macs[vfNetdev] {
+			t.Errorf("net1 is not the allocated VF %s (%s): %v", ids[0], vfNetdev, err)
+		}
+		return nil
+	})
+
+	waitPoolRefused(t, c, p, since, "multinetd", "intel.com/mn_e2e_gtp", "ddpProfiles")
+
+	c.DeletePod(t, "default", "cnf-agent")
+	if l, err := netlink.LinkByName(vfNetdev); err != nil || l.Attrs().HardwareAddr.String() != macs[vfNetdev] {
+		t.Errorf("VF %s not back on the node as %s after the pod was deleted: %v", ids[0], vfNetdev, err)
 	}
 }

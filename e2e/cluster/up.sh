@@ -202,7 +202,7 @@ if [ "$MODE" = thick ]; then
 #!/bin/sh
 exec env MULTINET_SYSFS_ROOT="$D/sim-sysfs" MULTINET_DEVINFO_DIR="$D/devinfo" MULTINET_STATE_DIR="$D/cni-state" MULTINET_POOLS_FILE="$D/pools.json" \\
   "$D/tools/multinetd" --kubeconfig "$D/multinet.d/multinetd.kubeconfig" --node-name "$NODE" \\
-  --socket "$D/run/multinet/multinet.sock" --metrics-addr "$agent_metrics" --log-dir "$D/logs" --log-level info
+  --socket "$D/run/multinet/multinet.sock" --metrics-addr "$agent_metrics" --log-dir "$D/logs" --log-level info "\$@"
 EOT
   chmod +x "$D/run/multinetd.sh"
   setsid "$D/run/multinetd.sh" >>"$D/logs/multinetd.log" 2>&1 < /dev/null &

@@ -86,7 +86,7 @@ func newNode(t testing.TB) *node {
 		t.Fatal(err)
 	}
 	m, err := deviceplugin.New(deviceplugin.Options{ConfigFile: dir + "/dp-config.json", SysfsRoot: pcitest.New(t).Root,
-		PluginDir: dir + "/dp", DefaultRouteLinks: func() ([]string, error) { return nil, nil },
+		PluginDir: dir + "/dp", DevInfo: devinfo.Dir(dir + "/devinfo"), DefaultRouteLinks: func() ([]string, error) { return nil, nil },
 		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	if err != nil {
 		t.Fatal(err)

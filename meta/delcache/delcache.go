@@ -187,6 +187,19 @@ func ownTypeIn(v interface{}) string {
 	return ""
 }
 
+// ParseDepth reads a value of EnvDepth: how many meta-plugins run above this one. A value that
+// is not a count still says "nested" (1), so a loop stops whatever wrote it.
+func ParseDepth(s string) int {
+	if s == "" {
+		return 0
+	}
+	n, err := strconv.Atoi(s)
+	if err != nil || n < 0 {
+		return 1
+	}
+	return n
+}
+
 // DepthExec marks every delegate it execs with EnvDepth, one more than ours.
 type DepthExec struct {
 	invoke.Exec
