@@ -209,26 +209,54 @@ func waitEstablished(dc dynamic.Interface, name string) error {
 }
 
 // deletePods deletes every pod with a 1 s grace period (so the runtime runs CNI DEL promptly)
-// and waits until they are gone.
+// and waits until they are gone: first the workloads, then DaemonSet pods (a node agent that
+// serves the workloads' CNI DEL goes last).
 func deletePods(cs kubernetes.Interface, timeout time.Duration) error {
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
+	for _, agents := range []bool{false, true} {
+		if err := deletePodsOf(ctx, cs, agents); err != nil {
+			return fmt.Errorf("%w after %s", err, timeout)
+		}
+	}
+	return nil
+}
+
+// deletePodsOf deletes the DaemonSets' pods (agents) or all the others, and waits for them.
+func deletePodsOf(ctx context.Context, cs kubernetes.Interface, agents bool) error {
 	grace := int64(1)
+	mine := func(p *corev1.Pod) bool {
+		ds := false
+		for _, o := range p.OwnerReferences {
+			ds = ds || o.Kind == "DaemonSet"
+		}
+		return ds == agents
+	}
 	pods, err := cs.CoreV1().Pods("").List(ctx, metav1.ListOptions{})
 	if err != nil {
 		return err
 	}
 	for _, p := range pods.Items {
-		_ = cs.CoreV1().Pods(p.Namespace).Delete(ctx, p.Name, metav1.DeleteOptions{GracePeriodSeconds: &grace})
+		if mine(&p) {
+			_ = cs.CoreV1().Pods(p.Namespace).Delete(ctx, p.Name, metav1.DeleteOptions{GracePeriodSeconds: &grace})
+		}
 	}
 	for {
 		pods, err := cs.CoreV1().Pods("").List(ctx, metav1.ListOptions{})
-		if err == nil && len(pods.Items) == 0 {
-			return nil
+		left := 0
+		if err == nil {
+			for _, p := range pods.Items {
+				if mine(&p) {
+					left++
+				}
+			}
+			if left == 0 {
+				return nil
+			}
 		}
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("pods still present after %s", timeout)
+			return fmt.Errorf("%d pods still present", left)
 		case <-time.After(300 * time.Millisecond):
 		}
 	}
