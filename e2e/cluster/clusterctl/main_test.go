@@ -101,7 +101,7 @@ func TestImageFilesCarriesLibrariesAndLinks(t *testing.T) {
 	os.WriteFile(greeting, []byte("hello\n"), 0o600)
 
 	out := filepath.Join(t.TempDir(), "img.tar")
-	if err := imageFiles("t:1", out, prog, []string{prog, filepath.Join(host, "ldir"), greeting + "=/etc/greeting"}); err != nil {
+	if err := imageFiles("registry.local/t:1", out, prog, []string{prog, filepath.Join(host, "ldir"), greeting + "=/etc/greeting"}); err != nil {
 		t.Fatal(err)
 	}
 	hdrs, data := readImage(t, out)
@@ -165,10 +165,10 @@ func TestImageFilesCarriesLibrariesAndLinks(t *testing.T) {
 
 func TestImageFilesRefusesWhatItCannotCarry(t *testing.T) {
 	out := filepath.Join(t.TempDir(), "img.tar")
-	if err := imageFiles("t:1", out, "/x", []string{"/no/such/file"}); err == nil || !strings.Contains(err.Error(), "/no/such/file") {
+	if err := imageFiles("registry.local/t:1", out, "/x", []string{"/no/such/file"}); err == nil || !strings.Contains(err.Error(), "/no/such/file") {
 		t.Errorf("missing file: %v", err)
 	}
-	if err := imageFiles("t:1", out, "/x", []string{"relative/path"}); err == nil || !strings.Contains(err.Error(), "absolute") {
+	if err := imageFiles("registry.local/t:1", out, "/x", []string{"relative/path"}); err == nil || !strings.Contains(err.Error(), "absolute") {
 		t.Errorf("relative path: %v", err)
 	}
 }
