@@ -19,7 +19,7 @@ build:
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '-s -w' -o $(BIN)/ ./cmd/...
 
 # The multinet image (docker-archive, no Docker or registry needed): every cmd/ binary but the
-# benchmark driver (50 MB a node never runs), static and stripped; the CNI plugins under /opt/multinet/cni/bin (what multinetd --install-from
+# benchmark driver (50 MB a node never runs), static and stripped; the CNI plugins under /opt/multinet/bin (what multinetd --install-from
 # copies to the node), the rest under /usr/local/bin. Tagged with its content hash, never
 # :latest. Import it with `ctr -n k8s.io images import $(IMAGE_TAR)` on each node, or push it.
 # IMAGE_LABELS=KEY=VALUE... makes a distinct image (a new tag) from the same binaries.
@@ -33,7 +33,7 @@ image:
 	@CGO_ENABLED=0 $(GO) build -trimpath -ldflags '-s -w' -o $(BIN)/image/ $(addprefix ./cmd/,$(IMAGE_CMDS))
 	@$(GO) run ./hack/mkimage -name $(IMAGE_NAME) -out $(IMAGE_TAR) -entrypoint /usr/local/bin/multinetd \
 	  $(foreach l,$(IMAGE_LABELS),-label $(l)) \
-	  $(foreach c,$(IMAGE_CMDS),$(BIN)/image/$(c)=$(if $(filter $(c),$(CNI_PLUGINS)),/opt/multinet/cni/bin,/usr/local/bin)/$(c))
+	  $(foreach c,$(IMAGE_CMDS),$(BIN)/image/$(c)=$(if $(filter $(c),$(CNI_PLUGINS)),/opt/multinet/bin,/usr/local/bin)/$(c))
 
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \

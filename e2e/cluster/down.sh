@@ -30,9 +30,11 @@ stop containerd
 stop etcd
 # Mounts left by kubelet and containerd under our dirs, deepest first.
 grep -F " $D/" /proc/mounts | awk '{print $2}' | sort -r | while read -r m; do umount -l "$m" 2>/dev/null; done
-dp=/var/lib/kubelet/device-plugins
-if grep -qF " $dp " /proc/mounts && [ "$(stat -c %i "$dp")" = "$(stat -c %i "$D/kubelet/device-plugins" 2>/dev/null)" ]; then
-  umount "$dp"
-fi
+for sub in device-plugins pod-resources; do
+  dp=/var/lib/kubelet/$sub
+  if grep -qF " $dp " /proc/mounts && [ "$(stat -c %i "$dp")" = "$(stat -c %i "$D/kubelet/$sub" 2>/dev/null)" ]; then
+    umount "$dp"
+  fi
+done
 ip link del mncbr0 2>/dev/null || true
 echo "cluster-down: stopped ($D)"

@@ -188,15 +188,19 @@ if [ "$(findmnt -no PROPAGATION /)" = private ]; then
 fi
 # kubelet serves the device-plugin registration socket at the fixed path
 # /var/lib/kubelet/device-plugins whatever --root-dir says; bind our dir there so plugins and
-# tests find it at $D/kubelet/device-plugins. Refuse if another kubelet owns that path.
-dp=/var/lib/kubelet/device-plugins
-mkdir -p "$D/kubelet/device-plugins" "$dp"
-if ! grep -qF " $dp " /proc/mounts; then
-  if [ -S "$dp/kubelet.sock" ] && pgrep -x kubelet >/dev/null; then
-    echo "cluster-up: another kubelet serves $dp; stop it first" >&2; exit 1
+# tests find it at $D/kubelet/device-plugins. Its PodResources socket is under --root-dir: bind
+# that dir to the default path too, so an installed agent's conf (default paths) reaches it.
+# Refuse if another kubelet owns those paths.
+for sub in device-plugins pod-resources; do
+  dp=/var/lib/kubelet/$sub
+  mkdir -p "$D/kubelet/$sub" "$dp"
+  if ! grep -qF " $dp " /proc/mounts; then
+    if [ -S "$dp/kubelet.sock" ] && pgrep -x kubelet >/dev/null; then
+      echo "cluster-up: another kubelet serves $dp; stop it first" >&2; exit 1
+    fi
+    mount --bind "$D/kubelet/$sub" "$dp"
   fi
-  mount --bind "$D/kubelet/device-plugins" "$dp"
-fi
+done
 start kubelet "$BIN/kubelet" --config "$D/kubelet-config.yaml" --kubeconfig "$D/kubeconfig" \
   --hostname-override "$NODE" --root-dir "$D/kubelet" --node-ip 127.0.0.1 --v 1
 crds=("$repo"/deploy/crds/*.yaml)
