@@ -19,8 +19,9 @@ build:
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '-s -w' -o $(BIN)/ ./cmd/...
 
 # The multinet image (docker-archive, no Docker or registry needed): every cmd/ binary but the
-# benchmark driver (50 MB a node never runs), static and stripped; the CNI plugins under /opt/multinet/bin (what multinetd --install-from
-# copies to the node), the rest under /usr/local/bin. Tagged with its content hash, never
+# benchmark driver (50 MB a node never runs), static and stripped; the CNI plugins under
+# /opt/multinet/bin (what multinetd --install-from copies to the node), the rest under
+# /usr/local/bin. Tagged with its content hash, never
 # :latest. Import it with `ctr -n k8s.io images import $(IMAGE_TAR)` on each node, or push it.
 # IMAGE_LABELS=KEY=VALUE... makes a distinct image (a new tag) from the same binaries.
 IMAGE_NAME   ?= registry.local/multinet/multinet
