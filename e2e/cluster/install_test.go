@@ -221,8 +221,13 @@ func TestInstall(t *testing.T) {
 	dpConfig := `{"resourceList":[{"resourceName":"mn_sriov_net","selectors":{"pfNames":["mne2epf"]}}]}`
 	in.writeKustomization(t, ref, dpConfig)
 
-	// What kubectl kustomize renders is valid against this API server.
-	t.Logf("dry run: %s", kubectl(t, c, "apply", "--dry-run=server", "-k", in.dir))
+	// What kubectl kustomize renders, for every shape, is valid against this API server.
+	for _, k := range []string{"../../deploy", "../../deploy/overlays/thin", "../../deploy/overlays/device-plugin-only", in.dir} {
+		out := kubectl(t, c, "apply", "--dry-run=server", "-k", k)
+		if !strings.Contains(out, "daemonset.apps/multinet created (server dry run)") {
+			t.Errorf("kubectl apply --dry-run=server -k %s:\n%s", k, out)
+		}
+	}
 	kubectl(t, c, "apply", "-k", in.dir)
 	uninstalled := false
 	t.Cleanup(func() {
