@@ -17,7 +17,6 @@ import (
 	"github.com/vishvananda/netlink"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
-	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/client-go/dynamic"
@@ -101,6 +100,9 @@ configMapGenerator:
   behavior: merge
   literals:
   - CLUSTER_DIR=%s
+- name: multinet-e2e-api
+  behavior: merge
+  literals:
   - KUBERNETES_SERVICE_PORT=%s
 - name: multinet-deviceplugin
   behavior: merge
@@ -156,11 +158,63 @@ func (in *installed) agentLog() string {
 	return b.String()
 }
 
-// vfPod is a pod on the SR-IOV NAD; its VF request is written out (the webhook that adds it from
-// the NAD is its own component).
-func vfPod(p *corev1.Pod) {
-	withNetworks("sriov-net")(p)
-	p.Spec.Containers[0].Resources.Limits = corev1.ResourceList{sriovRes: resource.MustParse("1")}
+// vfPod is a pod on the SR-IOV NAD with no resources section: the installed webhook adds the
+// VF request from the NAD's resourceName.
+func vfPod(p *corev1.Pod) { withNetworks("sriov-net")(p) }
+
+// createVFPod creates a vfPod and checks the webhook gave its container one VF in requests and
+// limits. With retry, a refusal because the webhook is not serving (its pod being replaced in a
+// rolling update: failurePolicy Fail) is retried, as a ReplicaSet would.
+func createVFPod(t *testing.T, c *clustertest.Cluster, name string, retry bool) {
+	t.Helper()
+	grace, noToken := int64(1), false
+	p := &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "default"},
+		Spec: corev1.PodSpec{NodeName: clustertest.Node, AutomountServiceAccountToken: &noToken, TerminationGracePeriodSeconds: &grace,
+			Containers: []corev1.Container{{Name: "app", Image: clustertest.Image, ImagePullPolicy: corev1.PullNever}}},
+	}
+	vfPod(p)
+	deadline := time.Now().Add(90 * time.Second)
+	for {
+		got, err := c.Kube.CoreV1().Pods("default").Create(context.Background(), p, metav1.CreateOptions{})
+		if err == nil {
+			t.Cleanup(func() { c.DeletePod(t, "default", name) })
+			ctr := got.Spec.Containers[0].Resources
+			if q := ctr.Limits[sriovRes]; q.Value() != 1 {
+				t.Errorf("pod %s: limits %v: the webhook did not add one %s", name, ctr.Limits, sriovRes)
+			}
+			if q := ctr.Requests[sriovRes]; q.Value() != 1 {
+				t.Errorf("pod %s: requests %v: the webhook did not add one %s", name, ctr.Requests, sriovRes)
+			}
+			return
+		}
+		if !retry || time.Now().After(deadline) || !strings.Contains(err.Error(), "failed calling webhook") {
+			t.Fatalf("create pod %s: %v", name, err)
+		}
+		t.Logf("create pod %s: %v (retried)", name, err)
+		time.Sleep(time.Second)
+	}
+}
+
+// waitWebhook waits until the webhook Deployment serves with image.
+func (in *installed) waitWebhook(t *testing.T, image string) {
+	t.Helper()
+	deadline := time.Now().Add(2 * time.Minute)
+	for {
+		d, err := in.c.Kube.AppsV1().Deployments("kube-system").Get(context.Background(), "multinet-webhook", metav1.GetOptions{})
+		if err == nil && d.Status.ObservedGeneration == d.Generation && d.Status.UpdatedReplicas == 1 && d.Status.AvailableReplicas == 1 &&
+			d.Spec.Template.Spec.Containers[0].Image == image {
+			return
+		}
+		if time.Now().After(deadline) {
+			st := ""
+			if d != nil {
+				st = fmt.Sprintf("%+v", d.Status)
+			}
+			t.Fatalf("webhook Deployment not available with %s after 2m: %v %s", image, err, st)
+		}
+		time.Sleep(time.Second)
+	}
 }
 
 // attachedVF checks a VF pod as its user would: Running, network-status with net1 on the VF
@@ -237,6 +291,7 @@ func TestInstall(t *testing.T) {
 	})
 	agent := in.waitRolledOut(t, ref)
 	t.Logf("agent %s Ready with %s", agent.Name, ref)
+	in.waitWebhook(t, ref)
 	if t.Failed() {
 		return
 	}
@@ -255,8 +310,8 @@ func TestInstall(t *testing.T) {
 	waitNodeRes(t, c, &plugin{log: "/dev/null"}, "installed agent's device plugin", sriovRes, 3, 3)
 	c.CreateNAD(t, "default", "sriov-net", `{"cniVersion": "1.0.0", "type": "sriov", "ipam": {"type": "host-local",
 	  "dataDir": "`+c.IPAMDir()+`", "subnet": "10.56.218.0/24"}}`, map[string]string{"k8s.v1.cni.cncf.io/resourceName": sriovRes})
-	c.CreatePod(t, "default", "keeps", vfPod)
-	c.CreatePod(t, "default", "goes", vfPod)
+	createVFPod(t, c, "keeps", false)
+	createVFPod(t, c, "goes", false)
 	keepsVF, keepsIP := attachedVF(t, c, "keeps", macs)
 	goesVF, goesIP := attachedVF(t, c, "goes", macs)
 	if t.Failed() {
@@ -280,9 +335,10 @@ func TestInstall(t *testing.T) {
 		// While the agent is replaced: one pod deleted, one created.
 		done := make(chan struct{})
 		go func() { defer close(done); c.DeletePod(t, "default", "goes") }()
-		c.CreatePod(t, "default", "during", vfPod)
+		createVFPod(t, c, "during", true)
 		<-done
 		newAgent := in.waitRolledOut(t, ref2)
+		in.waitWebhook(t, ref2)
 		if newAgent.UID == agent.UID {
 			t.Fatalf("agent pod %s not replaced", agent.Name)
 		}
@@ -364,6 +420,11 @@ func TestInstall(t *testing.T) {
 			{schema.GroupVersionResource{Version: "v1", Resource: "configmaps"}, "kube-system", "multinet-vf-policy"},
 			{schema.GroupVersionResource{Group: "admissionregistration.k8s.io", Version: "v1", Resource: "validatingadmissionpolicies"}, "", "multinet-node-scope"},
 			{schema.GroupVersionResource{Group: "apiextensions.k8s.io", Version: "v1", Resource: "customresourcedefinitions"}, "", "network-attachment-definitions.k8s.cni.cncf.io"},
+			{schema.GroupVersionResource{Group: "admissionregistration.k8s.io", Version: "v1", Resource: "mutatingwebhookconfigurations"}, "", "multinet-webhook"},
+			{schema.GroupVersionResource{Group: "apps", Version: "v1", Resource: "deployments"}, "kube-system", "multinet-webhook"},
+			{schema.GroupVersionResource{Version: "v1", Resource: "services"}, "kube-system", "multinet-webhook"},
+			{schema.GroupVersionResource{Version: "v1", Resource: "secrets"}, "kube-system", "multinet-webhook-tls"},
+			{schema.GroupVersionResource{Version: "v1", Resource: "serviceaccounts"}, "kube-system", "multinet-webhook"},
 		} {
 			var err error
 			if o.namespace != "" {
