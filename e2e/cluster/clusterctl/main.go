@@ -14,6 +14,7 @@ import (
 
 	authenticationv1 "k8s.io/api/authentication/v1"
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime/schema"
@@ -152,12 +153,20 @@ func apply(dc dynamic.Interface, file string) error {
 			ri = dc.Resource(res).Namespace(ns)
 		}
 		ctx := context.Background()
-		cur, err := ri.Get(ctx, obj.GetName(), metav1.GetOptions{})
-		if err == nil {
-			obj.SetResourceVersion(cur.GetResourceVersion())
-			_, err = ri.Update(ctx, &obj, metav1.UpdateOptions{})
-		} else {
-			_, err = ri.Create(ctx, &obj, metav1.CreateOptions{})
+		// A controller may create the object between our Get and Create (the
+		// controller-manager makes every namespace's default ServiceAccount): then update it.
+		for try := 0; ; try++ {
+			var cur *unstructured.Unstructured
+			if cur, err = ri.Get(ctx, obj.GetName(), metav1.GetOptions{}); err == nil {
+				obj.SetResourceVersion(cur.GetResourceVersion())
+				_, err = ri.Update(ctx, &obj, metav1.UpdateOptions{})
+			} else {
+				_, err = ri.Create(ctx, &obj, metav1.CreateOptions{})
+			}
+			if try < 3 && (apierrors.IsAlreadyExists(err) || apierrors.IsConflict(err)) {
+				continue
+			}
+			break
 		}
 		if err != nil {
 			return fmt.Errorf("%s %s: %w", gvk.Kind, obj.GetName(), err)
