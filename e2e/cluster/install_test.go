@@ -136,6 +136,10 @@ func (in *installed) waitRolledOut(t *testing.T, image string) *corev1.Pod {
 			if ds != nil {
 				status = fmt.Sprintf("%+v", ds.Status)
 			}
+			pods, _ := in.c.Kube.CoreV1().Pods("kube-system").List(ctx, metav1.ListOptions{LabelSelector: "app.kubernetes.io/name=multinet"})
+			for _, p := range pods.Items {
+				status += fmt.Sprintf("\npod %s: %+v\nevents:\n%s", p.Name, p.Status.ContainerStatuses, in.c.Events("kube-system", p.Name))
+			}
 			t.Fatalf("DaemonSet multinet not rolled out to %s after 3m: %v %s\n%s", image, err, status, in.agentLog())
 		}
 		time.Sleep(time.Second)
