@@ -101,6 +101,7 @@ configMapGenerator:
   literals:
   - CLUSTER_DIR=%s
 - name: multinet-e2e-api
+  namespace: kube-system
   behavior: merge
   literals:
   - KUBERNETES_SERVICE_PORT=%s
