@@ -59,6 +59,10 @@ func run(argv []string) error {
 	}
 	// os.TempDir for the programs (a kubeconfig written elsewhere goes through a temp file).
 	im.AddDir("/tmp", 0o777|iofs.ModeSticky)
+	// As on every distribution: the runtime names pod netns /var/run/netns/..., which the agent
+	// opens in its own root where only /run/netns is mounted.
+	im.AddSymlink("/var/run", "../run")
+	im.AddDir("/run", 0o755)
 	for _, spec := range fs.Args() {
 		host, img, ok := strings.Cut(spec, "=")
 		if !ok || !strings.HasPrefix(img, "/") {

@@ -57,12 +57,19 @@ func TestMkimage(t *testing.T) {
 	}
 	layer := tar.NewReader(strings.NewReader(string(members[m[0].Layers[0]])))
 	modes := map[string]int64{}
+	links := map[string]string{}
 	for {
 		h, err := layer.Next()
 		if err != nil {
 			break
 		}
 		modes[h.Name] = h.Mode
+		if h.Typeflag == tar.TypeSymlink {
+			links[h.Name] = h.Linkname
+		}
+	}
+	if links["var/run"] != "../run" || modes["run/"] != 0o755 {
+		t.Errorf("layer links %v: want /var/run -> ../run and a /run dir (pod netns paths are /var/run/netns/...)", links)
 	}
 	if modes["usr/local/bin/multinetd"] != 0o755 || modes["tmp/"] != 0o1777 {
 		t.Errorf("layer modes %v: want the binary 0755 (its host file is 0600) and /tmp 1777", modes)
