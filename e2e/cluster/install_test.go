@@ -254,17 +254,30 @@ func attachedVF(t *testing.T, c *clustertest.Cluster, name string, macs map[stri
 }
 
 // released checks that a deleted VF pod gave its VF back to the node under its own name and
-// its net1 address back to IPAM.
+// its net1 address back to IPAM. The API may forget a pod a moment before the runtime's
+// teardown (CNI DEL) has finished: what counts is that both come back, so it looks for 15 s.
 func released(t *testing.T, c *clustertest.Cluster, who, vf, ip string, macs map[string]string) {
 	t.Helper()
 	vfNetdev := "mne2ev" + vf[len(vf)-1:]
-	if l, err := netlink.LinkByName(vfNetdev); err != nil || l.Attrs().HardwareAddr.String() != macs[vfNetdev] {
-		t.Errorf("%s: VF %s not back on the node as %s: %v", who, vf, vfNetdev, err)
-	}
-	for lease := range leaseOwners(c) {
-		if filepath.Base(lease) == ip {
-			t.Errorf("%s: net1 address %s still leased (%s)", who, ip, lease)
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		var problems []string
+		if l, err := netlink.LinkByName(vfNetdev); err != nil || l.Attrs().HardwareAddr.String() != macs[vfNetdev] {
+			problems = append(problems, fmt.Sprintf("VF %s not back on the node as %s: %v", vf, vfNetdev, err))
 		}
+		for lease := range leaseOwners(c) {
+			if filepath.Base(lease) == ip {
+				problems = append(problems, fmt.Sprintf("net1 address %s still leased (%s)", ip, lease))
+			}
+		}
+		if len(problems) == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Errorf("%s: %s", who, strings.Join(problems, "; "))
+			return
+		}
+		time.Sleep(500 * time.Millisecond)
 	}
 }
 
