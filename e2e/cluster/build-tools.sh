@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
-# Builds etcd, kube-apiserver and kubelet from the Go module proxy into a cache keyed by
-# version, outside the repo. Neither installs with `go install` (k8s.io/kubernetes carries
+# Builds etcd and the Kubernetes commands (kube-apiserver, kubelet, kube-scheduler,
+# kube-controller-manager, kubectl) from the Go module proxy into a cache keyed by version,
+# outside the repo. Neither installs with `go install` (k8s.io/kubernetes carries
 # replace directives), so each builds from a throwaway module generated in the cache.
 set -euo pipefail
 K8S_VERSION=${K8S_VERSION:-v1.34.4}
 ETCD_VERSION=${ETCD_VERSION:-v3.5.21}
-# K8S_CMDS narrows what is built (make bench needs only kube-apiserver); the cluster needs both.
-K8S_CMDS=${K8S_CMDS:-kube-apiserver kubelet}
+# K8S_CMDS narrows what is built (make bench needs only kube-apiserver); the cluster needs all.
+K8S_ALL="kube-apiserver kubelet kube-scheduler kube-controller-manager kubectl"
+K8S_CMDS=${K8S_CMDS:-$K8S_ALL}
 CACHE_DIR=${CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/multinet}
 out="$CACHE_DIR/cluster/bin-$K8S_VERSION-etcd-$ETCD_VERSION"
 mkdir -p "$out"
@@ -42,7 +44,13 @@ if [ -n "$missing_k8s" ]; then
       echo "replace k8s.io/$s => k8s.io/$s $v0"
     done
   } > "$m/go.mod"
-  printf '//go:build tools\npackage tools\nimport (\n_ "k8s.io/kubernetes/cmd/kube-apiserver"\n_ "k8s.io/kubernetes/cmd/kubelet"\n)\n' > "$m/tools.go"
+  # Every command, whatever K8S_CMDS says, so go.sum covers them all and one cache serves
+  # every caller.
+  {
+    printf '//go:build tools\npackage tools\nimport (\n'
+    for c in $K8S_ALL; do printf '_ "k8s.io/kubernetes/cmd/%s"\n' "$c"; done
+    printf ')\n'
+  } > "$m/tools.go"
   ld="-s -w -X k8s.io/component-base/version.gitVersion=$K8S_VERSION -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=${K8S_VERSION#v1.}"
   ld="${ld%.*}"
   (cd "$m" && go mod tidy >/dev/null 2>&1 || true)

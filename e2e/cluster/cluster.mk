@@ -22,6 +22,7 @@ e2e-cluster:
 	    echo "=== tail of $$l log ($(CLUSTER_DIR)/logs/$$l.log)"; tail -n 25 $(CLUSTER_DIR)/logs/$$l.log; done; fi; \
 	  ./e2e/cluster/down.sh; exit $$rc
 	@$(MAKE) --no-print-directory e2e-cluster-thick
+	@$(MAKE) --no-print-directory e2e-cluster-install
 
 # The node's CNI in thick mode (multinetd + multinet-shim): the meta and SR-IOV tests again, and
 # the agent's own (killed while pods are created, down while they are deleted).
@@ -31,5 +32,17 @@ e2e-cluster-thick:
 	@MULTINET_MODE=thick ./e2e/cluster/up.sh
 	@$(GO) test -count=1 -tags e2e_cluster -v -run '$(THICK_RUN)' ./e2e/cluster/... ; rc=$$?; \
 	  if [ $$rc -ne 0 ]; then for l in multinetd kubelet containerd; do \
+	    echo "=== tail of $$l log ($(CLUSTER_DIR)/logs/$$l.log)"; tail -n 25 $(CLUSTER_DIR)/logs/$$l.log; done; fi; \
+	  ./e2e/cluster/down.sh; exit $$rc
+
+# multinet installed as an operator installs it (issue 14): a cluster with no multinet at all
+# (MULTINET_MODE=none), `make image` imported into its containerd, then kubectl apply -k of the
+# e2e overlay, pods through the installed agent, a rolling update and kubectl delete -k.
+INSTALL_RUN ?= TestInstall
+.PHONY: e2e-cluster-install
+e2e-cluster-install: image
+	@MULTINET_MODE=none ./e2e/cluster/up.sh
+	@MULTINET_IMAGE_TAR=$(abspath $(IMAGE_TAR)) $(GO) test -count=1 -tags e2e_cluster -v -timeout 20m -run '$(INSTALL_RUN)' ./e2e/cluster/... ; rc=$$?; \
+	  if [ $$rc -ne 0 ]; then for l in kubelet containerd kube-controller-manager kube-scheduler; do \
 	    echo "=== tail of $$l log ($(CLUSTER_DIR)/logs/$$l.log)"; tail -n 25 $(CLUSTER_DIR)/logs/$$l.log; done; fi; \
 	  ./e2e/cluster/down.sh; exit $$rc

@@ -1,21 +1,25 @@
 #!/usr/bin/env bash
 # Starts a real single-node Kubernetes under $CLUSTER_DIR: etcd, kube-apiserver (RBAC, service
-# account signing, loopback ports), our own containerd (never the system one) and kubelet with
-# its own root dir. Writes $CLUSTER_DIR/kubeconfig and waits until the node is Ready.
+# account signing, loopback ports, privileged pods), kube-scheduler, kube-controller-manager
+# (service-account tokens, kube-root-ca.crt, DaemonSets), our own containerd (never the system
+# one) and kubelet with its own root dir. Writes $CLUSTER_DIR/kubeconfig, links kubectl into
+# $CLUSTER_DIR/tools and waits until the node is Ready.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 repo=$(cd "$here/../.." && pwd)
 CLUSTER_DIR=${CLUSTER_DIR:-/tmp/multinet-cluster}
 NODE=${NODE_NAME:-node1}
 # MULTINET_MODE=thick runs the node agent multinetd and writes the conf with the multinet-shim;
-# thin (the default) runs the multinet binary for every CNI call.
+# thin (the default) runs the multinet binary for every CNI call; none brings up the cluster
+# network alone, without anything of multinet's (no CRD, RBAC or conf): an operator installs it
+# with kubectl (make e2e-cluster-install).
 MODE=${MULTINET_MODE:-thin}
-case "$MODE" in thin|thick) ;; *) echo "cluster-up: MULTINET_MODE=$MODE: want thin or thick" >&2; exit 2;; esac
+case "$MODE" in thin|thick|none) ;; *) echo "cluster-up: MULTINET_MODE=$MODE: want thin, thick or none" >&2; exit 2;; esac
 D=$CLUSTER_DIR
 log() { echo "cluster-up: $*"; }
 
 alive() { [ -f "$D/run/$1.pid" ] && kill -0 "$(cat "$D/run/$1.pid")" 2>/dev/null; }
-running_mode() { grep -q '"multinet-shim"' "$D/net.d/00-multinet.conflist" 2>/dev/null && echo thick || echo thin; }
+running_mode() { cat "$D/run/mode" 2>/dev/null; }
 if alive kube-apiserver && alive kubelet && alive containerd && alive etcd && [ "$(running_mode)" = "$MODE" ]; then
   log "already up ($D, $MODE mode)"; exit 0
 fi
@@ -39,8 +43,9 @@ mkdir -p "$D"/{pki,etcd,kubelet,containerd/root,containerd/state,run,logs,net.d,
 # The reference plugins are the cluster network (stand-in for Calico) and later the delegates.
 for p in /usr/lib/cni/*; do ln -sf "$p" "$D/cni-bin/"; done
 
+ln -sf "$BIN/kubectl" "$D/tools/kubectl"
 (cd "$repo" && CGO_ENABLED=0 go build -o "$D/tools/clusterctl" ./e2e/cluster/clusterctl && CGO_ENABLED=0 go build -o "$D/tools/pause" ./e2e/cluster/pause \
-  && CGO_ENABLED=0 go build -o "$D/cni-bin/" ./cmd/multinet ./cmd/sriov ./cmd/passthru ./cmd/vhostuser \
+  && if [ "$MODE" != none ]; then CGO_ENABLED=0 go build -o "$D/cni-bin/" ./cmd/multinet ./cmd/sriov ./cmd/passthru ./cmd/vhostuser; fi \
   && if [ "$MODE" = thick ]; then CGO_ENABLED=0 go build -trimpath -ldflags="-s -w" -o "$D/cni-bin/" ./cmd/multinet-shim \
        && CGO_ENABLED=0 go build -o "$D/tools/" ./cmd/multinetd; fi)
 
@@ -75,7 +80,7 @@ exec "$BIN/kube-apiserver" --etcd-servers "http://127.0.0.1:$etcd_port" \\
   --service-account-issuer https://kubernetes.default.svc --token-auth-file "$pki/tokens.csv" \\
   --authorization-mode Node,RBAC --service-cluster-ip-range 10.96.0.0/24 \\
   --kubelet-preferred-address-types InternalIP,Hostname --enable-admission-plugins NodeRestriction \\
-  --cert-dir "$pki/apiserver"
+  --allow-privileged=true --cert-dir "$pki/apiserver"
 EOT
 chmod +x "$D/run/kube-apiserver.sh"
 start kube-apiserver "$D/run/kube-apiserver.sh"
@@ -142,6 +147,16 @@ ctr -a "$sock" -n k8s.io images import "$D/images/pause.tar" >/dev/null
 for i in $(seq 150); do curl -skf -H "Authorization: Bearer $token" "https://127.0.0.1:$api_port/readyz" >/dev/null && break; sleep 0.2; done
 curl -skf -H "Authorization: Bearer $token" "https://127.0.0.1:$api_port/readyz" >/dev/null \
   || { echo "cluster-up: kube-apiserver not ready; see $D/logs/kube-apiserver.log" >&2; tail -20 "$D/logs/kube-apiserver.log" >&2; exit 1; }
+echo "$api_port" > "$D/run/api-port"
+# The scheduler places DaemonSet pods (tests' own pods name their node). The controller-manager
+# runs the DaemonSet, Deployment, namespace and garbage-collector controllers, makes every
+# namespace's default ServiceAccount and publishes kube-root-ca.crt (the CA of the serving cert
+# that in-cluster clients verify); it signs legacy tokens with the API server's key. Both use the
+# admin kubeconfig (no per-controller credentials) and serve no port: several clusters may run
+# on this machine.
+start kube-scheduler "$BIN/kube-scheduler" --kubeconfig "$D/kubeconfig" --leader-elect=false --secure-port 0
+start kube-controller-manager "$BIN/kube-controller-manager" --kubeconfig "$D/kubeconfig" --leader-elect=false \
+  --secure-port 0 --service-account-private-key-file "$pki/sa.key" --root-ca-file "$pki/serving.crt"
 
 cat > "$D/kubelet-config.yaml" <<EOT
 apiVersion: kubelet.config.k8s.io/v1beta1
@@ -162,22 +177,42 @@ staticPodPath: $D/static-pods
 imageGCHighThresholdPercent: 100
 evictionHard: {memory.available: "1Mi", nodefs.available: "1%", imagefs.available: "1%"}
 EOT
+# Mounts made on the host after a container started (pod netns files under /run/netns, what a
+# chrooted delegate needs under the host root) reach it only through a shared mount: containerd
+# refuses HostToContainer propagation from a private one. This machine's / is private (a real
+# node's systemd makes it shared); make it rshared as kind's node entrypoint does. Nothing is
+# mounted differently by it, and down.sh need not undo it.
+if [ "$(findmnt -no PROPAGATION /)" = private ]; then
+  log "making / rshared (mount propagation for HostToContainer volumes)"
+  mount --make-rshared /
+fi
 # kubelet serves the device-plugin registration socket at the fixed path
 # /var/lib/kubelet/device-plugins whatever --root-dir says; bind our dir there so plugins and
-# tests find it at $D/kubelet/device-plugins. Refuse if another kubelet owns that path.
-dp=/var/lib/kubelet/device-plugins
-mkdir -p "$D/kubelet/device-plugins" "$dp"
-if ! grep -qF " $dp " /proc/mounts; then
-  if [ -S "$dp/kubelet.sock" ] && pgrep -x kubelet >/dev/null; then
-    echo "cluster-up: another kubelet serves $dp; stop it first" >&2; exit 1
+# tests find it at $D/kubelet/device-plugins. Its PodResources socket is under --root-dir: bind
+# that dir to the default path too, so an installed agent's conf (default paths) reaches it.
+# Refuse if another kubelet owns those paths.
+for sub in device-plugins pod-resources; do
+  dp=/var/lib/kubelet/$sub
+  mkdir -p "$D/kubelet/$sub" "$dp"
+  if ! grep -qF " $dp " /proc/mounts; then
+    if [ -S "$dp/kubelet.sock" ] && pgrep -x kubelet >/dev/null; then
+      echo "cluster-up: another kubelet serves $dp; stop it first" >&2; exit 1
+    fi
+    mount --bind "$D/kubelet/$sub" "$dp"
   fi
-  mount --bind "$D/kubelet/device-plugins" "$dp"
-fi
+done
 start kubelet "$BIN/kubelet" --config "$D/kubelet-config.yaml" --kubeconfig "$D/kubeconfig" \
   --hostname-override "$NODE" --root-dir "$D/kubelet" --node-ip 127.0.0.1 --v 1
-"$D/tools/clusterctl" apply "$D/kubeconfig" "$repo"/deploy/crds/*.yaml "$here"/manifests/*.yaml
+crds=("$repo"/deploy/crds/*.yaml)
+[ "$MODE" = none ] && crds=()
+"$D/tools/clusterctl" apply "$D/kubeconfig" "${crds[@]}" "$here"/manifests/*.yaml
 "$D/tools/clusterctl" wait-node "$D/kubeconfig" "$NODE" 120s || {
   echo "cluster-up: node not Ready; kubelet log tail:" >&2; tail -30 "$D/logs/kubelet.log" >&2; exit 1; }
+if [ "$MODE" = none ]; then
+  echo none > "$D/run/mode"
+  log "no multinet (install it: kubectl apply -k); node $NODE Ready in $(( $(date +%s) - t0 ))s; KUBECONFIG=$D/kubeconfig"
+  exit 0
+fi
 
 # multinet as the node's CNI, installed as on a real node: RBAC from deploy/, a service-account
 # token in the plugin's own kubeconfig, 00-multinet.conflist wrapping the bridge conflist.
@@ -216,4 +251,5 @@ fi
   --readiness-indicator-file "$D/run/cluster-network-ready" --auxiliary-cni-chain-name vendor-cni-chain \
   --namespace-isolation --global-namespaces default \
   --pod-resources-socket "$D/kubelet/pod-resources/kubelet.sock" >/dev/null
+echo "$MODE" > "$D/run/mode"
 log "multinet $MODE mode; node $NODE Ready in $(( $(date +%s) - t0 ))s; KUBECONFIG=$D/kubeconfig"

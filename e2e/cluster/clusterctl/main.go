@@ -3,22 +3,18 @@
 package main
 
 import (
-	"archive/tar"
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"fmt"
-	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"sort"
 	"strings"
 	"time"
 
 	authenticationv1 "k8s.io/api/authentication/v1"
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime/schema"
@@ -26,6 +22,8 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/clientcmd"
 	"sigs.k8s.io/yaml"
+
+	"github.com/multinet-io/multinet/internal/ociimage"
 )
 
 const usage = `usage:
@@ -155,12 +153,20 @@ func apply(dc dynamic.Interface, file string) error {
 			ri = dc.Resource(res).Namespace(ns)
 		}
 		ctx := context.Background()
-		cur, err := ri.Get(ctx, obj.GetName(), metav1.GetOptions{})
-		if err == nil {
-			obj.SetResourceVersion(cur.GetResourceVersion())
-			_, err = ri.Update(ctx, &obj, metav1.UpdateOptions{})
-		} else {
-			_, err = ri.Create(ctx, &obj, metav1.CreateOptions{})
+		// A controller may create the object between our Get and Create (the
+		// controller-manager makes every namespace's default ServiceAccount): then update it.
+		for try := 0; ; try++ {
+			var cur *unstructured.Unstructured
+			if cur, err = ri.Get(ctx, obj.GetName(), metav1.GetOptions{}); err == nil {
+				obj.SetResourceVersion(cur.GetResourceVersion())
+				_, err = ri.Update(ctx, &obj, metav1.UpdateOptions{})
+			} else {
+				_, err = ri.Create(ctx, &obj, metav1.CreateOptions{})
+			}
+			if try < 3 && (apierrors.IsAlreadyExists(err) || apierrors.IsConflict(err)) {
+				continue
+			}
+			break
 		}
 		if err != nil {
 			return fmt.Errorf("%s %s: %w", gvk.Kind, obj.GetName(), err)
@@ -209,26 +215,54 @@ func waitEstablished(dc dynamic.Interface, name string) error {
 }
 
 // deletePods deletes every pod with a 1 s grace period (so the runtime runs CNI DEL promptly)
-// and waits until they are gone.
+// and waits until they are gone: first the workloads, then DaemonSet pods (a node agent that
+// serves the workloads' CNI DEL goes last).
 func deletePods(cs kubernetes.Interface, timeout time.Duration) error {
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
+	for _, agents := range []bool{false, true} {
+		if err := deletePodsOf(ctx, cs, agents); err != nil {
+			return fmt.Errorf("%w after %s", err, timeout)
+		}
+	}
+	return nil
+}
+
+// deletePodsOf deletes the DaemonSets' pods (agents) or all the others, and waits for them.
+func deletePodsOf(ctx context.Context, cs kubernetes.Interface, agents bool) error {
 	grace := int64(1)
+	mine := func(p *corev1.Pod) bool {
+		ds := false
+		for _, o := range p.OwnerReferences {
+			ds = ds || o.Kind == "DaemonSet"
+		}
+		return ds == agents
+	}
 	pods, err := cs.CoreV1().Pods("").List(ctx, metav1.ListOptions{})
 	if err != nil {
 		return err
 	}
 	for _, p := range pods.Items {
-		_ = cs.CoreV1().Pods(p.Namespace).Delete(ctx, p.Name, metav1.DeleteOptions{GracePeriodSeconds: &grace})
+		if mine(&p) {
+			_ = cs.CoreV1().Pods(p.Namespace).Delete(ctx, p.Name, metav1.DeleteOptions{GracePeriodSeconds: &grace})
+		}
 	}
 	for {
 		pods, err := cs.CoreV1().Pods("").List(ctx, metav1.ListOptions{})
-		if err == nil && len(pods.Items) == 0 {
-			return nil
+		left := 0
+		if err == nil {
+			for _, p := range pods.Items {
+				if mine(&p) {
+					left++
+				}
+			}
+			if left == 0 {
+				return nil
+			}
 		}
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("pods still present after %s", timeout)
+			return fmt.Errorf("%d pods still present", left)
 		case <-time.After(300 * time.Millisecond):
 		}
 	}
@@ -265,30 +299,13 @@ func imageFiles(tag, out, entrypoint string, specs []string) error {
 	return l.write(tag, []string{entrypoint}, out)
 }
 
-// entry is one member of the layer: a directory, a regular file (its content read from host)
-// or a symlink.
-type entry struct {
-	typ  byte
-	host string
-	link string
-	mode int64
-}
-
+// layer is an image being filled from host paths, with the libraries they need.
 type layer struct {
-	entries map[string]entry // by path inside the image, without the leading slash
+	im      *ociimage.Image
 	lddDone map[string]bool
 }
 
-func newLayer() *layer { return &layer{entries: map[string]entry{}, lddDone: map[string]bool{}} }
-
-// dirs records the parents of an image path as directories (unless already there as links).
-func (l *layer) dirs(img string) {
-	for d := filepath.Dir(img); d != "." && d != "/" && d != ""; d = filepath.Dir(d) {
-		if _, ok := l.entries[d]; !ok {
-			l.entries[d] = entry{typ: tar.TypeDir, mode: 0o755}
-		}
-	}
-}
+func newLayer() *layer { return &layer{im: ociimage.New(), lddDone: map[string]bool{}} }
 
 // addAs puts a host file (symlinks followed) at img, with the libraries it needs.
 func (l *layer) addAs(host, img string) error {
@@ -299,9 +316,9 @@ func (l *layer) addAs(host, img string) error {
 	if !fi.Mode().IsRegular() {
 		return fmt.Errorf("%s is not a regular file", host)
 	}
-	img = strings.TrimPrefix(filepath.Clean(img), "/")
-	l.dirs(img)
-	l.entries[img] = entry{typ: tar.TypeReg, host: host, mode: int64(fi.Mode().Perm())}
+	if err := l.im.AddFile(img, host, fi.Mode().Perm()); err != nil {
+		return err
+	}
 	return l.libs(host)
 }
 
@@ -329,7 +346,7 @@ func (l *layer) addResolved(p string, depth int, whole bool) error {
 		if err != nil {
 			return err
 		}
-		img := strings.TrimPrefix(next, "/")
+		img := next
 		last := i == len(parts)-1
 		switch {
 		case fi.Mode()&os.ModeSymlink != 0:
@@ -337,7 +354,7 @@ func (l *layer) addResolved(p string, depth int, whole bool) error {
 			if err != nil {
 				return err
 			}
-			l.entries[img] = entry{typ: tar.TypeSymlink, link: target, mode: 0o777}
+			l.im.AddSymlink(img, target)
 			abs := target
 			if !filepath.IsAbs(abs) {
 				abs = filepath.Join(cur, target)
@@ -352,18 +369,20 @@ func (l *layer) addResolved(p string, depth int, whole bool) error {
 				return err
 			}
 		case fi.IsDir():
-			if e, ok := l.entries[img]; !ok || e.typ != tar.TypeDir {
-				l.entries[img] = entry{typ: tar.TypeDir, mode: int64(fi.Mode().Perm())}
+			if _, dir := l.im.Has(img); !dir {
+				l.im.AddDir(img, fi.Mode().Perm())
 			}
 			if last && whole {
 				return l.addDir(next)
 			}
 			cur = next
 		case fi.Mode().IsRegular() && last:
-			if _, ok := l.entries[img]; ok {
+			if ok, _ := l.im.Has(img); ok {
 				return nil
 			}
-			l.entries[img] = entry{typ: tar.TypeReg, host: next, mode: int64(fi.Mode().Perm())}
+			if err := l.im.AddFile(img, next, fi.Mode().Perm()); err != nil {
+				return err
+			}
 			return l.libs(next)
 		default:
 			return fmt.Errorf("%s: not a directory, regular file or symlink", next)
@@ -430,98 +449,11 @@ func (l *layer) libs(host string) error {
 	return nil
 }
 
-// write streams the layer to a file beside out (hashing it on the way), then the image: layer,
-// config naming the entrypoint, manifest.
+// write writes the image: the layer, a config naming the entrypoint, a manifest tagged tag.
 func (l *layer) write(tag string, entrypoint []string, out string) error {
-	lf, err := os.CreateTemp(filepath.Dir(out), ".layer-*.tar")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(lf.Name())
-	defer lf.Close()
-	sum := sha256.New()
-	lw := tar.NewWriter(io.MultiWriter(lf, sum))
-	names := make([]string, 0, len(l.entries))
-	for n := range l.entries {
-		names = append(names, n)
-	}
-	sort.Strings(names) // a parent sorts before what it holds
-	for _, n := range names {
-		e := l.entries[n]
-		h := &tar.Header{Name: n, Typeflag: e.typ, Mode: e.mode, Linkname: e.link}
-		var src *os.File
-		switch e.typ {
-		case tar.TypeDir:
-			h.Name += "/"
-		case tar.TypeReg:
-			if src, err = os.Open(e.host); err != nil {
-				return err
-			}
-			fi, err := src.Stat()
-			if err != nil {
-				src.Close()
-				return err
-			}
-			h.Size = fi.Size()
-		}
-		if err := lw.WriteHeader(h); err != nil {
-			return err
-		}
-		if src != nil {
-			_, err := io.Copy(lw, src)
-			src.Close()
-			if err != nil {
-				return fmt.Errorf("%s: %w", e.host, err)
-			}
-		}
-	}
-	if err := lw.Close(); err != nil {
-		return err
-	}
-	layerID := hex.EncodeToString(sum.Sum(nil))
-	size, err := lf.Seek(0, io.SeekCurrent)
-	if err != nil {
-		return err
-	}
-	if _, err := lf.Seek(0, io.SeekStart); err != nil {
-		return err
-	}
-	cfg, _ := json.Marshal(map[string]any{
-		"architecture": "amd64", "os": "linux",
-		"config": map[string]any{"Entrypoint": entrypoint, "Env": []string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"}},
-		"rootfs": map[string]any{"type": "layers", "diff_ids": []string{"sha256:" + layerID}},
-	})
-	cfgSum := sha256.Sum256(cfg)
-	cfgName := hex.EncodeToString(cfgSum[:]) + ".json"
-	manifest, _ := json.Marshal([]map[string]any{{"Config": cfgName, "RepoTags": []string{tag}, "Layers": []string{layerID + "/layer.tar"}}})
-
-	f, err := os.Create(out)
-	if err != nil {
-		return err
-	}
-	defer f.Close()
-	tw := tar.NewWriter(f)
-	if err := tw.WriteHeader(&tar.Header{Name: layerID + "/layer.tar", Mode: 0o644, Size: size}); err != nil {
-		return err
-	}
-	if _, err := io.Copy(tw, lf); err != nil {
-		return err
-	}
-	for _, e := range []struct {
-		name string
-		data []byte
-	}{{cfgName, cfg}, {"manifest.json", manifest}} {
-		if err := tw.WriteHeader(&tar.Header{Name: e.name, Mode: 0o644, Size: int64(len(e.data))}); err != nil {
-			return err
-		}
-		if _, err := tw.Write(e.data); err != nil {
-			return err
-		}
-	}
-	if err := tw.Close(); err != nil {
-		return err
-	}
-	return f.Close()
+	l.im.Entrypoint = entrypoint
+	_, err := l.im.Write(out, tag)
+	return err
 }
 
 // token asks the TokenRequest API for a service account token, as a node installer does for a

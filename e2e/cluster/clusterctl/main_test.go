@@ -3,6 +3,7 @@ package main
 import (
 	"archive/tar"
 	"bytes"
+	"context"
 	"encoding/json"
 	"io"
 	"os"
@@ -11,6 +12,14 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	dynamicfake "k8s.io/client-go/dynamic/fake"
+	k8stesting "k8s.io/client-go/testing"
 )
 
 // readImage returns the members of an image's only layer, by path.
@@ -101,7 +110,7 @@ func TestImageFilesCarriesLibrariesAndLinks(t *testing.T) {
 	os.WriteFile(greeting, []byte("hello\n"), 0o600)
 
 	out := filepath.Join(t.TempDir(), "img.tar")
-	if err := imageFiles("t:1", out, prog, []string{prog, filepath.Join(host, "ldir"), greeting + "=/etc/greeting"}); err != nil {
+	if err := imageFiles("registry.local/t:1", out, prog, []string{prog, filepath.Join(host, "ldir"), greeting + "=/etc/greeting"}); err != nil {
 		t.Fatal(err)
 	}
 	hdrs, data := readImage(t, out)
@@ -165,10 +174,40 @@ func TestImageFilesCarriesLibrariesAndLinks(t *testing.T) {
 
 func TestImageFilesRefusesWhatItCannotCarry(t *testing.T) {
 	out := filepath.Join(t.TempDir(), "img.tar")
-	if err := imageFiles("t:1", out, "/x", []string{"/no/such/file"}); err == nil || !strings.Contains(err.Error(), "/no/such/file") {
+	if err := imageFiles("registry.local/t:1", out, "/x", []string{"/no/such/file"}); err == nil || !strings.Contains(err.Error(), "/no/such/file") {
 		t.Errorf("missing file: %v", err)
 	}
-	if err := imageFiles("t:1", out, "/x", []string{"relative/path"}); err == nil || !strings.Contains(err.Error(), "absolute") {
+	if err := imageFiles("registry.local/t:1", out, "/x", []string{"relative/path"}); err == nil || !strings.Contains(err.Error(), "absolute") {
 		t.Errorf("relative path: %v", err)
+	}
+}
+
+// The controller-manager makes a namespace's default ServiceAccount at about the time cluster-up
+// applies its own: an object created by someone else between apply's Get and Create is updated,
+// not an error that fails cluster-up.
+func TestApplyObjectCreatedMeanwhile(t *testing.T) {
+	f := filepath.Join(t.TempDir(), "sa.yaml")
+	os.WriteFile(f, []byte("apiVersion: v1\nkind: ServiceAccount\nmetadata:\n  name: default\n  namespace: default\n  labels: {from: file}\n"), 0o644)
+	dc := dynamicfake.NewSimpleDynamicClient(runtime.NewScheme())
+	sas := schema.GroupVersionResource{Version: "v1", Resource: "serviceaccounts"}
+	raced := false
+	dc.PrependReactor("create", "serviceaccounts", func(a k8stesting.Action) (bool, runtime.Object, error) {
+		if raced {
+			return false, nil, nil
+		}
+		raced = true
+		other := &unstructured.Unstructured{Object: map[string]any{"apiVersion": "v1", "kind": "ServiceAccount",
+			"metadata": map[string]any{"name": "default", "namespace": "default"}}}
+		if err := dc.Tracker().Create(sas, other, "default"); err != nil {
+			t.Fatal(err)
+		}
+		return true, nil, apierrors.NewAlreadyExists(schema.GroupResource{Resource: "serviceaccounts"}, "default")
+	})
+	if err := apply(dc, f); err != nil {
+		t.Fatalf("apply: %v", err)
+	}
+	got, err := dc.Resource(sas).Namespace("default").Get(context.Background(), "default", metav1.GetOptions{})
+	if err != nil || got.GetLabels()["from"] != "file" || !raced {
+		t.Fatalf("after apply: %v %v (raced %v)", got, err, raced)
 	}
 }
