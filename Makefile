@@ -28,7 +28,7 @@ IMAGE_NAME   ?= registry.local/multinet/multinet
 IMAGE_TAR    ?= $(BIN)/multinet-image.tar
 IMAGE_LABELS ?=
 CNI_PLUGINS  := multinet multinet-shim sriov passthru vhostuser
-IMAGE_CMDS   := $(filter-out multinet-bench,$(CMDS))
+IMAGE_CMDS   := $(filter-out multinet-bench internal,$(CMDS))
 image:
 	@rm -rf $(BIN)/image && mkdir -p $(BIN)/image $(dir $(IMAGE_TAR))
 	@CGO_ENABLED=0 $(GO) build -trimpath -ldflags '-s -w' -o $(BIN)/image/ $(addprefix ./cmd/,$(IMAGE_CMDS))
