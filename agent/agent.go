@@ -23,9 +23,11 @@ import (
 	"golang.org/x/sys/unix"
 	"k8s.io/client-go/kubernetes"
 
+	"github.com/multinet-io/multinet/cniinstall"
 	"github.com/multinet-io/multinet/deviceplugin"
 	"github.com/multinet-io/multinet/devinfo"
 	"github.com/multinet-io/multinet/internal/cniwire"
+	"github.com/multinet-io/multinet/meta"
 	"github.com/multinet-io/multinet/meta/delcache"
 	"github.com/multinet-io/multinet/pci"
 	"github.com/multinet-io/multinet/sriovcni"
@@ -67,7 +69,18 @@ type Config struct {
 	// and whenever its content changes, looked at every VFPolicyInterval (default 5 s); "": off.
 	VFPolicyFile     string
 	VFPolicyInterval time.Duration
-	Log              *slog.Logger
+	// Install installs multinet on the node (binaries, conf, thin kubeconfig) and removes the
+	// conf on an uninstall; nil: the node is set up by other means. /readyz waits for it.
+	// Its Kube and Log default to the agent's.
+	Install *cniinstall.Config
+	// NoCNIServer runs no CNI socket (a thin-mode DaemonSet: it installs, hosts the device
+	// plugin and the VF policy, and waits for SIGTERM); pod and NAD informers are not started.
+	NoCNIServer bool
+	// DelegateChroot execs delegate plugins chrooted to this dir (the host's / mounted in the
+	// pod): the node's plugins may be dynamically linked against the host's libc; plugin
+	// paths are looked up under it. "": exec in the agent's own root.
+	DelegateChroot string
+	Log            *slog.Logger
 }
 
 // Agent is one running node agent.
@@ -79,6 +92,8 @@ type Agent struct {
 	sys        *pci.SysFS
 	nets       *informerNets
 	startNets  func(stop <-chan struct{})
+	install    *cniinstall.Installer
+	serving    chan struct{} // closed once the CNI socket listens (the thick conf waits for it)
 	containers keyedMutex
 	gc         sync.RWMutex
 	workers    chan struct{}
@@ -116,24 +131,52 @@ func New(cfg Config) (*Agent, error) {
 	if cfg.Log == nil {
 		cfg.Log = slog.New(slog.NewJSONHandler(os.Stderr, nil))
 	}
-	if (cfg.Kube == nil) != (cfg.NADs == nil) {
+	if !cfg.NoCNIServer && (cfg.Kube == nil) != (cfg.NADs == nil) {
 		return nil, errors.New("multinetd: the pod client and the NAD client go together")
 	}
-	if cfg.Kube != nil && cfg.NodeName == "" {
+	if !cfg.NoCNIServer && cfg.Kube != nil && cfg.NodeName == "" {
 		return nil, errors.New("multinetd: node name is required (--node-name or NODE_NAME): the agent caches this node's pods only")
 	}
 	a := &Agent{cfg: cfg, log: cfg.Log.With("component", "multinetd"), metrics: newMetrics(),
 		sys: pci.New(cfg.SysfsRoot), workers: make(chan struct{}, cfg.MaxParallel)}
-	a.exec = &execer{raw: delcache.DefaultExec(), sriov: cfg.Sriov, metrics: a.metrics}
-	if cfg.Kube != nil {
+	raw := delcache.DefaultExec()
+	if cfg.DelegateChroot != "" {
+		if !filepath.IsAbs(cfg.DelegateChroot) {
+			return nil, fmt.Errorf("multinetd: delegate chroot %q: want an absolute path", cfg.DelegateChroot)
+		}
+		raw = &chrootExec{root: cfg.DelegateChroot, stderr: os.Stderr}
+	}
+	a.exec = &execer{raw: raw, sriov: cfg.Sriov, metrics: a.metrics}
+	if cfg.Install != nil {
+		ic := *cfg.Install
+		if ic.Kube == nil {
+			ic.Kube = cfg.Kube
+		}
+		if ic.Log == nil {
+			ic.Log = a.log
+		}
+		if ic.Conf == meta.ModeThick && ic.Socket == "" {
+			ic.Socket = cfg.Socket
+		}
+		if ic.Conf == meta.ModeThick && !cfg.NoCNIServer && ic.ConfAfter == nil {
+			a.serving = make(chan struct{})
+			ic.ConfAfter = a.serving
+		}
+		var err error
+		if a.install, err = cniinstall.New(ic); err != nil {
+			return nil, err
+		}
+	}
+	if cfg.Kube != nil && !cfg.NoCNIServer {
 		a.nets, a.startNets = newInformerNets(cfg.Kube, cfg.NADs, cfg.NodeName, cfg.GetTimeout)
 	}
 	return a, nil
 }
 
 // Run serves until ctx is cancelled, then stops accepting, lets the calls in flight finish
-// (bounded by ShutdownTimeout) and returns. The node's CNI conf is never touched: a restart or
-// an upgrade leaves the node with multinet, the shim waiting for the agent meanwhile.
+// (bounded by ShutdownTimeout) and returns. The node's CNI conf is kept: a restart or an
+// upgrade leaves the node with multinet, the shim waiting for the agent meanwhile; only an
+// uninstall (Install, the pod's DaemonSet gone) removes it.
 func (a *Agent) Run(ctx context.Context) error {
 	stop := make(chan struct{})
 	defer close(stop)
@@ -156,6 +199,14 @@ func (a *Agent) Run(ctx context.Context) error {
 		return err
 	}
 	defer func() { stopNode(); waitNode() }()
+	if a.install != nil {
+		// It runs under ctx: a SIGTERM makes it decide restart or uninstall while the calls in
+		// flight drain; Run returns after both.
+		instCtx, stopInst := context.WithCancel(ctx) // an error return stops it too
+		done := make(chan struct{})
+		go func() { defer close(done); a.install.Run(instCtx) }()
+		defer func() { stopInst(); <-done }()
+	}
 	var httpSrv *http.Server
 	if a.cfg.MetricsAddr != "" {
 		l, err := net.Listen("tcp", a.cfg.MetricsAddr)
@@ -165,6 +216,12 @@ func (a *Agent) Run(ctx context.Context) error {
 		httpSrv = &http.Server{Handler: a.httpHandler(), ReadHeaderTimeout: 5 * time.Second}
 		go func() { _ = httpSrv.Serve(l) }()
 		defer httpSrv.Close()
+	}
+	if a.cfg.NoCNIServer {
+		a.setReady(true)
+		a.log.Info("not serving CNI (--serve-cni=false): installing and hosting the node parts only")
+		<-ctx.Done()
+		return nil
 	}
 	if a.nets != nil {
 		a.startNets(stop)
@@ -188,6 +245,9 @@ func (a *Agent) Run(ctx context.Context) error {
 		return err
 	}
 	a.setReady(true)
+	if a.serving != nil {
+		close(a.serving)
+	}
 	a.log.Info("serving CNI", "socket", a.cfg.Socket, "maxParallel", a.cfg.MaxParallel, "sriovInProcess", a.cfg.Sriov != nil, "api", a.nets != nil)
 
 	// Calls run under reqCtx: not cancelled by SIGTERM itself, only when the drain time is up.
@@ -241,7 +301,7 @@ func (a *Agent) setReady(v bool) {
 func (a *Agent) isReady() bool {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	return a.ready && (a.nets == nil || a.nets.hasSynced())
+	return a.ready && (a.nets == nil || a.nets.hasSynced()) && (a.install == nil || a.install.Ready())
 }
 
 func (a *Agent) httpHandler() http.Handler {
@@ -250,7 +310,7 @@ func (a *Agent) httpHandler() http.Handler {
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok\n")) })
 	mux.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) {
 		if !a.isReady() {
-			http.Error(w, "not ready: caches syncing or not serving", http.StatusServiceUnavailable)
+			http.Error(w, "not ready: caches syncing, not serving, or multinet not installed yet", http.StatusServiceUnavailable)
 			return
 		}
 		_, _ = w.Write([]byte("ok\n"))

@@ -63,6 +63,8 @@ type node struct {
 	rtCache, socket, metrics, sysRoot, stateDr string
 	agent                                      *exec.Cmd
 	agentLog                                   *os.File
+	// wrap runs the agent under this command (its argv follows), e.g. in its own mount namespace.
+	wrap []string
 }
 
 func newNode(t *testing.T) *node {
@@ -159,7 +161,8 @@ func (n *node) startAgent(extra ...string) {
 		args = append(args, "--sysfs-root", n.sysRoot)
 	}
 	n.agentLog, _ = os.Create(filepath.Join(n.dir, fmt.Sprintf("multinetd-%d.log", time.Now().UnixNano())))
-	cmd := exec.Command(filepath.Join(binDir, "multinetd"), args...)
+	argv := append(append(append([]string{}, n.wrap...), filepath.Join(binDir, "multinetd")), args...)
+	cmd := exec.Command(argv[0], argv[1:]...)
 	cmd.Stdout, cmd.Stderr = n.agentLog, n.agentLog
 	if err := n.host.Do(func(ns.NetNS) error { return cmd.Start() }); err != nil {
 		n.t.Fatal(err)

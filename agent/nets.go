@@ -9,13 +9,13 @@ import (
 
 	nadv1 "github.com/k8snetworkplumbingwg/network-attachment-definition-client/pkg/apis/k8s.cni.cncf.io/v1"
 	nadclient "github.com/k8snetworkplumbingwg/network-attachment-definition-client/pkg/client/clientset/versioned"
-	nadinformers "github.com/k8snetworkplumbingwg/network-attachment-definition-client/pkg/client/informers/externalversions"
+	nadinformers "github.com/k8snetworkplumbingwg/network-attachment-definition-client/pkg/client/informers/externalversions/k8s.cni.cncf.io/v1"
 	nadlisters "github.com/k8snetworkplumbingwg/network-attachment-definition-client/pkg/client/listers/k8s.cni.cncf.io/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	ktypes "k8s.io/apimachinery/pkg/types"
-	"k8s.io/client-go/informers"
+	coreinformers "k8s.io/client-go/informers/core/v1"
 	"k8s.io/client-go/kubernetes"
 	corelisters "k8s.io/client-go/listers/core/v1"
 	"k8s.io/client-go/tools/cache"
@@ -34,18 +34,21 @@ type informerNets struct {
 	synced     []cache.InformerSynced
 }
 
-// newInformerNets sets up the informers; start them with factories' Start (see run).
+// newInformerNets sets up the informers; start them with the returned func (see Run). They are
+// built from the core/v1 and NAD informer packages directly, not the shared factories: those
+// import every API group's informers and listers, which the agent would carry (binary pages
+// resident in its RSS, package init at every start) for two resources.
 func newInformerNets(kube kubernetes.Interface, nadc nadclient.Interface, node string, getTimeout time.Duration) (*informerNets, func(stop <-chan struct{})) {
-	kf := informers.NewSharedInformerFactoryWithOptions(kube, 0,
-		informers.WithTweakListOptions(func(o *metav1.ListOptions) { o.FieldSelector = "spec.nodeName=" + node }),
-		informers.WithTransform(trimPod))
-	nf := nadinformers.NewSharedInformerFactory(nadc, 0)
-	pi := kf.Core().V1().Pods()
-	ni := nf.K8sCniCncfIo().V1().NetworkAttachmentDefinitions()
-	_ = ni.Informer().SetTransform(trimNAD) // only fails once started
-	n := &informerNets{kube: kube, nadc: nadc, pods: pi.Lister(), nads: ni.Lister(), getTimeout: getTimeout,
-		synced: []cache.InformerSynced{pi.Informer().HasSynced, ni.Informer().HasSynced}}
-	return n, func(stop <-chan struct{}) { kf.Start(stop); nf.Start(stop) }
+	byNS := cache.Indexers{cache.NamespaceIndex: cache.MetaNamespaceIndexFunc}
+	pi := coreinformers.NewFilteredPodInformer(kube, metav1.NamespaceAll, 0, byNS,
+		func(o *metav1.ListOptions) { o.FieldSelector = "spec.nodeName=" + node })
+	ni := nadinformers.NewNetworkAttachmentDefinitionInformer(nadc, metav1.NamespaceAll, 0, byNS)
+	_ = pi.SetTransform(trimPod) // only fails once started
+	_ = ni.SetTransform(trimNAD)
+	n := &informerNets{kube: kube, nadc: nadc, pods: corelisters.NewPodLister(pi.GetIndexer()),
+		nads: nadlisters.NewNetworkAttachmentDefinitionLister(ni.GetIndexer()), getTimeout: getTimeout,
+		synced: []cache.InformerSynced{pi.HasSynced, ni.HasSynced}}
+	return n, func(stop <-chan struct{}) { go pi.Run(stop); go ni.Run(stop) }
 }
 
 func (n *informerNets) hasSynced() bool {

@@ -32,6 +32,7 @@ import (
 // nothing on the machine.
 type APIServer struct {
 	Kubeconfig string
+	Dir        string // certificates (serving.crt), tokens, etcd data
 	Kube       kubernetes.Interface
 	NADs       nadclient.Interface
 
@@ -48,10 +49,13 @@ type APIServer struct {
 
 const apiPort = 6443
 
+// adminToken is the API server's one (static) token: system:masters.
+const adminToken = "bench-admin"
+
 // StartAPIServer starts etcd and kube-apiserver from binDir (e2e/cluster/build-tools.sh's
 // cache), waits until the API answers and installs the CRDs of crdDir.
 func StartAPIServer(binDir, dir, crdDir string, logw *os.File) (*APIServer, error) {
-	a := &APIServer{PeakRSSKB: map[string]int64{}, launch: make(chan *exec.Cmd), errs: make(chan error)}
+	a := &APIServer{Dir: dir, PeakRSSKB: map[string]int64{}, launch: make(chan *exec.Cmd), errs: make(chan error)}
 	go func() {
 		runtime.LockOSThread() // never unlocked: the thread ends with this goroutine, in Stop
 		for cmd := range a.launch {
@@ -61,7 +65,7 @@ func StartAPIServer(binDir, dir, crdDir string, logw *os.File) (*APIServer, erro
 	if err := writeCerts(dir); err != nil {
 		return nil, err
 	}
-	if err := os.WriteFile(filepath.Join(dir, "tokens.csv"), []byte("bench-admin,admin,admin,system:masters\n"), 0o600); err != nil {
+	if err := os.WriteFile(filepath.Join(dir, "tokens.csv"), []byte(adminToken+",admin,admin,system:masters\n"), 0o600); err != nil {
 		return nil, err
 	}
 	if err := a.start(logw, "etcd", filepath.Join(binDir, "etcd"), "--data-dir", filepath.Join(dir, "etcd"),
@@ -83,10 +87,10 @@ func StartAPIServer(binDir, dir, crdDir string, logw *os.File) (*APIServer, erro
 	kc := fmt.Sprintf(`apiVersion: v1
 kind: Config
 clusters: [{name: bench, cluster: {server: "https://127.0.0.1:%d", insecure-skip-tls-verify: true}}]
-users: [{name: admin, user: {token: bench-admin}}]
+users: [{name: admin, user: {token: %s}}]
 contexts: [{name: bench, context: {cluster: bench, user: admin}}]
 current-context: bench
-`, apiPort)
+`, apiPort, adminToken)
 	if err := os.WriteFile(a.Kubeconfig, []byte(kc), 0o600); err != nil {
 		a.Stop()
 		return nil, err
@@ -99,8 +103,17 @@ current-context: bench
 }
 
 func (a *APIServer) start(logw *os.File, name, bin string, args ...string) error {
+	return a.startEnv(logw, name, bin, nil, args...)
+}
+
+// startEnv starts a long-running process with extra environment; Alive watches it and Stop
+// ends it (the last started first).
+func (a *APIServer) startEnv(logw *os.File, name, bin string, env []string, args ...string) error {
 	cmd := exec.Command(bin, args...)
 	cmd.Stdout, cmd.Stderr = logw, logw
+	if env != nil {
+		cmd.Env = append(os.Environ(), env...)
+	}
 	// Die with the benchmark even if it is killed.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	a.launch <- cmd

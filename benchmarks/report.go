@@ -20,9 +20,22 @@ import (
 type Report struct {
 	Machine   MachineInfo      `json:"machine"`
 	Scenarios []ScenarioResult `json:"scenarios"`
-	// Daemons: peak RSS of the long-running processes of the run (etcd, kube-apiserver);
-	// neither stack under test runs a daemon (both are thin plugins).
+	// Daemons: peak RSS (rusage) of the long-running processes of the run (etcd,
+	// kube-apiserver, and the thick stacks' multinetd and multus-daemon).
 	Daemons map[string]int64 `json:"daemon_peak_rss_kb,omitempty"`
+	// DaemonMem: the thick stacks' daemons' RSS over the run, by daemon.
+	DaemonMem map[string]*DaemonMem `json:"daemon_mem,omitempty"`
+	// Scale: the thick daemons' RSS growth with many pods on other nodes and many NADs.
+	Scale *ScaleResult `json:"scale,omitempty"`
+	// APIRequests: the API server's own mean time per pod request of the run (all stacks and
+	// the harness's own creates, GETs and deletes), e.g. "PATCH pods/status".
+	APIRequests map[string]APIRequest `json:"api_requests,omitempty"`
+	// Targets: issue 13's targets, met or not, as far as this run measured them.
+	Targets []Target `json:"targets,omitempty"`
+	// HarnessMaxRSSKB is the harness's own peak RSS. The kernel starts an exec'd child's
+	// ru_maxrss at its parent's (Go forks with CLONE_VM, and exec records the old mm's peak),
+	// so a plugin RSS at or below this says only "no more than the harness".
+	HarnessMaxRSSKB int64 `json:"harness_max_rss_kb,omitempty"`
 	// WrapOverheadMS is what the delegate timing wrapper adds per delegate exec (subtracted).
 	WrapOverheadMS float64 `json:"wrap_overhead_ms"`
 	// Paired compares the two stacks pod by pod: sample i of each ran back to back.
@@ -31,10 +44,23 @@ type Report struct {
 	PF string `json:"pf,omitempty"`
 }
 
-// Paired is multus/multinet per pair of pods that ran back to back (same cycle), which cancels
-// the machine's slow drifts that the p50 of each side still carries.
+// DaemonMem is one daemon's resident set: after setup (caches synced), after the last regular
+// scenario, its peak (VmHWM) until then, and its peak during the herd of 200 pods.
+type DaemonMem struct {
+	StartKB int64 `json:"start_kb"`
+	EndKB   int64 `json:"end_kb"`
+	PeakKB  int64 `json:"peak_kb"`
+	// EndAnonKB: of EndKB, anonymous memory (heap, stacks); the rest is the binary's pages.
+	EndAnonKB  int64 `json:"end_anon_kb"`
+	HerdPeakKB int64 `json:"herd_peak_kb,omitempty"`
+}
+
+// Paired is theirs/ours (multus/multinet) per pair of pods that ran back to back (same cycle),
+// which cancels the machine's slow drifts that the p50 of each side still carries.
 type Paired struct {
 	Name          string  `json:"name"`
+	Ours          string  `json:"ours"`
+	Theirs        string  `json:"theirs"`
 	Pairs         int     `json:"pairs"`
 	AddRatioP50   float64 `json:"add_ratio_p50"`
 	DelRatioP50   float64 `json:"del_ratio_p50"`
@@ -43,8 +69,8 @@ type Paired struct {
 }
 
 // pair compares samples with the same index; a pair where either side failed is skipped.
-func pair(name string, multinet, multus []sample) Paired {
-	p := Paired{Name: name}
+func pair(name, ours, theirs string, multinet, multus []sample) Paired {
+	p := Paired{Name: name, Ours: ours, Theirs: theirs}
 	var add, del []float64
 	for i := 0; i < len(multinet) && i < len(multus); i++ {
 		a, b := multinet[i], multus[i]
@@ -109,16 +135,38 @@ type ScenarioResult struct {
 	// The meta-plugin process (with the delegates it waited for): peak RSS and CPU time.
 	PluginMaxRSSKB int64   `json:"plugin_max_rss_kb,omitempty"`
 	PluginCPUP50   float64 `json:"plugin_add_cpu_p50_ms,omitempty"`
-	AddFailures    int     `json:"add_failures"`
-	DelFailures    int     `json:"del_failures"`
-	WrongAttach    int     `json:"wrong_attachments"`
-	FirstError     string  `json:"first_error,omitempty"`
+	// DaemonCPUP50: thick stacks, the daemon's part of PluginCPUP50 (delegates it ran included).
+	DaemonCPUP50 float64 `json:"daemon_add_cpu_p50_ms,omitempty"`
+	// Leaks: what the DELs left, summed over the pods (see leaks).
+	Leaks leaks `json:"leaks"`
+	// Agent* (multinet-thick, plain pass, from multinetd's metrics): the agent's time serving
+	// ADD, its delegates' part of it, and the own share total - delegates (shim, socket and
+	// the agent's own work).
+	AgentAddP50          float64 `json:"agent_add_p50_ms,omitempty"`
+	AgentDelegatesAddP50 float64 `json:"agent_delegates_add_p50_ms,omitempty"`
+	OwnShareAddP50       float64 `json:"own_share_add_p50_ms,omitempty"`
+	OwnShareDelP50       float64 `json:"own_share_del_p50_ms,omitempty"`
+	// Delegates: p50 of one ADD call by delegate type, from the wrapped pass (ms).
+	Delegates   map[string]float64 `json:"delegate_add_p50_ms,omitempty"`
+	AddFailures int                `json:"add_failures"`
+	DelFailures int                `json:"del_failures"`
+	WrongAttach int                `json:"wrong_attachments"`
+	FirstError  string             `json:"first_error,omitempty"`
 }
 
 func summarize(name, stack string, plain, shares []sample) ScenarioResult {
 	r := ScenarioResult{Name: name, Stack: stack}
-	var add, del, cpu, sAdd, sDel []time.Duration
+	var add, del, cpu, dcpu, sAdd, sDel []time.Duration
+	var agAdd, agDeleg, ownAdd, ownDel []time.Duration
 	for _, s := range plain {
+		r.Leaks.add(s.leaks)
+		if s.agent != nil && s.addErr == nil {
+			agAdd, agDeleg = append(agAdd, s.agent.add), append(agDeleg, s.agent.addDelegates)
+			ownAdd = append(ownAdd, s.add-s.agent.addDelegates)
+			if s.delErr == nil {
+				ownDel = append(ownDel, s.del-s.agent.delDelegates)
+			}
+		}
 		switch {
 		case s.addErr != nil:
 			r.AddFailures++
@@ -132,6 +180,9 @@ func summarize(name, stack string, plain, shares []sample) ScenarioResult {
 		if s.addUsage.CPU > 0 {
 			cpu = append(cpu, s.addUsage.CPU)
 		}
+		if s.daemonCPU > 0 {
+			dcpu = append(dcpu, s.daemonCPU)
+		}
 		r.PluginMaxRSSKB = max(r.PluginMaxRSSKB, s.addUsage.MaxRSSKB, s.delUsage.MaxRSSKB)
 		if s.delErr != nil {
 			r.DelFailures++
@@ -140,7 +191,11 @@ func summarize(name, stack string, plain, shares []sample) ScenarioResult {
 		}
 		del = append(del, s.del)
 	}
+	per := map[string][]time.Duration{}
 	for _, s := range shares {
+		for k, v := range s.delegates {
+			per[k] = append(per[k], v...)
+		}
 		if s.hasShare && s.addErr == nil {
 			sAdd = append(sAdd, s.addShare)
 			if s.delErr == nil {
@@ -152,7 +207,15 @@ func summarize(name, stack string, plain, shares []sample) ScenarioResult {
 	r.Count, r.AddP50, r.AddP90, r.AddP99, r.AddMax = a.Count, a.P50, a.P90, a.P99, a.Max
 	r.DelCount, r.DelP50, r.DelP90, r.DelP99, r.DelMax = d.Count, d.P50, d.P90, d.P99, d.Max
 	r.MetaShareP50, r.MetaShareDelP50, r.ShareCount = Summarize(sAdd).P50, Summarize(sDel).P50, len(sAdd)
-	r.PluginCPUP50 = Summarize(cpu).P50
+	r.PluginCPUP50, r.DaemonCPUP50 = Summarize(cpu).P50, Summarize(dcpu).P50
+	r.AgentAddP50, r.AgentDelegatesAddP50 = Summarize(agAdd).P50, Summarize(agDeleg).P50
+	r.OwnShareAddP50, r.OwnShareDelP50 = Summarize(ownAdd).P50, Summarize(ownDel).P50
+	if len(per) > 0 {
+		r.Delegates = map[string]float64{}
+		for k, v := range per {
+			r.Delegates[k] = Summarize(v).P50
+		}
+	}
 	return r
 }
 
@@ -208,17 +271,23 @@ func (r *Report) Table(w io.Writer) {
 			m.Cores, m.CPU, m.Kernel, m.Go, m.Versions["multinet"], m.Versions["multus"], m.Versions["kube-apiserver"])
 	}
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "scenario\tstack\tn\tADD p50\tp90\tp99\tmax\tDEL p50\tp90\tp99\tmax\tmeta ADD p50\tmeta DEL p50\tCPU/ADD\tplugin RSS MB\tfail add/del\t")
+	fmt.Fprintln(tw, "scenario\tstack\tn\tADD p50\tp90\tp99\tmax\tDEL p50\tp90\tp99\tmax\tmeta ADD p50\tmeta DEL p50\tCPU/ADD\tplugin RSS MB\tfail add/del\tleaks l/n/v/f\t")
 	for _, s := range r.Scenarios {
-		share, shareDel, cpu, rss := "-", "-", "-", "-"
+		share, shareDel, cpu, rss, lk := "-", "-", "-", "-", "-"
 		if s.Stack != "floor" {
 			if s.ShareCount > 0 {
 				share, shareDel = fmt.Sprintf("%.2f", s.MetaShareP50), fmt.Sprintf("%.2f", s.MetaShareDelP50)
 			}
 			cpu, rss = fmt.Sprintf("%.1f", s.PluginCPUP50), fmt.Sprintf("%.1f", float64(s.PluginMaxRSSKB)/1024)
+			if r.HarnessMaxRSSKB > 0 && s.PluginMaxRSSKB <= r.HarnessMaxRSSKB {
+				rss = fmt.Sprintf("<=%.0f", float64(r.HarnessMaxRSSKB)/1024)
+			}
+			if r.PF == "" {
+				lk = fmt.Sprintf("%d/%d/%d/%d", s.Leaks.Leases, s.Leaks.Netdevs, s.Leaks.VFs, s.Leaks.Files)
+			}
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%d\t%.2f\t%.2f\t%.2f\t%.2f\t%.2f\t%.2f\t%.2f\t%.2f\t%s\t%s\t%s\t%s\t%d/%d\t\n", s.Name, s.Stack, s.Count,
-			s.AddP50, s.AddP90, s.AddP99, s.AddMax, s.DelP50, s.DelP90, s.DelP99, s.DelMax, share, shareDel, cpu, rss, s.AddFailures, s.DelFailures)
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%.2f\t%.2f\t%.2f\t%.2f\t%.2f\t%.2f\t%.2f\t%.2f\t%s\t%s\t%s\t%s\t%d/%d\t%s\t\n", s.Name, s.Stack, s.Count,
+			s.AddP50, s.AddP90, s.AddP99, s.AddMax, s.DelP50, s.DelP90, s.DelP99, s.DelMax, share, shareDel, cpu, rss, s.AddFailures, s.DelFailures, lk)
 	}
 	tw.Flush()
 	fmt.Fprintln(w)
@@ -227,34 +296,123 @@ func (r *Report) Table(w io.Writer) {
 		r.errors(w)
 		return
 	}
-	fmt.Fprintf(w, "meta = the meta-plugin's own share (delegates' time and %.2f ms per wrapped exec subtracted); CPU/ADD = CPU ms of the plugin process tree\n", r.WrapOverheadMS)
-	fmt.Fprintln(w, "multus / multinet (p50; >1 means multinet is faster):")
-	for _, s := range r.Scenarios {
-		if s.Stack != "multinet" {
-			continue
-		}
-		for _, o := range r.Scenarios {
-			if o.Name != s.Name || o.Stack != "multus" {
+	fmt.Fprintf(w, "meta = the meta-plugin's own share (delegates' time and %.2f ms per wrapped exec subtracted; thick: shim + agent); CPU/ADD = CPU ms of the plugin process tree (thick: shim + daemon with its delegates); plugin RSS = peak of the meta-plugin or shim process (\"<=N\": the kernel counts the forking harness's N MB in it)\n", r.WrapOverheadMS)
+	fmt.Fprintln(w, "leaks l/n/v/f = after the DELs: IP leases still held / netdevs left in the pod netns / VF netdevs not back on the host / state files naming the container, summed over the pods")
+	fmt.Fprintln(w, "theirs / ours (p50; >1 means ours is faster):")
+	for _, c := range [][2]string{{"multinet", "multus"}, {"multinet-thick", "multus-thick"}, {"multinet-thick", "multus"}} {
+		for _, s := range r.Scenarios {
+			o := r.find(s.Name, c[1])
+			if s.Stack != c[0] || o == nil {
 				continue
 			}
-			fmt.Fprintf(w, "  %-14s ADD %s  DEL %s  meta-plugin's own ADD share %s\n", s.Name,
-				ratio(o.AddP50, s.AddP50, o.Count), ratio(o.DelP50, s.DelP50, o.DelCount), ratio(o.MetaShareP50, s.MetaShareP50, o.ShareCount))
+			fmt.Fprintf(w, "  %-14s %-30s ADD %s  DEL %s  own ADD share %s  CPU/ADD %s\n", s.Name, c[1]+" / "+c[0],
+				ratio(o.AddP50, s.AddP50, o.Count), ratio(o.DelP50, s.DelP50, o.DelCount), ratio(o.MetaShareP50, s.MetaShareP50, o.ShareCount), ratio(o.PluginCPUP50, s.PluginCPUP50, o.Count))
 		}
 	}
 	if len(r.Paired) > 0 {
-		fmt.Fprintln(w, "paired (pods i of both stacks ran back to back): median of multus/multinet, and how often multinet was faster:")
+		fmt.Fprintln(w, "paired (pods i of both stacks ran back to back): median of theirs/ours, and how often ours was faster:")
 		for _, p := range r.Paired {
-			fmt.Fprintf(w, "  %-14s ADD %.2fx (%d/%d)  DEL %.2fx (%d/%d)\n", p.Name, p.AddRatioP50, p.AddMultinetWn, p.Pairs, p.DelRatioP50, p.DelMultinetWn, p.Pairs)
+			fmt.Fprintf(w, "  %-14s %-30s ADD %.2fx (%d/%d)  DEL %.2fx (%d/%d)\n", p.Name, p.Theirs+" / "+p.Ours, p.AddRatioP50, p.AddMultinetWn, p.Pairs, p.DelRatioP50, p.DelMultinetWn, p.Pairs)
 		}
 	}
+	for _, s := range r.Scenarios {
+		if s.AgentAddP50 > 0 {
+			fmt.Fprintf(w, "  %-14s %s, plain pass, multinetd's metrics (p50s): ADD %.2f = shim + socket %.2f + agent's own %.2f + delegates %.2f; own share ADD %.2f, DEL %.2f\n",
+				s.Name, s.Stack, s.AddP50, s.AddP50-s.AgentAddP50, s.AgentAddP50-s.AgentDelegatesAddP50, s.AgentDelegatesAddP50, s.OwnShareAddP50, s.OwnShareDelP50)
+		}
+	}
+	r.delegates(w)
 	r.errors(w)
-	if len(r.Daemons) > 0 {
-		fmt.Fprintf(w, "daemon peak RSS (shared by both stacks; neither runs its own daemon): ")
-		for k, v := range r.Daemons {
-			fmt.Fprintf(w, "%s %.0f MB  ", k, float64(v)/1024)
+	if len(r.DaemonMem) > 0 {
+		fmt.Fprintln(w, "thick daemons' RSS (MiB): after setup / after the scenarios (of which anonymous) / peak")
+		for _, k := range sortedKeys(r.DaemonMem) {
+			m := r.DaemonMem[k]
+			if m.EndKB > 0 {
+				fmt.Fprintf(w, "  %-22s %6.1f / %6.1f (%.1f) / %6.1f", k, mib(m.StartKB), mib(m.EndKB), mib(m.EndAnonKB), mib(m.PeakKB))
+			} else { // only the herd ran
+				fmt.Fprintf(w, "  %-22s %6.1f /      - /      -", k, mib(m.StartKB))
+			}
+			if m.HerdPeakKB > 0 {
+				fmt.Fprintf(w, "   peak in %s: %.1f", HerdScenario, mib(m.HerdPeakKB))
+			}
+			fmt.Fprintln(w)
+		}
+	}
+	if r.Scale != nil {
+		r.Scale.table(w)
+	}
+	if len(r.APIRequests) > 0 {
+		fmt.Fprint(w, "kube-apiserver's own mean time per pod request over the run (all stacks and the harness):")
+		for _, k := range sortedKeys(r.APIRequests) {
+			fmt.Fprintf(w, "  %s %.2f ms (%d)", k, r.APIRequests[k].MeanMS, r.APIRequests[k].Count)
 		}
 		fmt.Fprintln(w)
 	}
+	if len(r.Daemons) > 0 {
+		fmt.Fprintf(w, "daemon peak RSS (rusage; etcd and kube-apiserver shared by all stacks): ")
+		for _, k := range sortedKeys(r.Daemons) {
+			fmt.Fprintf(w, "%s %.0f MB  ", k, float64(r.Daemons[k])/1024)
+		}
+		fmt.Fprintln(w)
+	}
+	if len(r.Targets) > 0 {
+		fmt.Fprintln(w, "issue 13 targets (multinet-thick):")
+		for _, t := range r.Targets {
+			fmt.Fprintf(w, "  %-4s %-62s %s\n", t.verdict(), t.Name, t.Detail)
+		}
+	}
+}
+
+func mib(kb int64) float64 { return float64(kb) / 1024 }
+
+func sortedKeys[V any](m map[string]V) []string {
+	ks := make([]string, 0, len(m))
+	for k := range m {
+		ks = append(ks, k)
+	}
+	sort.Strings(ks)
+	return ks
+}
+
+func (r *Report) find(name, stack string) *ScenarioResult {
+	for i := range r.Scenarios {
+		if r.Scenarios[i].Name == name && r.Scenarios[i].Stack == stack {
+			return &r.Scenarios[i]
+		}
+	}
+	return nil
+}
+
+// delegates prints the wrapped pass's per-call ADD time by delegate type.
+func (r *Report) delegates(w io.Writer) {
+	types := map[string]bool{}
+	for _, s := range r.Scenarios {
+		for k := range s.Delegates {
+			types[k] = true
+		}
+	}
+	if len(types) == 0 {
+		return
+	}
+	cols := sortedKeys(types)
+	fmt.Fprintln(w, "delegates: p50 of one ADD call (ms), wrapped pass (bridge includes its host-local IPAM exec):")
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintf(tw, "scenario\tstack\t%s\t\n", strings.Join(cols, "\t"))
+	for _, s := range r.Scenarios {
+		if len(s.Delegates) == 0 {
+			continue
+		}
+		row := []string{s.Name, s.Stack}
+		for _, c := range cols {
+			if v, ok := s.Delegates[c]; ok {
+				row = append(row, fmt.Sprintf("%.2f", v))
+			} else {
+				row = append(row, "-")
+			}
+		}
+		fmt.Fprintf(tw, "%s\t\n", strings.Join(row, "\t"))
+	}
+	tw.Flush()
 }
 
 func (r *Report) errors(w io.Writer) {

@@ -61,7 +61,7 @@ func TestReportJSONShape(t *testing.T) {
 	if len(got.Scenarios) != 2 {
 		t.Fatalf("scenarios: %v", got.Scenarios)
 	}
-	for _, k := range []string{"name", "stack", "count", "add_p50_ms", "add_p90_ms", "add_p99_ms", "add_max_ms", "del_p50_ms", "del_p99_ms", "meta_share_p50_ms"} {
+	for _, k := range []string{"name", "stack", "count", "add_p50_ms", "add_p90_ms", "add_p99_ms", "add_max_ms", "del_p50_ms", "del_p99_ms", "meta_share_p50_ms", "leaks"} {
 		if _, ok := got.Scenarios[0][k]; !ok {
 			t.Errorf("scenario entry lacks %q: %s", k, b)
 		}
@@ -71,7 +71,7 @@ func TestReportJSONShape(t *testing.T) {
 	}
 	var out bytes.Buffer
 	rep.Table(&out)
-	if !strings.Contains(out.String(), "eth0           ADD 1.00x  DEL 1.00x") {
+	if !strings.Contains(out.String(), "eth0           multus / multinet              ADD 1.00x  DEL 1.00x") {
 		t.Fatalf("table lacks the ratio line:\n%s", out.String())
 	}
 }
@@ -81,10 +81,11 @@ func TestScenarioNames(t *testing.T) {
 	for _, s := range Scenarios {
 		names = append(names, s.Name)
 	}
-	if strings.Join(names, " ") != "eth0 eth0+1vf eth0+4 eth0+1vf-x16" {
+	if strings.Join(names, " ") != "eth0 eth0+1vf eth0+4 eth0+1vf-x16 herd200" {
 		t.Fatalf("scenario names %v", names)
 	}
-	if Scenarios[2].attachments() != 4 || Scenarios[3].concurrency() != 16 || Scenarios[0].attachments() != 0 {
+	if Scenarios[2].attachments() != 4 || Scenarios[3].concurrency() != 16 || Scenarios[0].attachments() != 0 ||
+		Scenarios[4].concurrency() != 200 || !Scenarios[4].Optional || !Scenarios[4].ThickOnly {
 		t.Fatal("scenario shapes")
 	}
 }
@@ -92,7 +93,7 @@ func TestScenarioNames(t *testing.T) {
 func TestPairedComparesBackToBackPods(t *testing.T) {
 	multinet := []sample{{add: msd(10), del: msd(10)}, {add: msd(40), del: msd(10)}, {add: msd(10), del: msd(10)}, {addErr: errors.New("x")}}
 	multus := []sample{{add: msd(20), del: msd(5)}, {add: msd(20), del: msd(5)}, {add: msd(30), del: msd(5)}, {add: msd(1), del: msd(1)}}
-	p := pair("eth0", multinet, multus)
+	p := pair("eth0", "multinet", "multus", multinet, multus)
 	// The failed pair is skipped; ratios 2, 0.5, 3 -> median 2.
 	if p.Pairs != 3 || p.AddRatioP50 != 2 || p.AddMultinetWn != 2 || p.DelRatioP50 != 0.5 || p.DelMultinetWn != 0 {
 		t.Fatalf("%+v", p)

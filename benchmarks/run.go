@@ -2,6 +2,7 @@ package benchmarks
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -9,9 +10,11 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/containernetworking/cni/libcni"
@@ -22,6 +25,8 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/multinet-io/multinet/sriovcni"
 )
 
 // Scenario is one pod shape: its networks annotation, the VFs kubelet gives it, and how many
@@ -31,6 +36,9 @@ type Scenario struct {
 	Networks    string
 	VFs         int
 	Concurrency int
+	// Optional scenarios run only when named (-only); ThickOnly ones skip the thin stacks
+	// (200 meta-plugin processes at once measure the machine, not the stack).
+	Optional, ThickOnly bool
 }
 
 // Scenarios are the measured pod shapes; names are part of the JSON contract.
@@ -39,7 +47,15 @@ var Scenarios = []Scenario{
 	{Name: "eth0+1vf", Networks: "sriov-a", VFs: 1, Concurrency: 1},
 	{Name: "eth0+4", Networks: "sriov-a,sriov-b,macvlan-a,macvlan-b", VFs: 2, Concurrency: 1},
 	{Name: "eth0+1vf-x16", Networks: "sriov-a", VFs: 1, Concurrency: 16},
+	// A node's pods all (re)started at once, e.g. after a reboot: the agent's peak RSS.
+	{Name: HerdScenario, Concurrency: 200, Optional: true, ThickOnly: true},
 }
+
+// HerdScenario is 200 eth0 pods attached at once (one round).
+const HerdScenario = "herd200"
+
+// The node the pods are on: the thick daemons cache its pods only.
+const benchNode = "node1"
 
 func (s Scenario) attachments() int {
 	if s.Networks == "" {
@@ -57,10 +73,19 @@ func (s Scenario) concurrency() int {
 
 // Options of one benchmark run.
 type Options struct {
-	Dir         string // scratch dir (removed by the caller)
-	BinDir      string // multinet, sriov
-	WrapBin     string // the delegate timing wrapper
-	MultusBin   string // "" skips Multus
+	Dir       string // scratch dir (removed by the caller)
+	BinDir    string // multinet, sriov
+	WrapBin   string // the delegate timing wrapper
+	MultusBin string // "" skips Multus
+	// Multus thick mode's daemon and shim; "" skips the multus-thick stack.
+	MultusDaemonBin, MultusShimBin string
+	// Stacks, when not empty, keeps only these stacks (the floor always runs).
+	Stacks []string
+	// NoThick skips both thick stacks (multinetd + multinet-shim, multus-daemon + multus-shim).
+	NoThick bool
+	// Scale, after the scenarios: 5,000 pods on other nodes and 2,000 NADs into the API
+	// server, and the thick daemons' RSS before and after.
+	Scale       bool
 	RefPlugins  string // reference plugins (bridge, host-local, macvlan, portmap)
 	ToolsDir    string // etcd, kube-apiserver
 	CRDDir      string
@@ -87,6 +112,7 @@ type Bench struct {
 	delLog       string
 	wrapOverhead time.Duration
 	floor        *Floor
+	logf         *os.File
 }
 
 const podNamespace = "bench"
@@ -97,7 +123,18 @@ type sample struct {
 	addShare, delShare   time.Duration
 	hasShare             bool
 	addUsage, delUsage   procUsage
+	daemonCPU            time.Duration // thick: the daemon's share of addUsage.CPU
 	addErr, delErr, vErr error
+	leaks                leaks
+	agent                *agentSplit // multinetd's metrics over the plain pass
+	// delegates: the wrapped pass's ADD time per delegate call, by plugin type
+	// ("sriov(in-process)" from multinetd's metrics).
+	delegates map[string][]time.Duration
+}
+
+// agentSplit is one pod's calls as multinetd's metrics saw them (the round's mean per pod).
+type agentSplit struct {
+	add, addDelegates, del, delDelegates time.Duration
 }
 
 // Run prepares the node, runs every scenario with every stack interleaved, and returns the
@@ -108,15 +145,31 @@ func Run(o Options) (*Report, error) {
 	if err := b.setup(); err != nil {
 		return nil, err
 	}
-	rep := &Report{Machine: Machine(o)}
+	rep := &Report{Machine: Machine(o), DaemonMem: map[string]*DaemonMem{}}
+	for _, st := range b.stacks {
+		if d := st.daemon[false]; d != nil {
+			rss, _ := d.mem()
+			rep.DaemonMem[d.name] = &DaemonMem{StartKB: rss}
+		}
+	}
 	for _, sc := range Scenarios {
-		if o.Only != "" && o.Only != sc.Name {
+		if (o.Only == "" && sc.Optional) || (o.Only != "" && o.Only != sc.Name) {
 			continue
+		}
+		if sc.Name == HerdScenario {
+			for _, st := range b.stacks {
+				if d := st.daemon[false]; d != nil {
+					d.resetPeak()
+				}
+			}
 		}
 		o.Log.Info("scenario", "name", sc.Name)
 		n := o.Cycles
 		if sc.concurrency() > 1 {
 			n = o.Rounds
+		}
+		if sc.Optional {
+			n = 1 // the herd: one round
 		}
 		plain := map[string][]sample{}
 		for i := 0; i < n; i++ {
@@ -124,7 +177,7 @@ func Run(o Options) (*Report, error) {
 				return rep, err
 			}
 			// Rotate the order so neither stack always runs right after the other.
-			order := b.stackOrder(i)
+			order := b.stackOrder(i, sc)
 			for _, st := range order {
 				plain[st] = append(plain[st], b.round(st, sc, false, fmt.Sprintf("%d", i))...)
 			}
@@ -134,19 +187,37 @@ func Run(o Options) (*Report, error) {
 		if sc.concurrency() > 1 && sn > 0 {
 			sn = 1 // one round of 16 pods is 16 samples
 		}
+		if sc.Optional {
+			sn = 0 // the herd measures memory and failures, not shares
+		}
 		for i := 0; i < sn; i++ {
-			for _, st := range b.stackOrder(i) {
+			for _, st := range b.stackOrder(i, sc) {
 				if st == "floor" {
 					continue
 				}
 				shares[st] = append(shares[st], b.round(st, sc, true, fmt.Sprintf("w%d", i))...)
 			}
 		}
-		for _, st := range b.stackOrder(0) {
+		for _, st := range b.stackOrder(0, sc) {
 			rep.Scenarios = append(rep.Scenarios, summarize(sc.Name, st, plain[st], shares[st]))
 		}
-		if _, ok := plain["multus"]; ok {
-			rep.Paired = append(rep.Paired, pair(sc.Name, plain["multinet"], plain["multus"]))
+		for _, pr := range [][2]string{{"multinet", "multus"}, {"multinet-thick", "multus-thick"}, {"multinet-thick", "multus"}} {
+			if _, ok := plain[pr[1]]; ok && plain[pr[0]] != nil {
+				rep.Paired = append(rep.Paired, pair(sc.Name, pr[0], pr[1], plain[pr[0]], plain[pr[1]]))
+			}
+		}
+		for _, st := range b.stacks {
+			d := st.daemon[false]
+			if d == nil {
+				continue
+			}
+			rss, peak := d.mem()
+			if sc.Name == HerdScenario {
+				rep.DaemonMem[d.name].HerdPeakKB = peak
+			} else {
+				rep.DaemonMem[d.name].EndKB, rep.DaemonMem[d.name].PeakKB = rss, peak
+				rep.DaemonMem[d.name].EndAnonKB = d.anonKB()
+			}
 		}
 		if err := b.node.HostVFsHome(); err != nil {
 			o.Log.Error("after scenario", "name", sc.Name, "err", err)
@@ -155,23 +226,39 @@ func Run(o Options) (*Report, error) {
 			}
 		}
 	}
+	if o.Scale {
+		if err := b.scale(rep); err != nil {
+			return rep, fmt.Errorf("scale: %w", err)
+		}
+	}
 	if err := b.api.Alive(); err != nil {
 		return rep, err
+	}
+	if raw, err := b.api.Kube.CoreV1().RESTClient().Get().AbsPath("/metrics").DoRaw(context.Background()); err == nil {
+		rep.APIRequests, _ = parseAPIMetrics(bytes.NewReader(raw))
 	}
 	b.api.Stop()
 	rep.Daemons = b.api.PeakRSSKB
 	rep.WrapOverheadMS = ms(b.wrapOverhead)
+	var ru syscall.Rusage
+	if syscall.Getrusage(syscall.RUSAGE_SELF, &ru) == nil {
+		rep.HarnessMaxRSSKB = ru.Maxrss
+	}
+	rep.Targets = Targets(rep)
 	for _, s := range rep.Scenarios {
-		if s.Stack == "multinet" && (s.AddFailures > 0 || s.DelFailures > 0 || s.WrongAttach > 0) {
-			return rep, fmt.Errorf("multinet failed in %s: %s", s.Name, s.FirstError)
+		if strings.HasPrefix(s.Stack, "multinet") && (s.AddFailures > 0 || s.DelFailures > 0 || s.WrongAttach > 0 || s.Leaks.any()) {
+			return rep, fmt.Errorf("%s failed in %s: %s (leaks %+v)", s.Stack, s.Name, s.FirstError, s.Leaks)
 		}
 	}
 	return rep, nil
 }
 
-func (b *Bench) stackOrder(i int) []string {
+func (b *Bench) stackOrder(i int, sc Scenario) []string {
 	names := []string{}
 	for _, s := range b.stacks {
+		if sc.ThickOnly && !s.thick() {
+			continue
+		}
 		names = append(names, s.Name)
 	}
 	names = append(names, "floor")
@@ -182,6 +269,11 @@ func (b *Bench) stackOrder(i int) []string {
 func (b *Bench) close() {
 	if b.api != nil {
 		b.api.Stop()
+	}
+	for _, s := range b.stacks {
+		for _, d := range s.daemon {
+			d.removeCgroup()
+		}
 	}
 }
 
@@ -199,6 +291,7 @@ func (b *Bench) setup() error {
 	if err != nil {
 		return err
 	}
+	b.logf = logf
 	if b.api, err = StartAPIServer(o.ToolsDir, apiDir, o.CRDDir, logf); err != nil {
 		return fmt.Errorf("api server (log %s): %w", logf.Name(), err)
 	}
@@ -235,6 +328,12 @@ func (b *Bench) setup() error {
 	if o.MultusBin != "" {
 		plugins["multus"] = o.MultusBin
 	}
+	if !o.NoThick {
+		plugins["multinet-shim"] = filepath.Join(o.BinDir, "multinet-shim")
+		if o.MultusShimBin != "" {
+			plugins["multus-shim"] = o.MultusShimBin
+		}
+	}
 	refs, _ := os.ReadDir(o.RefPlugins)
 	for _, e := range refs {
 		plugins[e.Name()] = filepath.Join(o.RefPlugins, e.Name())
@@ -253,8 +352,8 @@ func (b *Bench) setup() error {
 	os.Setenv("BENCH_REAL_PATH", b.binDir[false])
 	os.Setenv("BENCH_DELEGATE_LOG", b.delLog)
 
-	mn := &Stack{Name: "multinet", conf: map[string][]byte{}}
-	mu := &Stack{Name: "multus", conf: map[string][]byte{}}
+	mn := &Stack{Name: "multinet", conf: map[string][]byte{}, stateDirs: []string{filepath.Join(o.Dir, "multinet-cache"), sriovcni.DefaultStateDir}}
+	mu := &Stack{Name: "multus", conf: map[string][]byte{}, stateDirs: []string{filepath.Join(o.Dir, "multus-cache"), sriovcni.DefaultStateDir}}
 	for _, wrapped := range []bool{false, true} {
 		dir := b.binDir[wrapped]
 		c, err := multinetConf(plugins["multinet"], b.node.ConfDir, b.api.Kubeconfig, filepath.Join(o.Dir, "multinet-cache"), dir)
@@ -271,6 +370,20 @@ func (b *Bench) setup() error {
 	b.stacks = []*Stack{mn}
 	if o.MultusBin != "" {
 		b.stacks = append(b.stacks, mu)
+	}
+	if !o.NoThick {
+		if err := b.setupThick(); err != nil {
+			return err
+		}
+	}
+	if len(o.Stacks) > 0 {
+		var keep []*Stack
+		for _, s := range b.stacks {
+			if slices.Contains(o.Stacks, s.Name) {
+				keep = append(keep, s)
+			}
+		}
+		b.stacks = keep
 	}
 	for _, s := range b.stacks {
 		o.Log.Debug("stack conf", "stack", s.Name, "conf", string(s.conf[b.binDir[false]]))
@@ -319,8 +432,31 @@ func (b *Bench) round(stackName string, sc Scenario, wrapped bool, tag string) [
 	} else {
 		st := b.stack(stackName)
 		conf := st.conf[b.binDir[wrapped]]
+		d := st.daemon[wrapped]
+		var cpu0 time.Duration
+		var m0, m1, m2 map[string]delegateSum
+		if st.metricsAddr != "" {
+			m0 = scrapeDelegates(st.metricsAddr)
+		}
+		if d != nil {
+			cpu0 = d.cpu() // after the scrape: serving /metrics is no ADD's CPU
+		}
 		b.parallel(pods, func(j int, p *pod) {
 			out[j].add, out[j].addUsage, out[j].addErr = b.cniOp(conf, wrapped, p, true)
+		})
+		if d != nil {
+			// Thick: the shim's CPU (its rusage) plus the daemon's over the ADDs, spread over the
+			// pods of the round (the verify below is the harness's, after this).
+			per := (d.cpu() - cpu0) / time.Duration(k)
+			for j := range out {
+				out[j].daemonCPU = per
+				out[j].addUsage.CPU += per
+			}
+		}
+		if m0 != nil {
+			m1 = scrapeDelegates(st.metricsAddr)
+		}
+		b.parallel(pods, func(j int, p *pod) {
 			if out[j].addErr == nil {
 				out[j].vErr = b.verify(p, sc)
 			}
@@ -331,16 +467,62 @@ func (b *Bench) round(stackName string, sc Scenario, wrapped bool, tag string) [
 			}
 			out[j].del, out[j].delUsage, out[j].delErr = b.cniOp(conf, wrapped, p, false)
 		})
+		if m0 != nil {
+			m2 = scrapeDelegates(st.metricsAddr)
+		}
+		if !wrapped && m0 != nil && k == 1 {
+			// Sequential only: with pods at once the round's means hide queueing in the agent,
+			// and p50 differences of them mean nothing.
+			// multinetd's own account of the plain pass: its time serving the calls and its
+			// delegates' (exec'd from it, or in-process), so total = shim and socket + agent's
+			// own work + delegates, with no wrapper in the way.
+			k := time.Duration(k)
+			req := requestDelta(m0, m1, "ADD") / k
+			deleg, _ := delegateDelta(m0, m1, "ADD", false)
+			reqDel := requestDelta(m1, m2, "DEL") / k
+			delegDel, _ := delegateDelta(m1, m2, "DEL", false)
+			for j := range out {
+				out[j].agent = &agentSplit{add: req, addDelegates: deleg / k, del: reqDel, delDelegates: delegDel / k}
+			}
+		}
+		if !wrapped {
+			owners := leaseOwners(b.node.IPAMDir)
+			for j, p := range pods {
+				if p != nil && out[j].addErr == nil {
+					out[j].leaks = b.podLeaks(p, st, owners)
+				}
+			}
+		}
 		if wrapped {
+			// In-process delegates (multinetd's sriov) are not exec'd, so not wrapped: their time
+			// is the agent's own histogram, spread over the round's pods.
+			var inAdd, inDel time.Duration
+			var inAddN int64
+			if m0 != nil {
+				inAdd, inAddN = inProcessDelta(m0, m1, "ADD")
+				inDel, _ = inProcessDelta(m1, m2, "DEL")
+				inAdd, inDel = inAdd/time.Duration(k), inDel/time.Duration(k)
+			}
 			for j, p := range pods {
 				if p == nil {
 					continue
 				}
-				ad, an := b.delegateTime(p.rt.ContainerID, "ADD")
-				dd, dn := b.delegateTime(p.rt.ContainerID, "DEL")
-				out[j].addShare = out[j].add - ad - time.Duration(an)*b.wrapOverhead
-				out[j].delShare = out[j].del - dd - time.Duration(dn)*b.wrapOverhead
+				ad, an, per := b.delegateTime(p.rt.ContainerID, "ADD")
+				dd, dn, _ := b.delegateTime(p.rt.ContainerID, "DEL")
+				out[j].addShare = out[j].add - ad - time.Duration(an)*b.wrapOverhead - inAdd
+				out[j].delShare = out[j].del - dd - time.Duration(dn)*b.wrapOverhead - inDel
 				out[j].hasShare = true
+				if inAddN > 0 {
+					// One call per pod's VF: the mean call of the round.
+					calls := inAddN / int64(k)
+					if calls < 1 {
+						calls = 1
+					}
+					for c := int64(0); c < calls; c++ {
+						per["sriov(in-process)"] = append(per["sriov(in-process)"], inAdd/time.Duration(calls))
+					}
+				}
+				out[j].delegates = per
 			}
 		}
 	}
@@ -378,7 +560,7 @@ func (b *Bench) preparePod(stackName string, sc Scenario, name string) (*pod, er
 	if stackName != "floor" {
 		grace, noToken := int64(0), false
 		kp := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: podNamespace},
-			Spec: corev1.PodSpec{NodeName: "node1", TerminationGracePeriodSeconds: &grace, AutomountServiceAccountToken: &noToken,
+			Spec: corev1.PodSpec{NodeName: benchNode, TerminationGracePeriodSeconds: &grace, AutomountServiceAccountToken: &noToken,
 				Containers: []corev1.Container{{Name: "app", Image: "registry.k8s.io/pause:3.10"}}}}
 		if sc.Networks != "" {
 			kp.Annotations = map[string]string{"k8s.v1.cni.cncf.io/networks": sc.Networks}
@@ -475,11 +657,13 @@ func (b *Bench) verify(p *pod, sc Scenario) error {
 	return nil
 }
 
-// delegateTime sums the wrapped delegates' wall time for one container and command.
-func (b *Bench) delegateTime(containerID, cmd string) (time.Duration, int) {
+// delegateTime sums the wrapped delegates' wall time for one container and command, and keeps
+// each call's time by plugin type (as the wrapper timed the real plugin).
+func (b *Bench) delegateTime(containerID, cmd string) (time.Duration, int, map[string][]time.Duration) {
+	per := map[string][]time.Duration{}
 	f, err := os.Open(b.delLog)
 	if err != nil {
-		return 0, 0
+		return 0, 0, per
 	}
 	defer f.Close()
 	var sum time.Duration
@@ -491,9 +675,10 @@ func (b *Bench) delegateTime(containerID, cmd string) (time.Duration, int) {
 			ns, _ := strconv.ParseInt(fs[3], 10, 64)
 			sum += time.Duration(ns)
 			n++
+			per[fs[2]] = append(per[fs[2]], time.Duration(ns))
 		}
 	}
-	return sum, n
+	return sum, n, per
 }
 
 // calibrateWrapper measures what the wrapper itself adds to a delegate exec (its own start

@@ -10,10 +10,20 @@ import (
 
 // Stack is one meta-plugin setup on the node, configured as its own installer would.
 type Stack struct {
-	Name string // "multinet" or "multus"
+	Name string // "multinet", "multus", "multinet-thick" or "multus-thick"
 	// Conf is the conflist the runtime hands to libcni, per bin dir (plain or wrapped).
 	conf map[string][]byte
+	// daemon (thick stacks) serves the plain (false) or wrapped (true) pass: multinetd serves
+	// both (the conf names the bin dir), multus-daemon takes its bin dir from its own config.
+	daemon map[bool]*daemon
+	// metricsAddr is multinetd's /metrics (per-delegate times of the in-process sriov).
+	metricsAddr string
+	// stateDirs hold the stack's per-container state: a file naming a container after its
+	// DEL is a leak.
+	stateDirs []string
 }
+
+func (s *Stack) thick() bool { return s.daemon != nil }
 
 // cniBin builds the node's CNI bin dir: the meta-plugins, our sriov and the reference plugins,
 // as symlinks. wrapped=true puts the timing wrapper in place of every delegate the meta-plugins

@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strings"
 
 	"github.com/multinet-io/multinet/benchmarks"
 	"github.com/multinet-io/multinet/podresources"
@@ -26,6 +27,10 @@ func main() {
 	flag.StringVar(&o.BinDir, "bin-dir", "bin", "dir with the multinet and sriov binaries")
 	flag.StringVar(&o.WrapBin, "wrap", "bin/bench/wrap", "delegate timing wrapper binary")
 	flag.StringVar(&o.MultusBin, "multus", "", "upstream multus binary (empty: multinet only)")
+	flag.StringVar(&o.MultusDaemonBin, "multus-daemon", "", "upstream multus-daemon binary (thick mode; empty: no multus-thick stack)")
+	flag.StringVar(&o.MultusShimBin, "multus-shim", "", "upstream multus-shim binary (thick mode)")
+	flag.BoolVar(&o.NoThick, "no-thick", false, "skip the thick stacks (multinet-thick: bin-dir's multinetd + multinet-shim; multus-thick)")
+	flag.BoolVar(&o.Scale, "scale", false, "after the scenarios: 5,000 pods on other nodes and 2,000 NADs into the API server, the thick daemons' RSS before and after")
 	flag.StringVar(&o.RefPlugins, "ref-plugins", "/usr/lib/cni", "reference CNI plugins dir")
 	flag.StringVar(&o.ToolsDir, "tools", "", "dir with etcd and kube-apiserver (e2e/cluster/build-tools.sh)")
 	flag.StringVar(&o.CRDDir, "crds", "deploy/crds", "CRD manifests")
@@ -33,7 +38,11 @@ func main() {
 	flag.IntVar(&o.Rounds, "rounds", 3, "rounds of the concurrent scenario per stack")
 	flag.IntVar(&o.ShareCycles, "share-cycles", 8, "cycles of the wrapped pass measuring the meta-plugin's own share")
 	flag.BoolVar(&o.MultusClusterNetworkPath, "multus-cluster-network-path", false, "configure Multus with clusterNetwork = the bridge conflist's path (default: its thin_entrypoint's inline delegate)")
-	flag.StringVar(&o.Only, "only", "", "run only this scenario")
+	flag.Func("stacks", "comma-separated stacks to run (default all: multinet, multus, multinet-thick, multus-thick; the floor always runs)", func(v string) error {
+		o.Stacks = strings.Split(v, ",")
+		return nil
+	})
+	flag.StringVar(&o.Only, "only", "", "run only this scenario (herd200: 200 eth0 pods at once on the thick stacks, only when named)")
 	flag.StringVar(&o.MultusVersion, "multus-version", "v4.3.0", "for the report")
 	flag.StringVar(&o.MultinetVersion, "multinet-version", "", "for the report (git describe)")
 	flag.StringVar(&o.K8sVersion, "k8s-version", "v1.34.4", "for the report")
@@ -58,7 +67,7 @@ func main() {
 		level = slog.LevelDebug
 	}
 	o.Log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
-	for _, p := range []*string{&o.BinDir, &o.WrapBin, &o.MultusBin, &o.ToolsDir, &o.CRDDir, &out} {
+	for _, p := range []*string{&o.BinDir, &o.WrapBin, &o.MultusBin, &o.MultusDaemonBin, &o.MultusShimBin, &o.ToolsDir, &o.CRDDir, &out} {
 		if *p != "" {
 			*p, _ = filepath.Abs(*p)
 		}

@@ -11,17 +11,18 @@ import (
 	"github.com/multinet-io/multinet/pci/pcitest"
 )
 
+// --check prints to stdout; run the test binary's own main through a child for a clean stdout.
 func TestCheckPrintsPools(t *testing.T) {
+	// The child runs main only: set up nothing there (it exits before t.TempDir's cleanup).
+	if os.Getenv("MN_DP_CHILD") == "1" {
+		os.Exit(run(strings.Fields(os.Getenv("MN_DP_ARGS")), os.Stderr))
+	}
 	tr := pcitest.New(t)
 	tr.AddPF(pcitest.PF{Address: "0000:3b:00.0", Vendor: "8086", Device: "1593", Driver: "ice", Netdev: "mnpf0", TotalVFs: 8})
 	tr.AddVF(pcitest.VF{PF: "0000:3b:00.0", Index: 0, Address: "0000:3b:01.0", Vendor: "8086", Device: "1889", Driver: "iavf", Netdev: "mnpf0v0"})
 	cfg := filepath.Join(t.TempDir(), "config.json")
 	os.WriteFile(cfg, []byte(`{"resourceList":[{"resourceName":"vf","selectors":{"pfNames":["mnpf0"]}}]}`), 0o644)
 
-	// --check prints to stdout; run the test binary's own main through a child for a clean stdout.
-	if os.Getenv("MN_DP_CHILD") == "1" {
-		os.Exit(run(strings.Fields(os.Getenv("MN_DP_ARGS")), os.Stderr))
-	}
 	cmd := exec.Command(os.Args[0], "-test.run", "^TestCheckPrintsPools$")
 	cmd.Env = append(os.Environ(), "MN_DP_CHILD=1", "MN_DP_ARGS=--config "+cfg+" --sysfs-root "+tr.Root+" --check")
 	out, err := cmd.CombinedOutput()
@@ -35,15 +36,16 @@ func TestCheckPrintsPools(t *testing.T) {
 
 // --check lists a refused pool with its reason next to the pools it serves, and exits 1.
 func TestCheckReportsRefusedPool(t *testing.T) {
+	// The child runs main only: set up nothing there (it exits before t.TempDir's cleanup).
+	if os.Getenv("MN_DP_CHILD") == "1" {
+		os.Exit(run(strings.Fields(os.Getenv("MN_DP_ARGS")), os.Stderr))
+	}
 	tr := pcitest.New(t)
 	tr.AddPF(pcitest.PF{Address: "0000:3b:00.0", Vendor: "8086", Device: "1593", Driver: "ice", Netdev: "mnpf0", TotalVFs: 8})
 	tr.AddVF(pcitest.VF{PF: "0000:3b:00.0", Index: 0, Address: "0000:3b:01.0", Vendor: "8086", Device: "1889", Driver: "iavf", Netdev: "mnpf0v0"})
 	cfg := filepath.Join(t.TempDir(), "config.json")
 	os.WriteFile(cfg, []byte(`{"resourceList":[{"resourceName":"vf","selectors":{"pfNames":["mnpf0"]}},
 	  {"resourceName":"gtp","selectors":{"ddpProfiles":["GTP"]}}]}`), 0o644)
-	if os.Getenv("MN_DP_CHILD") == "1" {
-		os.Exit(run(strings.Fields(os.Getenv("MN_DP_ARGS")), os.Stderr))
-	}
 	cmd := exec.Command(os.Args[0], "-test.run", "^TestCheckReportsRefusedPool$")
 	cmd.Env = append(os.Environ(), "MN_DP_CHILD=1", "MN_DP_ARGS=--config "+cfg+" --sysfs-root "+tr.Root+" --check")
 	out, err := cmd.Output()

@@ -22,8 +22,11 @@ import (
 
 	"github.com/multinet-io/multinet/agent"
 	"github.com/multinet-io/multinet/cmd/internal/nodeenv"
+	"github.com/multinet-io/multinet/cniinstall"
 	"github.com/multinet-io/multinet/deviceplugin"
 	"github.com/multinet-io/multinet/internal/cniwire"
+	"github.com/multinet-io/multinet/meta"
+	"github.com/multinet-io/multinet/meta/delcache"
 	"github.com/multinet-io/multinet/pci"
 	"github.com/multinet-io/multinet/podresources"
 	"github.com/multinet-io/multinet/sriovcni"
@@ -67,6 +70,16 @@ func run(argv []string) error {
 	dpInterval := fs.Duration("device-plugin-interval", 250*time.Millisecond, "how often the device plugin looks at sysfs, its config and kubelet.sock")
 	vfPolicy := fs.String("vf-policy", "", "VF node policy (multinetctl vf apply format), applied at start and on every change (\"\": off)")
 	vfInterval := fs.Duration("vf-policy-interval", 5*time.Second, "how often the VF policy file is looked at")
+	installFrom := fs.String("install-from", "", "install every executable of this dir (the image's /opt/multinet/bin) into --cni-bin-dir: temp file + rename, so running plugins keep running (\"\": none)")
+	binDir := fs.String("cni-bin-dir", delcache.DefaultBinDir, "the node's CNI bin dir")
+	confDir := fs.String("cni-conf-dir", meta.DefaultConfDir, "the node's CNI conf dir")
+	installConf := fs.String("install-conf", cniinstall.ModeNone, "write "+meta.OwnConfName+" wrapping the cluster network's conf once it exists: thick (type multinet-shim, this agent's --socket), thin (type multinet, with --thin-kubeconfig) or none")
+	thinKubeconfig := fs.String("thin-kubeconfig", "", "thin conf: the kubeconfig written for the plugin from this pod's service account, refreshed as the token rotates (default <cni-conf-dir>/multinet.d/multinet.kubeconfig; same path on the host)")
+	thinServer := fs.String("thin-api-server", "", "thin conf: the API server URL in its kubeconfig (default https://$KUBERNETES_SERVICE_HOST:$KUBERNETES_SERVICE_PORT; set it where the host cannot reach the service IP, no kube-proxy)")
+	saDir := fs.String("service-account-dir", cniinstall.DefaultServiceAccountDir, "thin conf: the pod's service-account token and ca.crt")
+	installInterval := fs.Duration("install-interval", time.Second, "how often the conf dir and the token are looked at")
+	serveCNI := fs.Bool("serve-cni", true, "serve the CNI socket (false: a thin-mode DaemonSet that installs and hosts the device plugin and VF policy only)")
+	delegateChroot := fs.String("delegate-chroot", "", "exec delegate plugins chrooted to this dir (the host's / mounted in the pod, e.g. /hostroot); \"\": in the agent's root")
 	if err := fs.Parse(argv); err != nil {
 		return err
 	}
@@ -77,7 +90,21 @@ func run(argv []string) error {
 	log := slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
 	cfg := agent.Config{Socket: *socket, NodeName: *node, MetricsAddr: *metricsAddr, MaxParallel: *maxParallel,
 		RequestTimeout: *reqTimeout, ShutdownTimeout: *shutdown, SyncTimeout: *syncTimeout, SysfsRoot: *sysfs, Log: log,
-		VFPolicyFile: *vfPolicy, VFPolicyInterval: *vfInterval, DevInfo: nodeenv.DevInfo()}
+		VFPolicyFile: *vfPolicy, VFPolicyInterval: *vfInterval, DevInfo: nodeenv.DevInfo(), NoCNIServer: !*serveCNI,
+		DelegateChroot: *delegateChroot}
+	if *installFrom != "" || *installConf != cniinstall.ModeNone {
+		ic := &cniinstall.Config{From: *installFrom, BinDir: *binDir, ConfDir: *confDir, Conf: *installConf,
+			Kubeconfig: *thinKubeconfig, ServiceAccountDir: *saDir, Interval: *installInterval,
+			// Downward API: who this pod is, to tell an uninstall (its DaemonSet gone) from a restart.
+			PodNamespace: os.Getenv("POD_NAMESPACE"), PodName: os.Getenv("POD_NAME")}
+		if h := os.Getenv("KUBERNETES_SERVICE_HOST"); h != "" {
+			ic.APIServer = cniinstall.APIServerURL(h, envOr("KUBERNETES_SERVICE_PORT", "443"))
+		}
+		if *thinServer != "" {
+			ic.APIServer = *thinServer
+		}
+		cfg.Install = ic
+	}
 	if *dpConfig != "" {
 		cfg.DevicePlugin = &deviceplugin.Options{ConfigFile: *dpConfig, SysfsRoot: *sysfs, PluginDir: *dpDir, Interval: *dpInterval,
 			PoolsFile: *poolsFile, DevInfo: cfg.DevInfo, Logger: log.With("part", "deviceplugin")}

@@ -5,6 +5,7 @@ package fsutil
 import (
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -15,6 +16,17 @@ import (
 // the directory fsynced so the rename itself survives a power loss. Missing parent
 // directories are created 0700.
 func WriteFileAtomic(path string, b []byte, perm fs.FileMode) error {
+	return WriteAtomic(path, perm, func(w io.Writer) error {
+		_, err := w.Write(b)
+		return err
+	})
+}
+
+// WriteAtomic is WriteFileAtomic with the content streamed by fill (a binary of tens of MB is
+// never held in memory). Renaming over a file also replaces an executable that is running:
+// the runtime's next exec gets the new inode, the running process keeps the old one (an
+// in-place write fails with "text file busy").
+func WriteAtomic(path string, perm fs.FileMode, fill func(io.Writer) error) error {
 	dir := filepath.Dir(path)
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return fmt.Errorf("write %s: %w", path, err)
@@ -24,7 +36,7 @@ func WriteFileAtomic(path string, b []byte, perm fs.FileMode) error {
 		return fmt.Errorf("write %s: %w", path, err)
 	}
 	tmp := f.Name()
-	_, err = f.Write(b)
+	err = fill(f)
 	if err == nil {
 		// CreateTemp makes 0600; the caller's mode is set explicitly, not through the umask.
 		err = f.Chmod(perm)
