@@ -226,7 +226,7 @@ func (a *Agent) run(ctx context.Context, cmd string, args *skel.CmdArgs, env map
 		return &cniwire.Response{Result: buf.Bytes()}
 	}
 	depth := delcache.ParseDepth(env[meta.EnvDepth])
-	sh := meta.Shared{Exec: a.exec, Sys: a.sys, DevInfo: a.cfg.DevInfo, Log: a.log, Timeout: a.cfg.RequestTimeout, Depth: depth}
+	sh := meta.Shared{Exec: a.exec, Sys: a.sys, HostViews: a.hostViews, DevInfo: a.cfg.DevInfo, Log: a.log, Timeout: a.cfg.RequestTimeout, Depth: depth}
 	if a.nets != nil {
 		sh.Nets = a.nets
 	}
