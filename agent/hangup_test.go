@@ -3,6 +3,7 @@ package agent
 import (
 	"net"
 	"path/filepath"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -39,5 +40,51 @@ func TestWatchHangupTellsHalfCloseFromClose(t *testing.T) {
 	case <-hung:
 	case <-time.After(2 * time.Second):
 		t.Fatal("the shim closed its connection and no hang-up was seen")
+	}
+}
+
+// stop returns at once, not after the poll round in progress: serveConn calls it before it
+// answers, so every CNI call waited up to that round (100 ms) for its answer. With a round of
+// an hour, stop must still return while the shim waits on its half-closed connection, and no
+// hang-up is reported for a call that was done.
+func TestWatchHangupStopDoesNotWaitForThePollRound(t *testing.T) {
+	defer func(ms int) { hangupPollMS = ms }(hangupPollMS)
+	hangupPollMS = int(time.Hour / time.Millisecond)
+	l, err := net.ListenUnix("unix", &net.UnixAddr{Name: filepath.Join(t.TempDir(), "s"), Net: "unix"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	shim, err := net.DialUnix("unix", nil, l.Addr().(*net.UnixAddr))
+	if err != nil {
+		t.Fatal(err)
+	}
+	agentSide, err := l.AcceptUnix()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer shim.Close()
+	shim.CloseWrite()
+	var hung atomic.Bool
+	stop := watchHangup(agentSide, func() { hung.Store(true) })
+	time.Sleep(200 * time.Millisecond) // the watcher is in its poll
+	stopped := make(chan struct{})
+	go func() { stop(); close(stopped) }()
+	select {
+	case <-stopped:
+	case <-time.After(10 * time.Second):
+		t.Fatal("stop waits for the watcher's poll round")
+	}
+	// conn.Close waits for the watcher, whose poll ends at the shim's close (the answer read).
+	closed := make(chan struct{})
+	go func() { agentSide.Close(); close(closed) }()
+	shim.Close()
+	select {
+	case <-closed:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the watcher's poll did not end at the shim's close")
+	}
+	if hung.Load() {
+		t.Error("a hang-up reported after stop")
 	}
 }

@@ -108,16 +108,18 @@ func (a *Agent) serveConn(ctx context.Context, conn *net.UnixConn) {
 // watchHangup calls hungUp once when the shim closes its end of conn (it was killed, or the
 // runtime gave up on it and the call has nobody left to answer), until stop is called. The
 // shim half-closes after its request, so a read says EOF at once whether it is there or not:
-// only POLLHUP (both directions shut) says it is gone.
+// only POLLHUP (both directions shut) says it is gone. stop does not wait for the poll round
+// in progress (that held every answer back by up to hangupPollMS): the watcher ends at the
+// shim's close after the answer, or at its next round, and conn.Close waits for it.
 func watchHangup(conn *net.UnixConn, hungUp func()) (stop func()) {
 	rc, err := conn.SyscallConn()
 	if err != nil {
 		return func() {}
 	}
+	var mu sync.Mutex
+	stopped := false
 	done := make(chan struct{})
-	exited := make(chan struct{})
 	go func() {
-		defer close(exited)
 		for {
 			select {
 			case <-done:
@@ -128,7 +130,7 @@ func watchHangup(conn *net.UnixConn, hungUp func()) (stop func()) {
 			// Control holds the fd for the poll: Close waits, the number is never reused under us.
 			cerr := rc.Control(func(fd uintptr) {
 				fds := []unix.PollFd{{Fd: int32(fd)}} // POLLHUP and POLLERR are always reported
-				if n, err := unix.Poll(fds, 100); err == nil && n > 0 && fds[0].Revents&(unix.POLLHUP|unix.POLLERR) != 0 {
+				if n, err := unix.Poll(fds, hangupPollMS); err == nil && n > 0 && fds[0].Revents&(unix.POLLHUP|unix.POLLERR) != 0 {
 					gone = true
 				}
 			})
@@ -136,13 +138,27 @@ func watchHangup(conn *net.UnixConn, hungUp func()) (stop func()) {
 				return
 			}
 			if gone {
-				hungUp()
+				mu.Lock()
+				if !stopped {
+					hungUp()
+				}
+				mu.Unlock()
 				return
 			}
 		}
 	}()
-	return func() { close(done); <-exited }
+	return func() {
+		mu.Lock()
+		if !stopped {
+			stopped = true
+			close(done)
+		}
+		mu.Unlock()
+	}
 }
+
+// hangupPollMS is watchHangup's poll round.
+var hangupPollMS = 100
 
 func errResponse(err error) *cniwire.Response {
 	te, _ := asCNIError(err).(*types.Error)
