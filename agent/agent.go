@@ -90,6 +90,7 @@ type Agent struct {
 	metrics    *metrics
 	exec       *execer
 	sys        *pci.SysFS
+	hostViews  *meta.HostViews // nil: the policy reads the host per ADD
 	nets       *informerNets
 	startNets  func(stop <-chan struct{})
 	install    *cniinstall.Installer
@@ -222,6 +223,14 @@ func (a *Agent) Run(ctx context.Context) error {
 		a.log.Info("not serving CNI (--serve-cni=false): installing and hosting the node parts only")
 		<-ctx.Done()
 		return nil
+	}
+	// The policy's host view, kept until the host's links, addresses or routes change (Run
+	// runs in the node's namespace). Without the subscription every ADD reads the host.
+	if hv, err := meta.NewHostViews(); err != nil {
+		a.log.Warn("reading the host's links on every ADD", "err", err)
+	} else {
+		a.hostViews = hv
+		defer hv.Close()
 	}
 	if a.nets != nil {
 		a.startNets(stop)

@@ -108,31 +108,33 @@ func (a *Agent) serveConn(ctx context.Context, conn *net.UnixConn) {
 // watchHangup calls hungUp once when the shim closes its end of conn (it was killed, or the
 // runtime gave up on it and the call has nobody left to answer), until stop is called. The
 // shim half-closes after its request, so a read says EOF at once whether it is there or not:
-// only POLLHUP (both directions shut) says it is gone.
+// only POLLHUP (both directions shut) says it is gone. stop wakes the poll in progress (an
+// eventfd in its set) instead of waiting out its round: the answer, and the close that ends
+// it for the shim, would wait for the round (up to hangupPollMS on every call).
 func watchHangup(conn *net.UnixConn, hungUp func()) (stop func()) {
 	rc, err := conn.SyscallConn()
 	if err != nil {
 		return func() {}
 	}
-	done := make(chan struct{})
+	wake, err := unix.Eventfd(0, unix.EFD_CLOEXEC|unix.EFD_NONBLOCK)
+	if err != nil {
+		return func() {}
+	}
 	exited := make(chan struct{})
 	go func() {
 		defer close(exited)
 		for {
-			select {
-			case <-done:
-				return
-			default:
-			}
-			gone := false
+			gone, woken := false, false
 			// Control holds the fd for the poll: Close waits, the number is never reused under us.
 			cerr := rc.Control(func(fd uintptr) {
-				fds := []unix.PollFd{{Fd: int32(fd)}} // POLLHUP and POLLERR are always reported
-				if n, err := unix.Poll(fds, 100); err == nil && n > 0 && fds[0].Revents&(unix.POLLHUP|unix.POLLERR) != 0 {
-					gone = true
+				// POLLHUP and POLLERR are always reported.
+				fds := []unix.PollFd{{Fd: int32(fd)}, {Fd: int32(wake), Events: unix.POLLIN}}
+				if n, err := unix.Poll(fds, hangupPollMS); err == nil && n > 0 {
+					woken = fds[1].Revents != 0
+					gone = fds[0].Revents&(unix.POLLHUP|unix.POLLERR) != 0
 				}
 			})
-			if cerr != nil {
+			if cerr != nil || woken {
 				return
 			}
 			if gone {
@@ -141,8 +143,18 @@ func watchHangup(conn *net.UnixConn, hungUp func()) (stop func()) {
 			}
 		}
 	}()
-	return func() { close(done); <-exited }
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			unix.Write(wake, []byte{1, 0, 0, 0, 0, 0, 0, 0})
+			<-exited
+			unix.Close(wake)
+		})
+	}
 }
+
+// hangupPollMS is watchHangup's poll round.
+var hangupPollMS = 100
 
 func errResponse(err error) *cniwire.Response {
 	te, _ := asCNIError(err).(*types.Error)
@@ -226,7 +238,7 @@ func (a *Agent) run(ctx context.Context, cmd string, args *skel.CmdArgs, env map
 		return &cniwire.Response{Result: buf.Bytes()}
 	}
 	depth := delcache.ParseDepth(env[meta.EnvDepth])
-	sh := meta.Shared{Exec: a.exec, Sys: a.sys, DevInfo: a.cfg.DevInfo, Log: a.log, Timeout: a.cfg.RequestTimeout, Depth: depth}
+	sh := meta.Shared{Exec: a.exec, Sys: a.sys, HostViews: a.hostViews, DevInfo: a.cfg.DevInfo, Log: a.log, Timeout: a.cfg.RequestTimeout, Depth: depth}
 	if a.nets != nil {
 		sh.Nets = a.nets
 	}

@@ -38,7 +38,7 @@ func (p *Plugin) AddContext(parent context.Context, args *skel.CmdArgs) (_ types
 	if err != nil {
 		return nil, err
 	}
-	pl := &planner{conf: p.Conf, nets: p.Nets, devices: p.Devices, sys: p.Sys}
+	pl := &planner{conf: p.Conf, nets: p.Nets, devices: p.Devices, sys: p.Sys, hostViews: p.HostViews}
 	uid := ref.UID
 	if uid == "" {
 		uid = string(pod.UID)

@@ -20,11 +20,12 @@ type DeviceLookup func(ctx context.Context, namespace, name, uid, resource strin
 
 // planner turns a pod and the config into the delegate list.
 type planner struct {
-	conf    *Config
-	nets    Networks
-	devices DeviceLookup
-	sys     *pci.SysFS           // the host's sysfs, for the policy's host view (nil: /sys)
-	nads    map[string]nadResult // this request's NAD lookups (see nad)
+	conf      *Config
+	nets      Networks
+	devices   DeviceLookup
+	sys       *pci.SysFS           // the host's sysfs, for the policy's host view (nil: /sys)
+	hostViews *HostViews           // nil: the policy reads the host per ADD
+	nads      map[string]nadResult // this request's NAD lookups (see nad)
 }
 
 // plan builds the delegate list for a pod: the cluster network on ifname, then default

@@ -34,6 +34,9 @@ type Plugin struct {
 	Devices DeviceLookup
 	Exec    invoke.Exec // nil: exec the plugin binaries
 	Sys     *pci.SysFS
+	// HostViews, in a long-lived process, keeps the policy's host view between calls (nil: the
+	// policy reads the host's links, routes and addresses on every ADD).
+	HostViews *HostViews
 	// DevInfo is where device-info files are read from ("": devinfo.DefaultBase).
 	DevInfo devinfo.Dir
 	Log     *slog.Logger
@@ -103,12 +106,13 @@ func New(stdin []byte, cniArgs string, env Env) (p *Plugin, err error) {
 type Shared struct {
 	// Nets serves NADs and pods for confs in API mode (a conf with networkDir gets its own
 	// standalone source); nil: none.
-	Nets    Networks
-	Exec    invoke.Exec // nil: exec the plugin binaries
-	Sys     *pci.SysFS
-	DevInfo devinfo.Dir
-	Log     *slog.Logger
-	Timeout time.Duration
+	Nets      Networks
+	Exec      invoke.Exec // nil: exec the plugin binaries
+	Sys       *pci.SysFS
+	HostViews *HostViews // nil: the policy reads the host per ADD
+	DevInfo   devinfo.Dir
+	Log       *slog.Logger
+	Timeout   time.Duration
 	// Depth is the request's EnvDepth, as the shim found it.
 	Depth int
 }
@@ -126,7 +130,7 @@ func NewShared(stdin []byte, cniArgs string, sh Shared) (p *Plugin, err error) {
 	if err != nil {
 		return nil, err
 	}
-	p = &Plugin{Conf: conf, Nets: sh.Nets, Exec: sh.Exec, Sys: sh.Sys, DevInfo: sh.DevInfo, Log: sh.Log, Timeout: sh.Timeout, Depth: sh.Depth}
+	p = &Plugin{Conf: conf, Nets: sh.Nets, Exec: sh.Exec, Sys: sh.Sys, HostViews: sh.HostViews, DevInfo: sh.DevInfo, Log: sh.Log, Timeout: sh.Timeout, Depth: sh.Depth}
 	if conf.NetworkDir != "" {
 		p.Nets = &dirNetworks{dir: conf.NetworkDir, statusDir: conf.CacheDir + "/status", args: parseCNIArgs(cniArgs)}
 	}

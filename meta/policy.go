@@ -228,7 +228,7 @@ func (c nadCheck) pluginErr(i int, typ, format string, a ...interface{}) error {
 // default-network annotation's (ds[0] when the pod has one), then after the static delegates
 // one per selection, in order. The cluster network and static delegates are the operator's.
 func (p *planner) enforcePolicy(pod *corev1.Pod, ds []Delegate, statics int, sels []Selection) error {
-	host := &lazyHost{conf: p.conf, sys: p.sys}
+	host := &lazyHost{conf: p.conf, sys: p.sys, views: p.hostViews}
 	c := p.conf
 	if ref := pod.Annotations[DefaultNetworkAnnot]; ref != "" && len(ds) > 0 {
 		ns, name, err := ParseNetworkRef(ref, c.MultinetNamespace)
@@ -661,7 +661,8 @@ type protection struct {
 	operator bool
 }
 
-// hostView is what the policy needs of the host: read once per ADD, only when a NAD names links.
+// hostView is what the policy needs of the host: read once per ADD, only when a NAD names links
+// (in a long-lived process, HostViews keeps it until the host changes). Read-only once built.
 type hostView struct {
 	protected   map[string]protection
 	exists      map[string]bool
@@ -714,11 +715,12 @@ func (hv *hostView) resolve(r linkRef) []string {
 }
 
 type lazyHost struct {
-	conf *Config
-	sys  *pci.SysFS // nil: /sys
-	hv   *hostView
-	err  error
-	done bool
+	conf  *Config
+	sys   *pci.SysFS // nil: /sys
+	views *HostViews // nil: read the host
+	hv    *hostView
+	err   error
+	done  bool
 }
 
 func (h *lazyHost) get() (*hostView, error) {
@@ -727,7 +729,11 @@ func (h *lazyHost) get() (*hostView, error) {
 		if sys == nil {
 			sys = pci.New("")
 		}
-		h.hv, h.err = readHost(sys, h.conf.Policy.ProtectedLinks)
+		if h.views != nil {
+			h.hv, h.err = h.views.view(sys, h.conf.Policy.ProtectedLinks)
+		} else {
+			h.hv, h.err = readHost(sys, h.conf.Policy.ProtectedLinks)
+		}
 		h.done = true
 	}
 	return h.hv, h.err
