@@ -272,14 +272,18 @@ func (p *Plugin) plug(conf *NetConf, a Args, v *vfInfo, c *Cache, admin *vfmanag
 // assignIPs runs the IPAM plugin and puts its addresses on the pod's interface (podNS nil: DPDK
 // mode, the result only). release gives the lease back, under a context of its own.
 func assignIPs(ctx context.Context, log *slog.Logger, conf *NetConf, a Args, v *vfInfo, podNS ns.NetNS, res *current.Result) (release func(), err error) {
-	ir, err := ipamAdd(ctx, conf, a, a.StdinData)
-	if err != nil {
-		return nil, fmt.Errorf("sriov: vf %s: %w", v.addr, err)
-	}
 	release = func() {
 		if _, derr := execIPAM(context.WithoutCancel(ctx), "DEL", conf.IPAM.Type, a, a.StdinData); derr != nil {
 			log.Error("undo: release IPAM", "err", derr)
 		}
+	}
+	ir, err := ipamAdd(ctx, conf, a, a.StdinData)
+	if err != nil {
+		// An IPAM ADD that failed, or was killed by a cancelled call (the shim hung up), may
+		// have taken its lease already, and no cache names it for the runtime's DEL: give it
+		// back now (an IPAM DEL of nothing is a no-op).
+		release()
+		return nil, fmt.Errorf("sriov: vf %s: %w", v.addr, err)
 	}
 	for _, ip := range ir.IPs {
 		ip.Interface = current.Int(0)
