@@ -130,8 +130,8 @@ func buildInitramfs(work, parts, bins string, pkgs []string) (string, error) {
 		return "", fmt.Errorf("no binaries in %s: run make build", bins)
 	}
 	for _, b := range binaries {
-		if st, err := os.Stat(b); err != nil || st.IsDir() {
-			continue // bin/bench and other tool folders are not guest binaries
+		if st, err := os.Stat(b); err != nil || st.IsDir() || st.Mode()&0o111 == 0 {
+			continue // bin/bench and other tool folders, make image's tarball: not guest binaries
 		}
 		if err := copyFile(b, filepath.Join(root, "bin", filepath.Base(b)), 0o755); err != nil {
 			return "", err
@@ -343,7 +343,7 @@ func boot(kernel, initrd string, timeout time.Duration, run, logPath string) (*r
 	}
 	args := []string{
 		// -cpu max: Debian's DPDK needs SSE4.2, which QEMU's default TCG CPU lacks.
-		"-machine", "q35,kernel-irqchip=split", "-accel", "tcg", "-cpu", "max", "-m", "1024", "-smp", "2",
+		"-machine", "q35,kernel-irqchip=split", "-accel", "tcg", "-cpu", "max", "-m", "1536", "-smp", "2",
 		"-nographic", "-no-reboot", "-device", "intel-iommu,intremap=on,caching-mode=on",
 		"-kernel", kernel, "-initrd", initrd, "-append", appendArgs,
 		"-netdev", "user,id=n0,restrict=on", "-device", "igb,netdev=n0,addr=0x2",
