@@ -141,21 +141,11 @@ var (
 )
 
 func (s store) loadCache(containerID, ifName string) (*Cache, error) {
-	c := &Cache{}
-	ok, err := readJSON(s.cachePath(containerID, ifName), c)
-	if !ok {
-		return nil, err
-	}
-	return c, nil
+	return statefile.Load[Cache](s.cachePath(containerID, ifName))
 }
 
 func (s store) loadOwner(vf string) (*Owner, error) {
-	o := &Owner{}
-	ok, err := readJSON(s.ownerPath(vf), o)
-	if !ok {
-		return nil, err
-	}
-	return o, nil
+	return statefile.Load[Owner](s.ownerPath(vf))
 }
 
 // allCaches lists every attachment the plugin holds state for. A corrupt cache is quarantined

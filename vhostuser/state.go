@@ -85,21 +85,11 @@ var (
 )
 
 func (s store) loadCache(containerID, ifName string) (*Cache, error) {
-	c := &Cache{}
-	ok, err := readJSON(s.cachePath(containerID, ifName), c)
-	if !ok {
-		return nil, err
-	}
-	return c, nil
+	return statefile.Load[Cache](s.cachePath(containerID, ifName))
 }
 
 func (s store) loadOwner(sl Slot) (*Owner, error) {
-	o := &Owner{}
-	ok, err := readJSON(s.ownerPath(sl), o)
-	if !ok {
-		return nil, err
-	}
-	return o, nil
+	return statefile.Load[Owner](s.ownerPath(sl))
 }
 
 // lockTimeout bounds the wait for another ADD/DEL on the same slot.

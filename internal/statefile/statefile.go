@@ -104,3 +104,12 @@ func (l *Flock) Unlock() {
 		l.f.Close()
 	}
 }
+
+// Load reads the record at path into a new T, as Read does: nil and no error when there is none.
+func Load[T any](path string) (*T, error) {
+	v := new(T)
+	if ok, err := Read(path, v); !ok {
+		return nil, err
+	}
+	return v, nil
+}
